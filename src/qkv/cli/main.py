@@ -1,0 +1,73 @@
+"""The ``qkv`` command: one entry point, one module per subcommand.
+
+Each subcommand module in ``qkv.cli`` exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+``main(argv)`` is callable in-process (the tests drive it that way). User errors (`QKVError`) print one
+line to stderr and exit 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from qkv.errors import QKVError
+
+# subcommand -> module under qkv.cli, in the order `qkv --help` lists them
+COMMANDS = {
+    "train": "train",
+    "generate": "generate",
+    "eval": "evaluate",
+    "params": "params",
+    "attention": "attention",
+    "convert": "convert",
+    "data": "data",
+}
+
+
+def _available_commands() -> dict:
+    mods = {}
+    for name, module in COMMANDS.items():
+        try:
+            mods[name] = importlib.import_module(f"qkv.cli.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"qkv.cli.{module}":
+                raise
+    return mods
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="qkv", description="Transformers and diffusion models built from the attention head up."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    mods = _available_commands()
+    for name, mod in mods.items():
+        mod.add_parser(sub, name)
+    return parser, mods
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, mods = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if extra and not getattr(mods[args.command], "ACCEPTS_OVERRIDES", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return int(mods[args.command].run(args) or 0)
+    except QKVError as e:
+        print(f"qkv {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qkv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Run directories: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` (no pickle anywhere).
+
+``config.json`` holds ``{"model_type": "gpt", "model": {...GPTConfig...}, ...}`` plus whatever else the
+run recorded (``train``, ``data`` sections). Loading rebuilds the model from its config and checks
+every tensor name and shape before copying, so a checkpoint that disagrees with its config is an
+error naming the first mismatching key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from qkv.config import from_dict, load_json, to_dict
+from qkv.errors import QKVError
+from qkv.models.gpt import GPT, GPTConfig
+
+# model_type -> (config class, model class); later issues add seq2seq and dit here.
+MODEL_TYPES: dict[str, tuple[type, type]] = {"gpt": (GPTConfig, GPT)}
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def model_type_of(model: nn.Module) -> str:
+    for name, (_, cls) in MODEL_TYPES.items():
+        if isinstance(model, cls):
+            return name
+    raise TypeError(f"unknown model class {type(model).__name__}")
+
+
+def build_model(model_type: str, model_cfg: dict, device: str | torch.device | None = None) -> nn.Module:
+    if model_type not in MODEL_TYPES:
+        raise QKVError(f"unknown model_type {model_type!r}; valid: {', '.join(MODEL_TYPES)}")
+    cfg_cls, model_cls = MODEL_TYPES[model_type]
+    cfg = from_dict(cfg_cls, model_cfg, prefix="model.")
+    with torch.device(device or "cpu"):
+        return model_cls(cfg)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def weights_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict without tied duplicates (safetensors refuses shared storage)."""
+    sd = model.state_dict()
+    seen: dict[int, str] = {}
+    out = {}
+    for name, t in sd.items():
+        key = t.data_ptr() if t.device.type != "meta" else id(t)
+        if t.numel() and key in seen:
+            continue
+        seen[key] = name
+        out[name] = t
+    return out
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Copy `tensors` into `model`, strictly: every key present, no extras, every shape equal."""
+    expected = weights_to_save(model)
+    for name, t in expected.items():
+        if name not in tensors:
+            raise QKVError(f"{source}: missing tensor {name!r} (expected shape {tuple(t.shape)})")
+        if tuple(tensors[name].shape) != tuple(t.shape):
+            raise QKVError(
+                f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                f"config expects {tuple(t.shape)}"
+            )
+    extra = [k for k in tensors if k not in expected]
+    if extra:
+        raise QKVError(f"{source}: unexpected tensor {extra[0]!r} not in the model built from config")
+    with torch.no_grad():
+        for name, t in expected.items():
+            t.copy_(tensors[name])
+
+
+def save_run(run_dir: str | Path, model: nn.Module, tokenizer=None, extra_config: dict | None = None) -> Path:
+    """Write config.json, model.safetensors and (if given) tokenizer.json, each atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {"model_type": model_type_of(model), "model": to_dict(model.config)}
+    cfg.update(extra_config or {})
+    atomic_save_tensors(run_dir / WEIGHTS_FILE, weights_to_save(model), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(run_dir / TOKENIZER_FILE)
+    atomic_write_json(run_dir / CONFIG_FILE, cfg)
+    return run_dir
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise QKVError(f"run directory not found: {run_dir}")
+    cfg = load_json(run_dir / CONFIG_FILE)
+    if "model_type" not in cfg or "model" not in cfg:
+        raise QKVError(f"{run_dir / CONFIG_FILE}: not a qkv run config (needs 'model_type' and 'model')")
+    return cfg
+
+
+def load_model(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly. Returns (model, config)."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    model = build_model(cfg["model_type"], cfg["model"], device)
+    path = run_dir / WEIGHTS_FILE
+    if not path.is_file():
+        raise QKVError(f"{run_dir}: no {WEIGHTS_FILE} (an unfinished run?)")
+    try:
+        tensors = load_file(str(path), device=str(device or "cpu"))
+    except (SafetensorError, OSError) as e:
+        raise QKVError(f"{path}: cannot read safetensors file ({e})") from None
+    load_weights(model, tensors, source=str(path))
+    model.eval()
+    return model, cfg

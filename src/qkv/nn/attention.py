@@ -1,0 +1,196 @@
+"""Scaled dot-product attention and multi-head attention (Vaswani et al. 2017, §3.2).
+
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V                                         (eq. 1)
+    MultiHead(Q, K, V) = Concat(head_1, …, head_h) W_O,  head_i = Attention(Q W_Qi, K W_Ki, V W_Vi)
+
+`attention_reference` is the formula written out and returns the attention weights, for reading,
+plots and tests. `MultiHeadAttention` uses the fused ``F.scaled_dot_product_attention`` (same maths,
+tested equal) unless the weights are asked for.
+
+Shape legend: B batch, H heads, Tq query length, Tk key length, D head dim, C model width.
+Masks are bool with True = may attend (see `qkv.nn.masks`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.nn.masks import causal_mask, combine, key_padding_to_attn
+from qkv.nn.positional import apply_rope
+
+
+def attention_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """softmax(Q Kᵀ / √d_k) V, step by step.
+
+    q: (B, H, Tq, D), k and v: (B, H, Tk, D), mask: bool broadcastable to (B, H, Tq, Tk).
+    Returns (out (B, H, Tq, D), weights (B, H, Tq, Tk)). Every query must be allowed at least one key.
+    """
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)  # (B, H, Tq, Tk), each row sums to 1
+    if dropout_p > 0.0 and training:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # (B, H, Tq, D)
+
+
+class LayerKVCache:
+    """Keys and values of the positions seen so far, for one attention layer.
+
+    Preallocated to `max_len` so decoding one token writes in place instead of concatenating.
+    For cross-attention the keys/values of the encoder output are stored once (`set_static`).
+    """
+
+    def __init__(self, k: Tensor, v: Tensor):
+        self.k = k  # (B, H, T_max, D)
+        self.v = v  # (B, H, T_max, D)
+        self.length = 0
+        self.static = False
+
+    @classmethod
+    def empty(cls, batch, n_heads, max_len, head_dim, device=None, dtype=None) -> LayerKVCache:
+        shape = (batch, n_heads, max_len, head_dim)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    def append(self, k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:
+        """Write (B, H, T, D) new keys/values after the cached ones; return all of them."""
+        end = self.length + k_new.size(2)
+        if end > self.k.size(2):
+            raise ValueError(f"KV cache full: {end} positions > capacity {self.k.size(2)}")
+        self.k[:, :, self.length : end] = k_new
+        self.v[:, :, self.length : end] = v_new
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, H, T_cached, D)
+
+    def set_static(self, k: Tensor, v: Tensor) -> None:
+        self.k, self.v, self.length, self.static = k, v, k.size(2), True
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (beam search)."""
+        self.k = self.k.index_select(0, index)
+        self.v = self.v.index_select(0, index)
+
+
+class KVCache:
+    """One `LayerKVCache` per layer: the explicit decoding state passed into a model's forward."""
+
+    def __init__(self, layers: list[LayerKVCache]):
+        self.layers = layers
+
+    @classmethod
+    def empty(cls, n_layers, batch, n_heads, max_len, head_dim, device=None, dtype=None) -> KVCache:
+        return cls([LayerKVCache.empty(batch, n_heads, max_len, head_dim, device, dtype) for _ in range(n_layers)])
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].k.size(2)
+
+    def reorder(self, index: Tensor) -> None:
+        for layer in self.layers:
+            layer.reorder(index)
+
+    def nbytes(self) -> int:
+        return sum(layer.k.numel() * layer.k.element_size() * 2 for layer in self.layers)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention for self-attention (context=None) and cross-attention (context given).
+
+    Per-head projections are stored as one (H·D, C) matrix each for Q, K and V (head h owns rows
+    h·D … (h+1)·D); the heads are concatenated and mixed by `o_proj`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_head: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        d_context: int | None = None,
+    ):
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_head = d_head or d_model // n_heads
+        inner = self.n_heads * self.d_head
+        d_context = d_context or d_model
+        self.q_proj = nn.Linear(d_model, inner, bias=bias)
+        self.k_proj = nn.Linear(d_context, inner, bias=bias)
+        self.v_proj = nn.Linear(d_context, inner, bias=bias)
+        self.o_proj = nn.Linear(inner, d_model, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        causal: bool = False,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cache: LayerKVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, Tq, C) queries; context: (B, Tk, C_ctx) for cross-attention, else x itself.
+
+        causal: query i sees keys ≤ i (offset by what `cache` already holds).
+        key_mask: (B, Tk) bool, False at padded keys. attn_mask: extra bool mask broadcastable to
+        (B, H, Tq, Tk). rope: (cos, sin) for the new positions, rotates q and k.
+        cache: decoding state; self-attention appends to it, cross-attention fills it once.
+        Returns (out (B, Tq, C), weights (B, H, Tq, Tk) if need_weights else None).
+        """
+        B, Tq, _ = x.shape
+        q = self._heads(self.q_proj(x))  # (B, H, Tq, D)
+        if cache is not None and cache.static:
+            k, v = cache.k, cache.v  # cross-attention keys/values computed on the first step
+        else:
+            src = x if context is None else context
+            k = self._heads(self.k_proj(src))  # (B, H, Tk, D)
+            v = self._heads(self.v_proj(src))  # (B, H, Tk, D)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            if cache is not None:
+                if context is None:
+                    k, v = cache.append(k, v)  # (B, H, T_cached, D)
+                else:
+                    cache.set_static(k, v)
+        Tk = k.size(2)
+        p = self.dropout if self.training else 0.0
+        plain_causal = causal and Tq == Tk and key_mask is None and attn_mask is None
+        if plain_causal and not need_weights:
+            # the common training case: let SDPA build the triangle itself
+            y, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=Tq > 1), None
+        else:
+            mask = combine(
+                causal_mask(Tq, Tk, x.device) if causal and Tq > 1 else None,
+                key_padding_to_attn(key_mask) if key_mask is not None else None,
+                attn_mask,
+            )
+            if need_weights:
+                y, weights = attention_reference(q, k, v, mask, p, self.training)
+            else:
+                y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
+        y = y.transpose(1, 2).reshape(B, Tq, self.n_heads * self.d_head)  # (B, Tq, H·D) heads concatenated
+        return self.resid_dropout(self.o_proj(y)), weights
