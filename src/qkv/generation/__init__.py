@@ -1,1 +1,1 @@
-"""qkv.generation"""
+"""Decoding: sampling rules, KV-cached generation, int8 inference."""

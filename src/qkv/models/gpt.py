@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,10 @@ class GPTConfig:
             raise ValueError(f"d_ff must be positive, got {self.d_ff}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, kind in (("norm", NormKind), ("activation", Activation), ("pos_encoding", PosEncoding)):
+            value, choices = getattr(self, name), get_args(kind)
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.pos_encoding == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head dim, got {self.head_dim}")
 

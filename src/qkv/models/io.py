@@ -8,7 +8,6 @@ error naming the first mismatching key.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from qkv.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 from qkv.config import from_dict, load_json, to_dict
 from qkv.errors import QKVError
 from qkv.models.gpt import GPT, GPTConfig
@@ -44,27 +44,6 @@ def build_model(model_type: str, model_cfg: dict, device: str | torch.device | N
     cfg = from_dict(cfg_cls, model_cfg, prefix="model.")
     with torch.device(device or "cpu"):
         return model_cls(cfg)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -116,13 +95,17 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
             t.copy_(tensors[name])
 
 
-def save_run(run_dir: str | Path, model: nn.Module, tokenizer=None, extra_config: dict | None = None) -> Path:
-    """Write config.json, model.safetensors and (if given) tokenizer.json, each atomically."""
+def save_run(run_dir: str | Path, model: nn.Module, tokenizer=None, extra_config: dict | None = None,
+             metadata: dict[str, str] | None = None) -> Path:
+    """Write config.json, model.safetensors and (if given) tokenizer.json, each atomically.
+
+    `metadata` goes into the safetensors header (the trainer stamps the step there).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = {"model_type": model_type_of(model), "model": to_dict(model.config)}
     cfg.update(extra_config or {})
-    atomic_save_tensors(run_dir / WEIGHTS_FILE, weights_to_save(model), metadata={"format": "pt"})
+    atomic_save_tensors(run_dir / WEIGHTS_FILE, weights_to_save(model), metadata={"format": "pt", **(metadata or {})})
     if tokenizer is not None:
         tokenizer.save(run_dir / TOKENIZER_FILE)
     atomic_write_json(run_dir / CONFIG_FILE, cfg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,8 +13,12 @@ Activation = Literal["gelu", "gelu_tanh", "relu"]
 class MLP(nn.Module):
     """C -> d_ff -> C. GPT-2 uses d_ff = 4C and the tanh approximation of GELU."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: Activation = "gelu", bias: bool = True, dropout: float = 0.0):
+    def __init__(
+        self, d_model: int, d_ff: int, activation: Activation = "gelu", bias: bool = True, dropout: float = 0.0
+    ):
         super().__init__()
+        if activation not in get_args(Activation):
+            raise ValueError(f"unknown activation {activation!r}; choose one of {get_args(Activation)}")
         self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.activation = activation

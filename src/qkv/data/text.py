@@ -1,0 +1,146 @@
+"""Text corpora for language modelling: read, check, tokenize once, keep the ids in a memory map.
+
+A corpus is a named dataset (see `qkv.data.registry`), a text file, or a folder of text files.
+Bad input (missing, empty, binary or non-UTF-8) is a one-line `QKVError`. Token ids are written once
+to ``<run_dir>/data/{train,val}.bin`` (uint16, or uint32 for vocabularies over 65,536) and read back
+with ``np.memmap``; the split is nanoGPT's: the first 90% of tokens train, the last 10% validate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qkv.atomic import atomic_write_bytes
+from qkv.data.registry import DATASETS, resolve, stdlib_files
+from qkv.errors import QKVError
+
+TEXT_SUFFIXES = {".txt", ".py", ".md", ".rst", ".text", ".csv", ".tsv", ".json", ".jsonl", ".html", ".xml", ".c",
+                 ".h", ".js", ".ts", ".java", ".go", ".rs", ".toml", ".yaml", ".yml", ".tex", ".sh"}
+
+
+def decode_text(data: bytes, source: str | Path) -> str:
+    """UTF-8 text from bytes, or a `QKVError` saying why not (empty, binary, not UTF-8)."""
+    if not data.strip():
+        raise QKVError(f"{source}: file is empty")
+    if b"\x00" in data[:8192]:
+        raise QKVError(f"{source}: looks binary (contains NUL bytes), expected UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise QKVError(f"{source}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
+def read_text_file(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise QKVError(f"file not found: {path}")
+    return decode_text(path.read_bytes(), path)
+
+
+def _read_folder(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise QKVError(f"{folder}: no text files ({', '.join(sorted(TEXT_SUFFIXES)[:6])}, …) in this folder")
+    return "\n\n".join(read_text_file(p) for p in files)
+
+
+def _read_pystdlib() -> str:
+    parts = []
+    for p in stdlib_files():
+        try:
+            parts.append(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue  # a handful of legacy-encoded modules; the corpus is what decodes
+    return "\n\n".join(parts)
+
+
+def load_corpus(source: str, max_chars: int | None = None) -> str:
+    """The whole text of a dataset name, a file or a folder (optionally only its first `max_chars`)."""
+    if source == "pystdlib":
+        text = _read_pystdlib()
+    elif source in DATASETS:
+        text = read_text_file(resolve(source) / "input.txt")
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            text = _read_folder(path)
+        elif path.is_file():
+            text = read_text_file(path)
+        else:
+            raise QKVError(f"no dataset or file named {source!r}; datasets: {', '.join(DATASETS)}")
+    if max_chars is not None:
+        text = text[:max_chars]
+    if not text.strip():
+        raise QKVError(f"{source}: no text")
+    return text
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def write_tokens(path: Path, ids, vocab_size: int) -> None:
+    atomic_write_bytes(path, np.asarray(ids, dtype=token_dtype(vocab_size)).tobytes())
+
+
+def read_tokens(path: Path, vocab_size: int) -> np.ndarray:
+    if not path.is_file():
+        raise QKVError(f"token file missing: {path}")
+    return np.memmap(path, dtype=token_dtype(vocab_size), mode="r")
+
+
+def split_ids(n: int, val_fraction: float) -> int:
+    """Index where validation starts: the first (1 - val_fraction) of the tokens train."""
+    return int(n * (1.0 - val_fraction))
+
+
+class RandomWindows:
+    """Batches of (x, y) windows at random offsets, y = x shifted by one token (nanoGPT's get_batch).
+
+    All randomness comes from one `torch.Generator`, whose state is the data position for exact resume.
+    Every DDP rank draws the same global batch and keeps its own rows, so the global batch — and the
+    loss — equals a single-process run's.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        if len(tokens) <= block_size + 1:
+            raise QKVError(f"only {len(tokens)} tokens: need more than block_size + 1 = {block_size + 1}")
+        if batch_size % world_size:
+            raise QKVError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
+        self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        offsets = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size,), generator=self.generator)
+        share = self.batch_size // self.world_size
+        offsets = offsets[self.rank * share : (self.rank + 1) * share].numpy()  # this rank's rows
+        idx = offsets[:, None] + np.arange(self.block_size + 1)[None, :]  # (B, T+1)
+        chunk = torch.from_numpy(self.tokens[idx].astype(np.int64))  # (B, T+1)
+        return chunk[:, :-1], chunk[:, 1:]  # x (B, T), y (B, T)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def full_pass_windows(tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int | None = None):
+    """Non-overlapping (x, y) windows covering the split once (the last partial window included)."""
+    n = len(tokens) - 1 if max_tokens is None else min(len(tokens) - 1, max_tokens)
+    starts = list(range(0, n, block_size))
+    for i in range(0, len(starts), batch_size):
+        group = starts[i : i + batch_size]
+        lengths = [min(block_size, n - s) for s in group]
+        T = max(lengths)
+        x = torch.zeros(len(group), T, dtype=torch.long)
+        y = torch.full((len(group), T), -100, dtype=torch.long)  # -100: padding, ignored by the loss
+        for r, (s, L) in enumerate(zip(group, lengths, strict=True)):
+            chunk = torch.from_numpy(tokens[s : s + L + 1].astype(np.int64))
+            x[r, :L], y[r, :L] = chunk[:-1], chunk[1:]
+        yield x, y

@@ -1,0 +1,1 @@
+"""Recipes wire one task together: its data, model, loss and evaluation, around the shared Trainer."""

@@ -1,0 +1,246 @@
+"""The training loop, for every model qkv has: it knows nothing about GPTs, translators or denoisers.
+
+It is handed a model, a loss function ``loss_fn(model, batch) -> (loss, info)``, a batch source with
+``next_batch()`` / ``state_dict()`` / ``load_state_dict()``, an optional ``evaluate(model) -> metrics``
+and a ``save_model(model, step)`` that writes weights, config and tokenizer. It owns the rest:
+AdamW and the schedule, gradient accumulation and clipping, autocast, torch.compile, DDP, the time
+budget, NaN detection, progress bar, ``metrics.jsonl``, ``loss.png`` and crash-safe checkpoints with
+exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from qkv.errors import QKVError
+from qkv.training import distributed
+from qkv.training.checkpoint import (
+    data_state_of,
+    load_trainer_state,
+    restore_optimizer,
+    save_trainer_state,
+    set_rng_state,
+)
+from qkv.training.config import TrainConfig
+from qkv.training.optim import build_optimizer, lr_at
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps done (in total, across resumes)
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss) of this session
+    evals: list[dict] = field(default_factory=list)  # metrics of each evaluation, with "step"
+    elapsed_s: float = 0.0  # wall time of training, across resumes
+    stopped_by: str = "max_steps"  # "max_steps" or "max_minutes"
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
+        return None
+    if cfg.precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable,
+        train_data,
+        cfg: TrainConfig,
+        *,
+        run_dir: str | Path | None = None,
+        evaluate: Callable[[nn.Module], dict] | None = None,
+        save_model: Callable[[nn.Module, int], None] | None = None,
+        resume: bool = False,
+        dist_info: distributed.DistInfo | None = None,
+        device: torch.device | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, train_data, cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.evaluate, self.save_model, self.resume = evaluate, save_model, resume
+        self.dist = dist_info or distributed.DistInfo()
+        self.device = device or distributed.pick_device(cfg.device, self.dist.local_rank)
+        self._log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+
+    def log(self, msg: str) -> None:
+        if self.dist.is_main:
+            self._log(msg)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save(self, raw: nn.Module, optimizer, step: int, elapsed: float) -> None:
+        if not self.dist.is_main or self.run_dir is None or self.save_model is None:
+            return
+        self.save_model(raw, step)  # weights first, then the state that points at them
+        save_trainer_state(self.run_dir, step, optimizer, self.data.state_dict(), {"elapsed_s": elapsed})
+
+    def _write_metrics(self, record: dict) -> None:
+        if self.dist.is_main and self.run_dir is not None:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self, step: int) -> None:
+        """After a resume, forget lines logged past the checkpoint (they will be logged again)."""
+        path = self.run_dir / METRICS_FILE if self.run_dir else None
+        if not self.dist.is_main or path is None or not path.exists():
+            return
+        keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> TrainResult:
+        cfg, device = self.cfg, self.device
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        raw = self.model.to(device)
+        optimizer = build_optimizer(raw, cfg, device.type)
+        step, elapsed_before = 0, 0.0
+        if self.resume:
+            state, tensors = load_trainer_state(self.run_dir)
+            restore_optimizer(optimizer, state, tensors)
+            self.data.load_state_dict(data_state_of(tensors))
+            set_rng_state(tensors, state["rng"])
+            step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
+            self._trim_metrics(step)
+            self.log(f"resumed from {self.run_dir} at step {step}")
+        else:
+            torch.manual_seed(cfg.seed + self.dist.rank)
+
+        model = raw
+        if cfg.compile:
+            model = self._compile(raw)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        amp_dtype = resolve_precision(cfg, device)
+        scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        autocast = (
+            (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+        )
+
+        result = TrainResult(step=step)
+        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+        full_eval_every = cfg.full_eval_interval or cfg.eval_interval
+        t_start = time.perf_counter()
+        t_warm_end = None
+        bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress and self.dist.is_main),
+                   desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        tokens_since, t_log = 0, time.perf_counter()
+        model.train()
+        while step < cfg.max_steps:
+            elapsed = elapsed_before + time.perf_counter() - t_start
+            time_fraction = None
+            if cfg.schedule_by == "time" and step >= cfg.warmup_steps:
+                t_warm_end = elapsed if t_warm_end is None else t_warm_end
+                time_fraction = (elapsed - t_warm_end) / max(1e-9, budget_s - t_warm_end)
+            lr = lr_at(step, cfg, time_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            loss_total = 0.0
+            for micro in range(cfg.grad_accum):
+                batch = _to_device(self.data.next_batch(), device)
+                sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
+                with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
+                    loss, info = self.loss_fn(model, batch)
+                scaled = loss / cfg.grad_accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+                loss_total += loss.item() / cfg.grad_accum
+                tokens_since += int(info.get("tokens", 0)) * self.dist.world_size
+            loss_total = distributed.mean_across(loss_total, self.dist, device)
+            if not math.isfinite(loss_total):
+                bar.close()
+                kept = f"the last good checkpoint (step {self._saved_step}) is kept" if self._saved_step else \
+                    "no checkpoint had been written yet"
+                raise QKVError(f"loss became {loss_total} at step {step + 1}; training stopped and {kept}"
+                               + (f" in {self.run_dir}" if self.run_dir and self._saved_step else ""))
+            if scaler:
+                scaler.unscale_(optimizer)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            result.losses.append((step, loss_total))
+
+            now = time.perf_counter()
+            elapsed = elapsed_before + now - t_start
+            out_of_time = budget_s is not None and elapsed >= budget_s
+            if step % cfg.log_interval == 0 or step == cfg.max_steps or out_of_time:
+                tps = tokens_since / max(now - t_log, 1e-9)
+                tokens_since, t_log = 0, now
+                self._write_metrics({"step": step, "loss": loss_total, "lr": lr, "tokens_per_s": round(tps, 1),
+                                     "elapsed_s": round(elapsed, 3)})
+                bar.set_postfix(loss=f"{loss_total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+            bar.update(1)
+
+            last = step == cfg.max_steps or out_of_time
+            if step % cfg.eval_interval == 0 or last:
+                if self.evaluate is not None:
+                    model.eval()
+                    metrics = self.evaluate(raw, full=(step % full_eval_every == 0 or last))
+                    model.train()
+                    record = {"step": step, **metrics}
+                    result.evals.append(record)
+                    self._write_metrics(record)
+                    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                    self.log(f"step {step}: {shown}")
+                self._save(raw, optimizer, step, elapsed)
+                self._saved_step = step
+                distributed.barrier(self.dist)
+            if out_of_time:
+                result.stopped_by = "max_minutes"
+                self.log(f"time budget of {cfg.max_minutes} min reached at step {step}")
+                break
+        bar.close()
+        result.step = step
+        result.elapsed_s = elapsed_before + time.perf_counter() - t_start
+        return result
+
+    _saved_step: int = 0
+
+    def _compile(self, raw: nn.Module) -> nn.Module:
+        try:
+            compiled = torch.compile(raw)
+            # compile errors surface on the first call: try one forward now and fall back if it fails
+            batch = _to_device(self.data.peek_batch() if hasattr(self.data, "peek_batch") else None, self.device)
+            if batch is not None:
+                with torch.no_grad():
+                    self.loss_fn(compiled, batch)
+            return compiled
+        except Exception as e:  # noqa: BLE001 - any backend failure means: run eager
+            self.log(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); running eager")
+            return raw
+
+
+def _to_device(batch, device: torch.device):
+    if batch is None:
+        return None
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch

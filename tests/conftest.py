@@ -1,0 +1,74 @@
+"""Shared test setup.
+
+- Every test starts from the same RNG state and leaves torch's default dtype as it found it.
+- `fwd_bwd_close`: tinygrad ``helper_test_op``-style check that two implementations agree on the
+  forward pass and on the gradients of every input (and of any parameter pairs given).
+"""
+
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+from torch import Tensor
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_restore_dtype():
+    dtype = torch.get_default_dtype()
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(dtype)
+
+
+def _outputs(out) -> list[Tensor]:
+    """A tensor, or the tensors of a tuple/list (None entries dropped), as a list."""
+    if isinstance(out, Tensor):
+        return [out]
+    return [o for o in out if o is not None]
+
+
+def _assert_fwd_bwd_close(
+    ours: Callable[..., object],
+    ref: Callable[..., object],
+    inputs: Sequence[Tensor],
+    param_grads: Callable[[], list[tuple[Tensor | None, Tensor | None]]] = lambda: [],
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> None:
+    """Run `ours` and `ref` on separate copies of `inputs`; compare outputs, input grads, param grads.
+
+    Float inputs get requires_grad; the same random upstream gradient is back-propagated through the
+    outputs of both. `param_grads` is called after backward and returns (ours.grad, ref.grad) pairs
+    (slices allowed, e.g. a third of torch's packed in_proj_weight.grad).
+    """
+    xs_a = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    xs_b = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    outs_a, outs_b = _outputs(ours(*xs_a)), _outputs(ref(*xs_b))
+    assert len(outs_a) == len(outs_b), f"{len(outs_a)} outputs vs {len(outs_b)}"
+    for a, b in zip(outs_a, outs_b, strict=True):
+        assert a.shape == b.shape, f"forward shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m: f"forward: {m}")
+
+    upstream = [torch.randn_like(a) for a in outs_a]
+    sum((a * g).sum() for a, g in zip(outs_a, upstream, strict=True)).backward()
+    sum((b * g).sum() for b, g in zip(outs_b, upstream, strict=True)).backward()
+
+    for i, (a, b) in enumerate(zip(xs_a, xs_b, strict=True)):
+        if not a.is_floating_point():
+            continue
+        assert a.grad is not None and b.grad is not None, f"input {i} got no gradient"
+        torch.testing.assert_close(
+            a.grad, b.grad, atol=atol, rtol=rtol, msg=lambda m, i=i: f"grad of input {i}: {m}"
+        )
+    for j, (ga, gb) in enumerate(param_grads()):
+        assert ga is not None and gb is not None, f"parameter pair {j} got no gradient"
+        assert ga.abs().sum() > 0, f"parameter pair {j} has an all-zero gradient: the check would be vacuous"
+        torch.testing.assert_close(
+            ga, gb, atol=atol, rtol=rtol, msg=lambda m, j=j: f"grad of parameter pair {j}: {m}"
+        )
+
+
+@pytest.fixture
+def fwd_bwd_close():
+    """The `_assert_fwd_bwd_close` checker (a fixture so test files need no import path tricks)."""
+    return _assert_fwd_bwd_close
