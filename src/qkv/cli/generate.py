@@ -45,6 +45,10 @@ def run(args) -> int:
         from qkv.generation.quantize import quantize_int8
 
         model = quantize_int8(model)
+    else:
+        from qkv.generation.inference import for_decoding
+
+        model = for_decoding(model)  # same function, weights laid out for fast matrix-vector products
     prompt = pick(args.prompt, "prompt", "\n")
     if prompt == "":
         raise QKVError("the prompt is empty; give at least one character")

@@ -15,7 +15,7 @@ from torch import nn
 from qkv.generation.sampling import SamplingConfig, sample_next
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(
     model: nn.Module,
     prompt_ids: Sequence[int],
