@@ -136,7 +136,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         valid = ", ".join(prefix + k for k in fields)
-        raise QKVError(f"unknown setting {prefix}{unknown[0]!r}; valid keys: {valid}")
+        raise QKVError(f"unknown setting {prefix + unknown[0]!r}; valid keys: {valid}")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)

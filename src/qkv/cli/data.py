@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qkv.data.registry import DATASETS, local_copy, resolve, stdlib_files, verify
+from qkv.errors import QKVError
 
 
 def add_parser(sub, name):
@@ -27,6 +28,10 @@ def run(args) -> int:
     if args.name == "pystdlib":
         print(f"pystdlib: {folder} ({len(stdlib_files())} .py files)")
         return 0
-    for file, ok in verify(args.name):
+    results = verify(args.name)
+    for file, ok in results:
         print(f"{'ok ' if ok else 'BAD'} sha256  {folder / file}")
+    bad = [str(folder / file) for file, ok in results if not ok]
+    if bad:
+        raise QKVError(f"{', '.join(bad)}: sha256 does not match the registry (a damaged or different copy)")
     return 0

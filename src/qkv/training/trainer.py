@@ -117,10 +117,11 @@ class Trainer:
             self.data.load_state_dict(data_state_of(tensors))
             set_rng_state(tensors, state["rng"])
             step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-            self._trim_metrics(step)
+            self._saved_step = step  # the checkpoint we resumed from is the last good one until the next save
             self.log(f"resumed from {self.run_dir} at step {step}")
         else:
             torch.manual_seed(cfg.seed + self.dist.rank)
+        self._trim_metrics(step)  # a fresh run (step 0) starts a fresh metrics.jsonl
 
         model = raw
         if cfg.compile:
@@ -167,10 +168,7 @@ class Trainer:
             loss_total = distributed.mean_across(loss_total, self.dist, device)
             if not math.isfinite(loss_total):
                 bar.close()
-                kept = f"the last good checkpoint (step {self._saved_step}) is kept" if self._saved_step else \
-                    "no checkpoint had been written yet"
-                raise QKVError(f"loss became {loss_total} at step {step + 1}; training stopped and {kept}"
-                               + (f" in {self.run_dir}" if self.run_dir and self._saved_step else ""))
+                raise self._diverged(f"loss became {loss_total} at step {step + 1}")
             if scaler:
                 scaler.unscale_(optimizer)
             if cfg.grad_clip > 0:
@@ -206,6 +204,14 @@ class Trainer:
                     self._write_metrics(record)
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
                     self.log(f"step {step}: {shown}")
+                    bad = [k for k, v in metrics.items()
+                           if "loss" in k and isinstance(v, float) and not math.isfinite(v)]
+                    if bad:  # these weights give NaN/inf: don't let them replace the last good checkpoint
+                        bar.close()
+                        raise self._diverged(f"{bad[0]} became {metrics[bad[0]]} at step {step}")
+                if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
+                    bar.close()
+                    raise self._diverged(f"weights became NaN/inf at step {step}")
                 self._save(raw, optimizer, step, elapsed)
                 self._saved_step = step
                 distributed.barrier(self.dist)
@@ -219,6 +225,12 @@ class Trainer:
         return result
 
     _saved_step: int = 0
+
+    def _diverged(self, what: str) -> QKVError:
+        kept = f"the last good checkpoint (step {self._saved_step}) is kept" if self._saved_step else \
+            "no checkpoint had been written yet"
+        where = f" in {self.run_dir}" if self.run_dir and self._saved_step else ""
+        return QKVError(f"{what}; training stopped and {kept}{where}")
 
     def _compile(self, raw: nn.Module) -> nn.Module:
         try:

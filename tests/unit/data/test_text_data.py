@@ -1,0 +1,276 @@
+"""Text corpora and the dataset registry: decoding checks, folders, random windows (resume, DDP),
+full-pass windows, local lookup, sha256 verification and downloads (faked: no network)."""
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qkv.cli.main import main
+from qkv.data.registry import DATASETS, DatasetInfo, RemoteFile, resolve, verify
+from qkv.data.text import RandomWindows, decode_text, full_pass_windows, load_corpus
+from qkv.errors import QKVError
+
+REPO = Path(__file__).resolve().parents[3]
+SHAKESPEARE_SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+@pytest.fixture
+def data_dir(monkeypatch, tmp_path) -> Path:
+    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data; cache in tmp_path."""
+    folder = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (folder / "tinyshakespeare" / "input.txt").is_file():
+        pytest.fail(f"tinyshakespeare not found under {folder}; set QKV_DATA_DIR (make test does)")
+    monkeypatch.setenv("QKV_DATA_DIR", str(folder))
+    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
+    return folder
+
+
+@pytest.fixture
+def no_local_data(monkeypatch, tmp_path) -> Path:
+    """No local copies anywhere: QKV_DATA_DIR unset, an empty cache in tmp_path (returned)."""
+    monkeypatch.delenv("QKV_DATA_DIR", raising=False)
+    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def fake_download(monkeypatch, payload: bytes) -> list[str]:
+    """urlretrieve writes `payload` to the destination; returns the list of URLs asked for."""
+    urls = []
+
+    def urlretrieve(url, filename):
+        urls.append(url)
+        Path(filename).write_bytes(payload)
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", urlretrieve)
+    return urls
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decoding and corpora
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"", "x.txt: file is empty"),
+        (b"  \n\t ", "x.txt: file is empty"),
+        (b"ab\x00cd", r"x.txt: looks binary \(contains NUL bytes\)"),
+        ("naïve".encode("latin-1"), r"x.txt: not UTF-8 text \(byte 0xef at offset 2\)"),
+        (b"hello \xff\xfe", r"byte 0xff at offset 6"),
+        ("€".encode()[:2] + b" rest", r"byte 0xe2 at offset 0"),  # a UTF-8 sequence cut short
+    ],
+)
+def test_decode_text_errors(data, match):
+    with pytest.raises(QKVError, match=match):
+        decode_text(data, "x.txt")
+
+
+def test_decode_text_accepts_utf8():
+    assert decode_text("naïve — 日本 🙂\n".encode(), "x") == "naïve — 日本 🙂\n"
+
+
+def test_load_corpus_reads_a_folder_in_sorted_order(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.txt").write_text("bee", encoding="utf-8")
+    (tmp_path / "a.md").write_text("ay", encoding="utf-8")
+    (tmp_path / "sub" / "c.py").write_text("sea", encoding="utf-8")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\x00\x00")  # not a text suffix: skipped
+    assert load_corpus(str(tmp_path)) == "ay\n\nbee\n\nsea"
+    assert load_corpus(str(tmp_path), max_chars=5) == "ay\n\nb"
+
+
+def test_load_corpus_folder_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.bin").write_bytes(b"xyz")
+    with pytest.raises(QKVError, match="no text files"):
+        load_corpus(str(empty))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ok.txt").write_text("fine", encoding="utf-8")
+    (tmp_path / "bad" / "latin.txt").write_bytes("olé".encode("latin-1"))
+    with pytest.raises(QKVError, match=r"latin.txt: not UTF-8 text \(byte 0xe9 at offset 2\)"):
+        load_corpus(str(tmp_path / "bad"))
+
+
+def test_load_corpus_unknown_source_lists_datasets(no_local_data):
+    with pytest.raises(QKVError, match="no dataset or file named 'shakespear'; datasets: tinyshakespeare, pystdlib"):
+        load_corpus("shakespear")
+
+
+def test_load_corpus_named_dataset(data_dir):
+    text = load_corpus("tinyshakespeare", max_chars=100)
+    assert text.startswith("First Citizen:") and len(text) == 100
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random windows
+
+
+def test_random_windows_shapes_and_shift():
+    tokens = np.arange(1000, dtype=np.uint16)  # token i has value i, so a window is a run of consecutive ids
+    x, y = RandomWindows(tokens, block_size=16, batch_size=5, seed=0).next_batch()
+    assert x.shape == y.shape == (5, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(y, x + 1)  # y is x shifted by one token
+    assert torch.equal(x[:, 1:], x[:, :-1] + 1)  # every row is a contiguous window
+    assert int(x.min()) >= 0 and int(y.max()) <= 999
+
+
+def test_random_windows_state_dict_reproduces_the_batches():
+    tokens = np.arange(500, dtype=np.uint16)
+    a = RandomWindows(tokens, 8, 4, seed=1)
+    for _ in range(3):
+        a.next_batch()
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    expected = [a.next_batch() for _ in range(3)]
+    b = RandomWindows(tokens, 8, 4, seed=99)  # a different seed: only the loaded state decides
+    b.load_state_dict(state)
+    for (xe, ye), (xb, yb) in zip(expected, (b.next_batch() for _ in range(3)), strict=True):
+        assert torch.equal(xe, xb) and torch.equal(ye, yb)
+    assert not torch.equal(RandomWindows(tokens, 8, 4, seed=99).next_batch()[0], expected[0][0])
+
+
+def test_random_windows_ddp_ranks_split_the_global_batch():
+    tokens = np.arange(2000, dtype=np.uint16)
+    full = RandomWindows(tokens, 8, 12, seed=3)
+    ranks = [RandomWindows(tokens, 8, 12, seed=3, rank=r, world_size=3) for r in range(3)]
+    for _ in range(4):
+        xs, ys = full.next_batch()
+        parts = [w.next_batch() for w in ranks]
+        assert all(p[0].shape == (4, 8) for p in parts)
+        assert torch.equal(torch.cat([p[0] for p in parts]), xs)  # rank r holds rows 4r..4r+3, in order
+        assert torch.equal(torch.cat([p[1] for p in parts]), ys)
+
+
+def test_random_windows_errors():
+    with pytest.raises(QKVError, match="need more than block_size"):
+        RandomWindows(np.arange(9, dtype=np.uint16), 8, 2, seed=0)
+    with pytest.raises(QKVError, match="not divisible by the 3 processes"):
+        RandomWindows(np.arange(100, dtype=np.uint16), 8, 4, seed=0, world_size=3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# full-pass windows
+
+
+@pytest.mark.parametrize(("n", "block", "batch", "max_tokens"), [(101, 8, 3, None), (64, 8, 4, None),
+                                                                 (50, 7, 2, 20), (9, 16, 4, None), (18, 8, 2, None)])
+def test_full_pass_windows_cover_every_target_once(n, block, batch, max_tokens):
+    tokens = np.arange(n, dtype=np.uint16)
+    targets = []
+    for x, y in full_pass_windows(tokens, block, batch, max_tokens):
+        assert x.shape == y.shape and x.shape[0] <= batch and x.shape[1] <= block
+        real = y != -100
+        assert torch.equal(y[real], x[real] + 1)  # each target is the token after its input
+        targets += y[real].tolist()
+    last = n - 1 if max_tokens is None else min(n - 1, max_tokens)
+    assert sorted(targets) == list(range(1, last + 1))  # every target once: no gaps, no overlaps
+
+
+# ---------------------------------------------------------------------------------------------------------
+# registry
+
+
+def test_resolve_finds_the_local_copy_and_verifies_it(data_dir):
+    assert resolve("tinyshakespeare") == data_dir / "tinyshakespeare"
+    assert verify("tinyshakespeare") == [("input.txt", True)]
+    assert DATASETS["tinyshakespeare"].files[0].sha256 == SHAKESPEARE_SHA
+
+
+def test_verify_flags_a_modified_copy(tmp_path, monkeypatch):
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("First Citizen:\nnot quite\n", encoding="utf-8")
+    monkeypatch.setenv("QKV_DATA_DIR", str(tmp_path))
+    assert verify("tinyshakespeare") == [("input.txt", False)]
+
+
+def test_unknown_dataset_lists_the_known_names():
+    with pytest.raises(QKVError, match="unknown dataset 'shakespeare'; known: tinyshakespeare, pystdlib, multi30k"):
+        resolve("shakespeare")
+
+
+def test_resolve_without_download_says_how_to_get_it(no_local_data):
+    with pytest.raises(QKVError, match="qkv data get tinyshakespeare"):
+        resolve("tinyshakespeare", download=False)
+
+
+def test_download_with_wrong_sha256_is_rejected_and_nothing_saved(no_local_data, monkeypatch):
+    urls = fake_download(monkeypatch, b"this is not Shakespeare\n")
+    with pytest.raises(QKVError, match="sha256 mismatch.*not saved"):
+        resolve("tinyshakespeare")
+    assert urls == [DATASETS["tinyshakespeare"].files[0].url]
+    saved = [p for p in no_local_data.rglob("*") if p.is_file()]
+    assert saved == [], f"files left in the cache: {saved}"
+    with pytest.raises(QKVError, match="not available locally"):  # and nothing counts as downloaded
+        resolve("tinyshakespeare", download=False)
+
+
+def test_download_with_matching_sha256_is_saved_and_reused(no_local_data, monkeypatch):
+    payload = b"a tiny dataset\n"
+    info = DatasetInfo("tiny", "a test dataset", (RemoteFile("input.txt", "https://example.invalid/input.txt",
+                                                             hashlib.sha256(payload).hexdigest()),))
+    monkeypatch.setitem(DATASETS, "tiny", info)
+    urls = fake_download(monkeypatch, payload)
+    folder = resolve("tiny")
+    assert folder == no_local_data / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == ["input.txt"]  # no .part file left behind
+    assert (folder / "input.txt").read_bytes() == payload
+    assert resolve("tiny") == folder and len(urls) == 1  # the cached copy is used, no second download
+    assert verify("tiny") == [("input.txt", True)]
+
+
+def test_failed_download_is_one_line(no_local_data, monkeypatch):
+    def offline(url, filename):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(QKVError, match="cannot download https://"):
+        resolve("tinyshakespeare")
+    assert not [p for p in no_local_data.rglob("*") if p.is_file()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `qkv data`
+
+
+def test_cli_data_list(data_dir, capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in DATASETS:
+        assert name in out
+    assert str(data_dir / "tinyshakespeare") in out
+    assert str(data_dir / "multi30k") in out
+    assert "local (" in out  # pystdlib: counted, never downloaded
+
+
+def test_cli_data_list_says_not_downloaded(no_local_data, capsys):
+    assert main(["data", "list"]) == 0
+    assert capsys.readouterr().out.count("not downloaded") == 2  # tinyshakespeare and multi30k
+
+
+def test_cli_data_get_verifies(data_dir, capsys):
+    assert main(["data", "get", "tinyshakespeare"]) == 0
+    assert capsys.readouterr().out.strip() == f"ok  sha256  {data_dir / 'tinyshakespeare' / 'input.txt'}"
+
+
+def test_cli_data_get_fails_on_a_modified_copy(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("First Citizen:\nnot quite\n", encoding="utf-8")
+    monkeypatch.setenv("QKV_DATA_DIR", str(tmp_path))
+    assert main(["data", "get", "tinyshakespeare"]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("BAD sha256")
+    assert err.strip().count("\n") == 0 and "sha256" in err and "input.txt" in err
+
+
+def test_cli_data_get_with_a_bad_download(no_local_data, monkeypatch, capsys):
+    fake_download(monkeypatch, b"corrupted\n")
+    assert main(["data", "get", "tinyshakespeare"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qkv data: error:") and "sha256 mismatch" in err and err.count("\n") == 1
+    assert not [p for p in no_local_data.rglob("*") if p.is_file()]
