@@ -9,7 +9,7 @@ end, nanoGPT-style sampled validation loss, wall time of the whole command, and 
 
 With --nanogpt, nanoGPT's own train.py runs back to back with its README CPU command (prepare.py must have
 been run in data/shakespeare_char), and the ratios are computed against those runs. Without it, the ratios
-use the reference figures measured on this machine for the issue (nanoGPT median 62.9 ms/iter, wall
+use the reference figures recorded for the issue (on another machine) (nanoGPT median 62.9 ms/iter, wall
 2 min 19 s – 2 min 43 s, peak RSS ≈ 363 MB), labelled as such.
 """
 
@@ -107,7 +107,7 @@ def main() -> None:
             "nanoGPT measured in this run"
     else:
         ref_ms, ref_wall, ref_rss = REFERENCE["ms_per_iter"], sum(REFERENCE["wall_s"]) / 2, REFERENCE["peak_rss_mb"]
-        label = "nanoGPT reference figures recorded on this machine (not re-measured)"
+        label = "nanoGPT figures recorded for the issue on another machine (not re-measured here)"
     print(f"ratios vs {label}:")
     print(f"  ms/iter {med(q, 'ms_per_iter') / ref_ms:.2f}x  wall {med(q, 'wall_s') / ref_wall:.2f}x  "
           f"peak RSS {med(q, 'peak_rss_mb') / ref_rss:.2f}x")

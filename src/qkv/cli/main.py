@@ -17,6 +17,7 @@ from qkv.errors import QKVError
 COMMANDS = {
     "train": "train",
     "generate": "generate",
+    "translate": "translate",
     "eval": "evaluate",
     "params": "params",
     "attention": "attention",

@@ -1,4 +1,8 @@
-"""``qkv train --config configs/NAME.toml [--out RUN_DIR] [--data SRC] [--section.key VALUE ...]``."""
+"""``qkv train --config configs/NAME.toml [--out RUN_DIR] [--data SRC] [--section.key VALUE ...]``.
+
+The config's ``task`` picks the recipe: ``"lm"`` (the default) trains a GPT (`qkv.recipes.lm`),
+``"translate"`` an encoder–decoder (`qkv.recipes.translate`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,22 @@ ACCEPTS_OVERRIDES = True
 
 # settings that may change when a run is resumed; anything else must match the run's config
 RESUME_MAY_CHANGE = {"train.max_steps", "train.max_minutes", "train.progress", "train.device", "train.threads",
-                     "train.compile", "sample"}
+                     "train.compile", "sample", "decode"}
+
+TASKS = ("lm", "translate")
+
+
+def run_config_class(task: str):
+    """The run-config dataclass of a task."""
+    if task == "lm":
+        from qkv.recipes.lm import LMRunConfig
+
+        return LMRunConfig
+    if task == "translate":
+        from qkv.recipes.translate import TranslateRunConfig
+
+        return TranslateRunConfig
+    raise QKVError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
 def add_parser(sub, name):
@@ -21,7 +40,8 @@ def add_parser(sub, name):
                                    "--model.n_layers 4 (see the config files in configs/).")
     p.add_argument("--config", help="TOML config (a preset from configs/ or your own)")
     p.add_argument("--out", help="run directory to create (default: runs/<config name>)")
-    p.add_argument("--data", help="dataset name or a path to a text file/folder (sets data.source)")
+    p.add_argument("--data", help="dataset name or a path to a text file/folder (sets data.source; for "
+                                  "translate, data.dataset)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--init-from", metavar="RUN_DIR", help="start from another run's weights and tokenizer")
     p.add_argument("--no-sample", action="store_true", help="don't print a sample when training ends")
@@ -39,22 +59,25 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]
     return out
 
 
+def _with_data(overrides: dict, data: str | None, task: str) -> dict:
+    """Apply ``--data``: data.source for the lm task, data.dataset for translate."""
+    if not data:
+        return overrides
+    return merge(overrides, {"data": {"dataset" if task == "translate" else "source": data}})
+
+
 def resolve_config(args) -> tuple[dict, Path, bool]:
     """The run config dict (not yet validated), the run dir, and whether vocab_size was given."""
     overrides = parse_overrides(args.overrides)
-    if args.data:
-        overrides = merge(overrides, {"data": {"source": args.data}})
     if args.resume:
         from qkv.models.io import read_run_config
 
         run_dir = Path(args.resume)
         saved = read_run_config(run_dir)
-        base = {k: saved[k] for k in ("task", "model", "data", "train", "sample") if k in saved}
+        base = {k: saved[k] for k in ("task", "model", "data", "train", "sample", "decode") if k in saved}
         wanted = merge(base, load_toml(args.config)) if args.config else base
-        wanted = merge(wanted, overrides)
-        from qkv.recipes.lm import LMRunConfig
-
-        normalized = to_dict(from_dict(LMRunConfig, wanted))
+        wanted = merge(wanted, _with_data(overrides, args.data, wanted.get("task", "lm")))
+        normalized = to_dict(from_dict(run_config_class(wanted.get("task", "lm")), wanted))
         for key, old, new in _diff(base, normalized):
             if key not in RESUME_MAY_CHANGE and key.split(".")[0] not in RESUME_MAY_CHANGE:
                 raise QKVError(f"--resume: {key} is {new!r} but the run was trained with {old!r}; "
@@ -62,7 +85,8 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
         return normalized, run_dir, True
     if not args.config:
         raise QKVError("--config is required (e.g. --config configs/shakespeare-char-cpu.toml), or --resume RUN_DIR")
-    cfg = merge(load_toml(args.config), overrides)
+    cfg = load_toml(args.config)
+    cfg = merge(cfg, _with_data(overrides, args.data, cfg.get("task", "lm")))
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     return cfg, run_dir, "vocab_size" in cfg.get("model", {})
 
@@ -70,13 +94,13 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
 def run(args) -> int:
     cfg_dict, run_dir, vocab_given = resolve_config(args)
     task = cfg_dict.get("task", "lm")
-    if task != "lm":
-        raise QKVError(f"unknown task {task!r}; valid: lm")
-    from qkv.recipes.lm import LMRunConfig, train_lm
-
-    cfg = from_dict(LMRunConfig, cfg_dict)
+    cfg = from_dict(run_config_class(task), cfg_dict)
     if not args.resume and (run_dir / "model.safetensors").exists():
         raise QKVError(f"{run_dir} already holds a trained model; use --resume {run_dir} or choose another --out")
+    if task == "translate":
+        return _run_translate(args, cfg, run_dir)
+    from qkv.recipes.lm import train_lm
+
     result, model, tok, is_main = train_lm(cfg, run_dir, resume=bool(args.resume), fit_vocab=not vocab_given,
                                            init_from=Path(args.init_from) if args.init_from else None)
     if not is_main:
@@ -108,4 +132,41 @@ def run(args) -> int:
     if plot:
         print(f"  plot:    {plot}")
     print(f"generate more: qkv generate {run_dir} --prompt \"...\"")
+    return 0
+
+
+def _run_translate(args, cfg, run_dir: Path) -> int:
+    from qkv.recipes.translate import train_translate
+    from qkv.training.plots import plot_losses
+
+    if args.init_from:
+        raise QKVError("--init-from is only supported for the lm task")
+    result, model, (src_tok, tgt_tok), is_main = train_translate(cfg, run_dir, resume=bool(args.resume))
+    if not is_main:
+        return 0
+    plot = plot_losses(run_dir)
+    last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+    bleu = next((e for e in reversed(result.evals) if "val_bleu" in e), None)
+    print(f"trained {result.step} steps in {result.elapsed_s:.1f} s ({result.stopped_by})")
+    if last:
+        print(f"val loss {last['val_loss']:.4f} (NLL per target token) | ppl {last['val_ppl']:.2f}")
+    if bleu:
+        print(f"val BLEU {bleu['val_bleu']:.2f} | chrF++ {bleu['val_chrf++']:.2f} "
+              f"(sacreBLEU, greedy, first {cfg.data.bleu_val_pairs} validation sentences)")
+    if not args.no_sample:
+        from qkv.data.translation import load_split
+        from qkv.recipes.translate import translate_lines
+
+        src, ref, _ = load_split(cfg.data, "val")
+        hyps, _ = translate_lines(model, src_tok, tgt_tok, src[:3], cfg.decode)
+        print("--- sample translations (validation) " + "-" * 34)
+        for s, r, h in zip(src[:3], ref[:3], hyps, strict=True):
+            print(f"src: {s}\nref: {r}\nout: {h}\n")
+        print("-" * 71)
+    print(f"run dir: {run_dir}  ({model.num_params():,} parameters)")
+    print(f"  weights: {run_dir / 'model.safetensors'}")
+    print(f"  metrics: {run_dir / 'metrics.jsonl'}")
+    if plot:
+        print(f"  plot:    {plot}")
+    print(f"translate: qkv translate {run_dir} --beam {cfg.decode.beam} < sentences.txt")
     return 0

@@ -1,0 +1,119 @@
+"""Attention maps as pictures: the cross-attention alignment of a translation, the self-attention of a text.
+
+- `seq2seq_alignment`: translate a sentence, then re-run the decoder on (source, BOS + translation) with
+  the attention weights kept; row i of a decoder layer's cross-attention is where the model looked in the
+  source while producing target token i (the last row produces EOS).
+- `gpt_self_attention`: the causal self-attention of a GPT over a text (lower-triangular).
+- `plot_attention`: a (rows × columns) heatmap with token labels, written as PNG.
+
+A map is one layer's weights, averaged over heads unless a head is chosen. Weights come from the readable
+`attention_reference` path (the fused kernel doesn't return them), with the model in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from qkv.errors import QKVError
+
+
+@dataclass
+class AttentionMap:
+    weights: Tensor  # (rows, cols), each row sums to 1
+    rows: list[str]  # labels of the queries (produced target tokens, or text tokens)
+    cols: list[str]  # labels of the keys (source tokens, or text tokens)
+    title: str
+    text: str = ""  # the translation (seq2seq) or the input text (GPT)
+
+
+def token_label(tok, i: int) -> str:
+    """A short printable label: leading spaces as '▁' (SentencePiece's convention), newlines as '⏎'."""
+    s = tok.id_to_token(i)
+    return s.replace(" ", "▁").replace("\n", "⏎") or "∅"
+
+
+def _pick(maps: list[Tensor], layer: int, head: int | None) -> tuple[Tensor, int, str]:
+    """One layer of (1, H, Tq, Tk) maps -> (Tq, Tk) for one head or the head average."""
+    n = len(maps)
+    if not -n <= layer < n:
+        raise QKVError(f"--layer {layer} is out of range: the model has {n} layers (0..{n - 1}, or -1 for the last)")
+    w = maps[layer][0]  # (H, Tq, Tk)
+    if head is None:
+        return w.mean(dim=0), layer % n, "mean over heads"
+    if not 0 <= head < w.size(0):
+        raise QKVError(f"--head {head} is out of range: the model has {w.size(0)} heads (0..{w.size(0) - 1})")
+    return w[head], layer % n, f"head {head}"
+
+
+@torch.no_grad()
+def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int = -1,
+                      head: int | None = None) -> AttentionMap:
+    """Cross-attention of decoder layer `layer` while translating `text` (source tokens × target tokens)."""
+    from qkv.data.translation import source_ids
+    from qkv.generation.seq2seq import max_lengths, translate_ids
+
+    if not text.strip():
+        raise QKVError("the source sentence is empty")
+    model.eval()
+    bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
+    (src_ids,), _ = source_ids(src_tok, [text.strip()], model.config.max_seq_len)
+    (out_ids,) = translate_ids(model, [src_ids], bos, eos, decode_cfg)
+    out_ids = out_ids[: model.config.max_seq_len - 1]
+    device = model.lm_head.weight.device
+    src = torch.tensor([src_ids], device=device)  # (1, S)
+    src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S)
+    tgt_in = torch.tensor([[bos] + out_ids], device=device)  # (1, T)
+    maps = model.cross_attention_maps(src, src_mask, tgt_in)  # n_decoder_layers × (1, H, T, S)
+    w, layer, heads = _pick(maps, layer, head)
+    rows = [token_label(tgt_tok, i) for i in out_ids]  # row t: the query that produced target token t
+    limit = max_lengths(src_mask, decode_cfg.max_len_a, decode_cfg.max_len_b, model.config.max_seq_len)[0]
+    if len(out_ids) < limit:  # finished with EOS: the last row is the step that produced it
+        rows.append(token_label(tgt_tok, eos))
+    else:  # stopped by the length limit: the last row predicted nothing that was kept
+        w = w[:-1]
+    cols = [token_label(src_tok, i) for i in src_ids]
+    translation = tgt_tok.decode(out_ids)
+    return AttentionMap(w.cpu(), rows, cols, f"cross-attention, decoder layer {layer}, {heads}", translation)
+
+
+@torch.no_grad()
+def gpt_self_attention(model, tok, text: str, layer: int = -1, head: int | None = None) -> AttentionMap:
+    """Causal self-attention of GPT layer `layer` over `text` (tokens × tokens)."""
+    if not text:
+        raise QKVError("the text is empty")
+    model.eval()
+    ids = tok.encode(text)
+    if len(ids) > model.config.max_seq_len:
+        raise QKVError(f"the text has {len(ids)} tokens; the model's context is {model.config.max_seq_len}")
+    idx = torch.tensor([ids], device=next(model.parameters()).device)  # (1, T)
+    w, layer, heads = _pick(model.attention_maps(idx), layer, head)
+    labels = [token_label(tok, i) for i in ids]
+    return AttentionMap(w.cpu(), labels, labels, f"self-attention, layer {layer}, {heads}", text)
+
+
+def plot_attention(amap: AttentionMap, out: str | Path, xlabel: str = "keys", ylabel: str = "queries") -> Path:
+    """Write the map as a heatmap PNG (darker = more weight); returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n_rows, n_cols = amap.weights.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_cols + 2), max(3.0, 0.4 * n_rows + 1.5)), dpi=110)
+    im = ax.imshow(amap.weights.float().numpy(), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(n_cols), amap.cols, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n_rows), amap.rows, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(amap.title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,227 @@
+"""Decoding an encoder–decoder: batched greedy search and batched beam search.
+
+Both run the encoder once per sentence, fill each decoder layer's cross-attention keys/values once
+(on the first step, `Seq2SeqCache`), and feed one new target token per step through the decoder's
+self-attention KV cache. Sentences that finish are dropped from the batch (their cache rows with them).
+
+Scoring (beam search). A hypothesis y of n generated tokens (EOS included when it has one) scores
+``log P(y | x) / lp(n)`` with the length penalty
+
+    gnmt:   lp(n) = ((5 + n) / 6)^α        (Wu et al. 2016, eq. 14)
+    simple: lp(n) = n^α                    (α = 1: mean log-probability per token)
+
+and α = 0 meaning the raw log-probability. log P uses log-softmax over the vocabulary after removing
+the ids that can never be output (padding and BOS), for greedy and beam alike.
+
+Lengths: a sentence of S source tokens (its EOS included) generates at most
+``min(floor(a · S + b), max_seq_len)`` target tokens, EOS included; one that reaches the limit without
+EOS ends there. Beam search follows fairseq: EOS is accepted only from the top-`beam` candidates of a
+step (so beam 1 is exactly greedy), a sentence is done once it has `beam` finished hypotheses or reaches
+its length limit (then its live beams count as finished), and the best finished score wins.
+
+Shape legend: B sentences, K beam, N = rows in the batch (B·K for beams), S source length, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+LengthNorm = Literal["gnmt", "simple"]
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 4  # beam size; 1 = greedy
+    length_penalty: float = 0.6  # α of the length penalty (0 = raw log-probability)
+    length_norm: LengthNorm = "gnmt"  # gnmt: ((5 + n) / 6)^α; simple: n^α
+    max_len_a: float = 1.5  # target length limit = a · source length + b
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences decoded together
+
+    def __post_init__(self):
+        if self.beam < 1:
+            raise ValueError(f"beam must be >= 1, got {self.beam}")
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
+        if self.length_norm not in get_args(LengthNorm):
+            raise ValueError(f"unknown length_norm {self.length_norm!r}; choose one of {get_args(LengthNorm)}")
+        if self.max_len_a < 0:
+            raise ValueError(f"max_len_a must be >= 0, got {self.max_len_a}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # generated ids, without BOS and without EOS
+    logprob: float  # log P(tokens [+ EOS] | source)
+    score: float  # logprob / lp(length): what beam search maximises
+    finished: bool  # True if it ended with EOS (False: stopped by the length limit)
+
+
+def length_penalty(n: int, alpha: float, kind: LengthNorm = "gnmt") -> float:
+    """lp(n): ((5 + n) / 6)^α (GNMT) or n^α (simple). Example: length_penalty(7, 0.6) = 2^0.6 ≈ 1.516."""
+    if kind == "gnmt":
+        return ((5.0 + n) / 6.0) ** alpha
+    return float(n) ** alpha
+
+
+def max_lengths(src_mask: Tensor, a: float, b: int, cap: int) -> list[int]:
+    """Per-sentence limit on generated tokens (EOS included): min(floor(a · S + b), cap), at least 1."""
+    S = src_mask.sum(dim=1).tolist()  # real source tokens per sentence
+    return [max(1, min(cap, int(math.floor(a * s + b)))) for s in S]
+
+
+def _next_logits(model, memory, src_mask, step_input, cache, banned: list[int]) -> Tensor:
+    """The decoder's logits for the next token of every row, (N, V), with `banned` ids at -inf."""
+    logits = model.decode(memory, src_mask, step_input, cache, last_only=True)[:, -1]  # (N, V)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if banned:
+        logits[:, banned] = float("-inf")
+    return logits
+
+
+def _banned(model, bos_id: int) -> list[int]:
+    return sorted({model.config.pad_id, bos_id})
+
+
+@torch.no_grad()
+def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, max_len_a: float = 1.5,
+                  max_len_b: int = 10, use_cache: bool = True) -> list[list[int]]:
+    """Batched greedy search. src (B, S), src_mask (B, S) -> B lists of ids (no BOS, no EOS).
+
+    use_cache=False re-runs the decoder over the whole prefix every step (slow; for checking the cache).
+    """
+    B = src.size(0)
+    limit = max_lengths(src_mask, max_len_a, max_len_b, model.config.max_seq_len)
+    L = max(limit)
+    banned = _banned(model, bos_id)
+    memory = model.encode(src, src_mask)  # (B, S, C)
+    cache = model.new_cache(B, L) if use_cache else None
+    seqs = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)  # (N, t + 1): BOS + generated
+    rows = list(range(B))  # sentence of each batch row
+    out: list[list[int]] = [[] for _ in range(B)]
+    for t in range(L):
+        step_input = seqs[:, -1:] if use_cache else seqs  # (N, 1) or (N, t + 1)
+        nxt = _next_logits(model, memory, src_mask, step_input, cache, banned).argmax(dim=-1)  # (N,)
+        keep = []
+        for r, (sent, tok) in enumerate(zip(rows, nxt.tolist(), strict=True)):
+            if tok == eos_id:
+                continue
+            out[sent].append(tok)
+            if t + 1 < limit[sent]:
+                keep.append(r)
+        if not keep:
+            break
+        seqs = torch.cat([seqs, nxt[:, None]], dim=1)  # (N, t + 2)
+        if len(keep) < len(rows):  # drop finished sentences from every batched tensor
+            index = torch.tensor(keep, device=src.device)
+            seqs, memory, src_mask = seqs[index], memory[index], src_mask[index]
+            if cache is not None:
+                cache.reorder(index)
+            rows = [rows[r] for r in keep]
+    return out
+
+
+@torch.no_grad()
+def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig
+                ) -> list[Hypothesis]:
+    """Batched beam search. src (B, S), src_mask (B, S) -> the best `Hypothesis` of each sentence."""
+    B, K, device = src.size(0), cfg.beam, src.device
+    limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, model.config.max_seq_len)
+    L = max(limit)
+    banned = _banned(model, bos_id)
+    lp = lambda n: length_penalty(n, cfg.length_penalty, cfg.length_norm)  # noqa: E731
+
+    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B·K, S, C): sentence b owns rows bK…bK+K-1
+    src_mask = src_mask.repeat_interleave(K, dim=0)  # (B·K, S)
+    cache = model.new_cache(B * K, L)
+    scores = torch.full((B, K), float("-inf"), device=device, dtype=torch.float64)  # summed in double
+    scores[:, 0] = 0.0  # all beams start identical: let only the first one expand on step 1
+    seqs = torch.empty((B * K, 0), dtype=torch.long, device=device)  # generated ids so far, (N, t)
+    last = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
+    active = list(range(B))  # sentence of each block of K rows
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+
+    for t in range(L):
+        n = len(active)
+        logp = _next_logits(model, memory, src_mask, last, cache, banned).log_softmax(dim=-1)  # (n·K, V)
+        V = logp.size(-1)
+        cand = (scores[:, :, None] + logp.view(n, K, V).double()).view(n, K * V)  # (n, K·V) log-prob of extensions
+        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=-1)  # (n, 2K)
+        top_scores, top_beam, top_tok = top_scores.tolist(), (top_idx // V).tolist(), (top_idx % V).tolist()
+        n_gen = t + 1  # tokens generated by every hypothesis after this step
+        seq_list = seqs.tolist()
+
+        next_rows, next_tok, next_scores, next_active = [], [], [], []
+        for i, sent in enumerate(active):
+            chosen = []  # (beam, token, total log-prob) of the live continuations
+            for rank, (s, beam, tok) in enumerate(zip(top_scores[i], top_beam[i], top_tok[i], strict=True)):
+                if s == float("-inf"):
+                    break
+                if tok == eos_id:
+                    if rank < K:  # EOS only from the top K (fairseq), so beam 1 == greedy
+                        finished[sent].append(Hypothesis(seq_list[i * K + beam], s, s / lp(n_gen), True))
+                    continue
+                chosen.append((beam, tok, s))
+                if len(chosen) == K:
+                    break
+            if n_gen >= limit[sent]:  # length limit: live beams end here, without EOS
+                for beam, tok, s in chosen:
+                    finished[sent].append(Hypothesis(seq_list[i * K + beam] + [tok], s, s / lp(n_gen), False))
+                continue
+            if len(finished[sent]) >= K or not chosen:
+                continue
+            chosen += [(0, model.config.pad_id, float("-inf"))] * (K - len(chosen))  # dead slots
+            next_active.append(sent)
+            for beam, tok, s in chosen:
+                next_rows.append(i * K + beam)
+                next_tok.append(tok)
+                next_scores.append(s)
+        if not next_active:
+            break
+        index = torch.tensor(next_rows, device=device)  # (n'·K,) rows the new beams continue
+        cache.reorder(index)
+        memory, src_mask = memory[index], src_mask[index]
+        last = torch.tensor(next_tok, device=device)[:, None]  # (n'·K, 1)
+        seqs = torch.cat([seqs[index], last], dim=1)  # (n'·K, t + 1)
+        scores = torch.tensor(next_scores, device=device, dtype=torch.float64).view(len(next_active), K)
+        active = next_active
+    return [max(f, key=lambda h: h.score) for f in finished]
+
+
+def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig
+                 ) -> list[list[int]]:
+    """Greedy when cfg.beam == 1, else beam search: B lists of ids (no BOS, no EOS)."""
+    if cfg.beam == 1:
+        return greedy_decode(model, src, src_mask, bos_id, eos_id, cfg.max_len_a, cfg.max_len_b)
+    return [h.tokens for h in beam_search(model, src, src_mask, bos_id, eos_id, cfg)]
+
+
+def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg: DecodeConfig) -> list[list[int]]:
+    """Decode source id lists (each ending with EOS, each ≤ max_seq_len) in length-sorted batches;
+    results come back in input order."""
+    if not sources:
+        return []
+    device = model.lm_head.weight.device
+    pad = model.config.pad_id
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[list[int]] = [[] for _ in sources]
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        S = max(len(sources[i]) for i in idx)
+        src = torch.full((len(idx), S), pad, dtype=torch.long)
+        for r, i in enumerate(idx):
+            src[r, : len(sources[i])] = torch.tensor(sources[i])
+        lengths = torch.tensor([len(sources[i]) for i in idx])
+        src_mask = torch.arange(S)[None, :] < lengths[:, None]  # (B, S)
+        for i, ids in zip(idx, decode_batch(model, src.to(device), src_mask.to(device), bos_id, eos_id, cfg),
+                          strict=True):
+            out[i] = ids
+    return out

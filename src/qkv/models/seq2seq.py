@@ -1,0 +1,268 @@
+"""Encoder–decoder transformer for translation (Vaswani et al. 2017, §3), pre-norm (Xiong et al. 2020).
+
+    src ─ src_emb·√C + pos ─ [ TransformerBlock (bidirectional self-attn, MLP) ] × n_encoder_layers ─ enc_norm ─ memory
+    tgt ─ tgt_emb·√C + pos ─ [ TransformerBlock (causal self-attn, cross-attn to memory, MLP) ] × n_decoder_layers
+        ─ dec_norm ─ lm_head ─ logits
+
+The encoder reads the whole source once (`encode`); the decoder predicts target token t+1 from target
+tokens ≤ t and the encoder output (`decode`). With a joint vocabulary (the default) source and target
+share one embedding matrix, and ``tie_embeddings`` makes the output projection that same matrix
+(Press & Wolf 2017): for 8k BPE and d_model 256 one 2.0M table instead of three.
+
+Masks: ``src_mask`` (B, S) bool, True at real source tokens. The target needs no padding mask: targets
+are right-padded and attention is causal, so a real target position never sees a padded one.
+
+Decoding state (`Seq2SeqCache`): a self-attention `KVCache` per decoder layer, grown one token at a
+time, plus one cross-attention cache per layer whose keys/values are computed from ``memory`` on the
+first `decode` call and reused afterwards (`LayerKVCache.set_static`). Beam search reorders both.
+
+Shape legend: B batch, S source length, T target length, C d_model, V vocab size, H heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.nn.attention import KVCache, LayerKVCache
+from qkv.nn.block import TransformerBlock
+from qkv.nn.mlp import Activation
+from qkv.nn.norm import NormKind, make_norm
+from qkv.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+
+Seq2SeqPosEncoding = Literal["sinusoidal", "learned"]
+
+
+@dataclass
+class Seq2SeqConfig:
+    vocab_size: int = 8000  # joint source+target vocabulary (ignored when separate_vocabs)
+    max_seq_len: int = 128  # the most tokens of a source sentence, and of a target sentence (with its BOS)
+    d_model: int = 256  # width of the residual stream
+    n_encoder_layers: int = 3
+    n_decoder_layers: int = 3
+    n_heads: int = 4
+    d_ff: int | None = None  # MLP hidden width; default 4 · d_model
+    dropout: float = 0.1  # on attention weights, residual branches and embeddings
+    bias: bool = True  # biases in Linear layers and LayerNorms
+    norm: NormKind = "layernorm"
+    norm_eps: float = 1e-5
+    activation: Activation = "relu"  # Vaswani et al. use ReLU
+    pos_encoding: Seq2SeqPosEncoding = "sinusoidal"
+    scale_embeddings: bool = True  # multiply token embeddings by √d_model before adding positions (§3.4)
+    tie_embeddings: bool = True  # lm_head.weight is the target embedding (the joint embedding by default)
+    separate_vocabs: bool = False  # two vocabularies: src_vocab_size for the encoder, tgt_vocab_size for the rest
+    src_vocab_size: int | None = None  # only with separate_vocabs
+    tgt_vocab_size: int | None = None  # only with separate_vocabs
+    pad_id: int = 0  # padding id (qkv's BPE puts <pad> at 0); never a target, never a source key
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_seq_len", "d_model", "n_encoder_layers", "n_decoder_layers", "n_heads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.d_ff is not None and self.d_ff <= 0:
+            raise ValueError(f"d_ff must be positive, got {self.d_ff}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, kind in (("norm", NormKind), ("activation", Activation), ("pos_encoding", Seq2SeqPosEncoding)):
+            value, choices = getattr(self, name), get_args(kind)
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if self.separate_vocabs:
+            for name in ("src_vocab_size", "tgt_vocab_size"):
+                v = getattr(self, name)
+                if v is None or v <= 0:
+                    raise ValueError(f"separate_vocabs needs a positive {name}, got {v}")
+        elif self.src_vocab_size is not None or self.tgt_vocab_size is not None:
+            raise ValueError("src_vocab_size/tgt_vocab_size are only used with separate_vocabs = true; "
+                             "a joint vocabulary is sized by vocab_size")
+        if not 0 <= self.pad_id < min(self.src_vocab, self.tgt_vocab):
+            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary")
+
+    @property
+    def src_vocab(self) -> int:
+        return self.src_vocab_size if self.separate_vocabs else self.vocab_size
+
+    @property
+    def tgt_vocab(self) -> int:
+        return self.tgt_vocab_size if self.separate_vocabs else self.vocab_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+class Seq2SeqCache:
+    """Decoding state of a `Seq2Seq`: decoder self-attention KV cache + static cross-attention K/V per layer."""
+
+    def __init__(self, self_attn: KVCache, cross: list[LayerKVCache]):
+        self.self_attn = self_attn
+        self.cross = cross  # filled from `memory` by the first decode call, then reused
+
+    @property
+    def length(self) -> int:
+        """Target positions decoded so far."""
+        return self.self_attn.length
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (B',): beam search picks which hypothesis each row continues."""
+        self.self_attn.reorder(index)
+        for layer in self.cross:
+            if layer.static:
+                layer.reorder(index)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.src_emb = nn.Embedding(cfg.src_vocab, cfg.d_model)
+        # one table for both sides with a joint vocabulary (registered twice, saved once)
+        self.tgt_emb = nn.Embedding(cfg.tgt_vocab, cfg.d_model) if cfg.separate_vocabs else self.src_emb
+        if cfg.pos_encoding == "learned":
+            self.pos_emb = LearnedPositionalEmbedding(cfg.max_seq_len, cfg.d_model)
+        else:
+            self.pos_emb = SinusoidalPositionalEncoding(cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+        def block(cross: bool) -> TransformerBlock:
+            return TransformerBlock(
+                cfg.d_model, cfg.n_heads, cfg.ff_dim, dropout=cfg.dropout, bias=cfg.bias, norm=cfg.norm,
+                norm_eps=cfg.norm_eps, activation=cfg.activation, cross_attention=cross,
+            )
+
+        self.encoder = nn.ModuleList(block(False) for _ in range(cfg.n_encoder_layers))
+        self.enc_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.decoder = nn.ModuleList(block(True) for _ in range(cfg.n_decoder_layers))
+        self.dec_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.tgt_vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tgt_emb.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2 style: N(0, 0.02) for every matrix and embedding, biases 0; the projections that write
+        into the residual stream are scaled by 1/√(number of residual branches of their stack)
+        (2 per encoder layer, 3 per decoder layer)."""
+        std = 0.02
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+        for layers, branches in ((self.encoder, 2), (self.decoder, 3)):
+            scaled = std / math.sqrt(branches * len(layers))
+            for blk in layers:
+                projs = [blk.attn.o_proj, blk.mlp.down]
+                if hasattr(blk, "cross_attn"):
+                    projs.append(blk.cross_attn.o_proj)
+                for proj in projs:
+                    nn.init.normal_(proj.weight, 0.0, scaled)
+
+    # ------------------------------------------------------------------------------------------ pieces
+    def _embed(self, emb: nn.Embedding, idx: Tensor, start: int = 0) -> Tensor:
+        T = idx.size(1)
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.max_seq_len})")
+        x = emb(idx)  # (B, T, C)
+        if self.config.scale_embeddings:
+            x = x * math.sqrt(self.config.d_model)
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        return self.drop(x + self.pos_emb(positions))  # (B, T, C)
+
+    def encode(self, src: Tensor, src_mask: Tensor, need_weights: bool = False):
+        """src (B, S) ids, src_mask (B, S) bool (True = real token) -> memory (B, S, C).
+
+        With need_weights: (memory, [per-layer self-attention maps (B, H, S, S)]).
+        """
+        x = self._embed(self.src_emb, src)  # (B, S, C)
+        maps = []
+        for blk in self.encoder:
+            x, w = blk(x, causal=False, key_mask=src_mask, need_weights=need_weights)
+            maps.append(w["self"])
+        memory = self.enc_norm(x)  # (B, S, C)
+        return (memory, maps) if need_weights else memory
+
+    def decode(self, memory: Tensor, src_mask: Tensor, tgt: Tensor, cache: Seq2SeqCache | None = None,
+               need_weights: bool = False, last_only: bool = False):
+        """memory (B, S, C), src_mask (B, S), tgt (B, T) ids -> logits (B, T, V).
+
+        cache: decoding state; `tgt` holds the T new positions after the `cache.length` already decoded,
+        and the cross-attention keys/values are taken from the cache once it holds them.
+        last_only: logits of the last position only, (B, 1, V).
+        need_weights: (logits, {"self": [(B, H, T, T_total)], "cross": [(B, H, T, S)]} per layer).
+        """
+        start = cache.length if cache is not None else 0
+        x = self._embed(self.tgt_emb, tgt, start)  # (B, T, C)
+        maps: dict[str, list[Tensor]] = {"self": [], "cross": []}
+        for i, blk in enumerate(self.decoder):
+            x, w = blk(
+                x, causal=True, memory=memory, memory_mask=src_mask,
+                cache=cache.self_attn.layers[i] if cache is not None else None,
+                cross_cache=cache.cross[i] if cache is not None else None, need_weights=need_weights,
+            )
+            maps["self"].append(w["self"])
+            maps["cross"].append(w["cross"])
+        x = self.dec_norm(x)  # (B, T, C)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        return (logits, maps) if need_weights else logits
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing: src (B, S), src_mask (B, S), tgt_in (B, T) = BOS + target, tgt_out (B, T) =
+        target + EOS -> (logits (B, T, V), mean cross-entropy over tgt_out, or None).
+
+        Positions where tgt_out is -100 (padding) are ignored. This loss is the plain NLL; label smoothing
+        belongs to the training recipe.
+        """
+        memory = self.encode(src, src_mask)  # (B, S, C)
+        logits = self.decode(memory, src_mask, tgt_in)  # (B, T, V)
+        loss = None
+        if tgt_out is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=-100)
+        return logits, loss
+
+    # ------------------------------------------------------------------------------------------ decoding
+    def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> Seq2SeqCache:
+        """Empty decoding state for `batch` rows and up to `max_len` target positions (default: context)."""
+        cfg = self.config
+        device = device or self.lm_head.weight.device
+        dtype = dtype or self.lm_head.weight.dtype
+        self_attn = KVCache.empty(cfg.n_decoder_layers, batch, cfg.n_heads, max_len or cfg.max_seq_len,
+                                  cfg.head_dim, device, dtype)
+        empty = torch.empty(0, device=device, dtype=dtype)
+        cross = [LayerKVCache(empty, empty) for _ in range(cfg.n_decoder_layers)]
+        return Seq2SeqCache(self_attn, cross)
+
+    @staticmethod
+    def reorder_cache(cache: Seq2SeqCache, index: Tensor) -> Seq2SeqCache:
+        """Keep rows `index` of every cache tensor (beam search); returns the same cache object."""
+        cache.reorder(index)
+        return cache
+
+    def cross_attention_maps(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> list[Tensor]:
+        """Cross-attention weights of every decoder layer: a list of (B, H, T, S), each row summing to 1."""
+        memory = self.encode(src, src_mask)
+        return self.decode(memory, src_mask, tgt_in, need_weights=True)[1]["cross"]
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # shared (tied) tensors are counted once
+        if non_embedding:
+            n -= sum(p.numel() for p in {id(e.weight): e.weight for e in (self.src_emb, self.tgt_emb)}.values())
+            if self.config.pos_encoding == "learned":
+                n -= self.pos_emb.weight.numel()
+        return n

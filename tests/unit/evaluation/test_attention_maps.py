@@ -1,0 +1,50 @@
+"""Attention maps for plots: cross-attention alignments of a translation and GPT self-attention."""
+
+import pytest
+import torch
+
+from qkv.errors import QKVError
+from qkv.evaluation.attention import gpt_self_attention, plot_attention, seq2seq_alignment
+from qkv.generation.seq2seq import DecodeConfig
+from qkv.models.gpt import GPT, GPTConfig
+from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from qkv.tokenizers import train_bpe, train_char
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return train_bpe(["Ein Mann fährt Fahrrad.", "A man rides a bike."] * 20, vocab_size=300)
+
+
+def test_alignment_has_one_row_per_produced_token(bpe, tmp_path):
+    torch.manual_seed(0)
+    m = Seq2Seq(Seq2SeqConfig(vocab_size=bpe.vocab_size, max_seq_len=32, d_model=32, n_heads=4,
+                              n_encoder_layers=1, n_decoder_layers=2, dropout=0.0)).eval()
+    cfg = DecodeConfig(beam=2, max_len_a=0.0, max_len_b=6)
+    amap = seq2seq_alignment(m, bpe, bpe, "Ein Mann fährt Fahrrad.", cfg, layer=0, head=None)
+    src_ids = bpe.encode("Ein Mann fährt Fahrrad.")
+    assert len(amap.cols) == len(src_ids) + 1 and amap.cols[-1] == "<eos>"
+    assert amap.weights.shape == (len(amap.rows), len(amap.cols))
+    torch.testing.assert_close(amap.weights.sum(-1), torch.ones(len(amap.rows)))
+    assert "decoder layer 0" in amap.title and "mean over heads" in amap.title
+    head = seq2seq_alignment(m, bpe, bpe, "Ein Mann fährt Fahrrad.", cfg, layer=-1, head=3)
+    assert "decoder layer 1" in head.title and "head 3" in head.title
+    out = plot_attention(amap, tmp_path / "a.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(QKVError, match="--layer 2 is out of range"):
+        seq2seq_alignment(m, bpe, bpe, "Ein Mann", cfg, layer=2)
+    with pytest.raises(QKVError, match="--head 4 is out of range"):
+        seq2seq_alignment(m, bpe, bpe, "Ein Mann", cfg, head=4)
+    with pytest.raises(QKVError, match="empty"):
+        seq2seq_alignment(m, bpe, bpe, "  ", cfg)
+
+
+def test_gpt_self_attention_is_lower_triangular():
+    tok = train_char("hello world")
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4)).eval()
+    amap = gpt_self_attention(m, tok, "hello", layer=1, head=0)
+    assert amap.weights.shape == (5, 5) and amap.rows == list("hello")
+    assert torch.all(amap.weights.triu(1) == 0)
+    with pytest.raises(QKVError, match="context"):
+        gpt_self_attention(m, tok, "hello world hello world")
