@@ -123,6 +123,13 @@ class RandomWindows:
         chunk = torch.from_numpy(self.tokens[idx].astype(np.int64))  # (B, T+1)
         return chunk[:, :-1], chunk[:, 1:]  # x (B, T), y (B, T)
 
+    def peek_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch drawn without moving the data position (used to try torch.compile before training)."""
+        state = self.generator.get_state()
+        batch = self.next_batch()
+        self.generator.set_state(state)
+        return batch
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
