@@ -6,7 +6,8 @@
    test_2016_flickr with greedy and beam-4 decoding (or score an existing --qkv-run).
 2. Reference: `MarianMTModel` with the same shape (d_model 256, 3+3 layers, 4 heads, ffn 512, tied
    embeddings, the qkv run's joint 8k BPE and batches), trained by a plain PyTorch loop with the same
-   optimizer, warmup, time-based cosine decay and label smoothing for the same M minutes; decoded with
+   optimizer, warmup, time-based cosine decay, label smoothing and precision (bf16 autocast when the
+   preset uses it) for the same M minutes; decoded with
    `generate` (greedy and beam 4, length penalty 0.6) and scored with the same sacreBLEU / chrF++ code.
 Prints BLEU and chrF++ (greedy and beam 4), train tokens/s for both and the ratios. QKV_DATA_DIR must
 point at the data (multi30k).
@@ -93,8 +94,9 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
             g["lr"] = lr_at(step, t, frac)
         b = batches.next_batch()
         dec_in = b["tgt_in"]
-        logits = model(input_ids=b["src"], attention_mask=b["src_mask"].long(), decoder_input_ids=dec_in,
-                       decoder_attention_mask=(dec_in != pad).long()).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):  # same precision as qkv
+            logits = model(input_ids=b["src"], attention_mask=b["src_mask"].long(), decoder_input_ids=dec_in,
+                           decoder_attention_mask=(dec_in != pad).long()).logits
         loss = F.cross_entropy(logits.flatten(0, 1), b["tgt_out"].flatten(), ignore_index=-100,
                                label_smoothing=t.label_smoothing)
         loss.backward()
