@@ -7,6 +7,14 @@ For a translation (seq2seq) run: ``qkv eval RUN_DIR --data multi30k --split test
 [--json]`` (or ``--src FILE --ref FILE``) translates the source side and prints sacreBLEU and chrF++ with
 their signatures, the tokenized lower-cased BLEU older papers quote (labelled), and the teacher-forced
 loss and perplexity of the references.
+
+For a chat run: ``qkv eval RUN_DIR [--data FILE.jsonl|.csv] [--max-pairs N] [--json]`` prints the
+answer-only loss and perplexity on the validation split and the greedy exact match on the unseen test
+questions, single-turn and follow-up separately (with --data: both on that file).
+
+For a diffusion (DiT) run: ``qkv eval RUN_DIR [--n 200] [--sampler ddim --steps 50] [--guidance 3] [--sweep]
+[--json]`` trains a small classifier on the run's real training split and prints the sample accuracy (class
+runs) or prompt adherence (shapes), and a Fréchet distance of classifier features (`qkv.evaluation.diffusion`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ def add_parser(sub, name):
     g.add_argument("--length-penalty", type=float, default=None)
     g.add_argument("--max-pairs", type=int, default=None, help="score only the first N sentences")
     g.add_argument("--hyps-out", metavar="FILE", help="also write the translations here, one per line")
+    d = p.add_argument_group("diffusion runs")
+    d.add_argument("--n", type=int, default=200, help="images generated per setting")
+    d.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="default: the run's")
+    d.add_argument("--steps", type=int, default=None, help="denoising steps (default: the run's)")
+    d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the run's)")
+    d.add_argument("--seed", type=int, default=None)
+    d.add_argument("--sweep", action="store_true",
+                   help="DDIM 10/20/50 steps and DDPM 1000 at the run's guidance, then guidance 1/2/3/5 at DDIM-50")
+    d.add_argument("--no-ema", action="store_true", help="score the raw weights instead of their average")
 
 
 def run(args) -> int:
@@ -43,6 +60,10 @@ def run(args) -> int:
     from qkv.tokenizers import load_tokenizer
 
     model, cfg = load_model(args.run_dir)
+    if cfg["model_type"] == "dit":
+        return _run_dit(args, cfg)
+    if cfg.get("task") == "chat":
+        return _run_chat(args)
     if cfg["model_type"] == "seq2seq":
         return _run_seq2seq(args, model, cfg)
     if cfg["model_type"] != "gpt":
@@ -127,4 +148,63 @@ def _run_seq2seq(args, model, cfg) -> int:
           f"(references, teacher-forced, {n_tok:,} tokens)")
     if cut:
         print(f"note: {cut} source sentence(s) longer than the context ({T} tokens) were truncated")
+    return 0
+
+
+def _run_chat(args) -> int:
+    from qkv.recipes.chat import evaluate_chat_run
+
+    if args.max_pairs is not None and args.max_pairs <= 0:
+        raise QKVError(f"--max-pairs must be positive, got {args.max_pairs}")
+    out = evaluate_chat_run(args.run_dir, args.data, args.max_pairs)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    fmt = lambda v, n: "n/a" if v is None else f"{v:.1%} of {n}"  # noqa: E731
+    print(f"{out['source']}: answer loss {out['loss']:.4f} nats/token | perplexity {out['perplexity']:.3f} "
+          f"({out['answer_tokens']:,} assistant tokens in {out['conversations']:,} conversations)")
+    print(f"exact match (greedy): single-turn {fmt(out['em_single'], out['n_single'])} | "
+          f"follow-up {fmt(out['em_followup'], out['n_followup'])}")
+    for e in out["errors"]:
+        print(f"  miss ({e['turn']}): {e['question']!r} -> {e['reply']!r}, expected {e['reference']!r}")
+    if out["dropped"]:
+        print(f"note: {out['dropped']} conversation(s) longer than the context were left out")
+    return 0
+
+
+def _run_dit(args, cfg) -> int:
+    from qkv.cli.sample import sample_settings
+    from qkv.recipes.diffusion import evaluate_diffusion_run
+
+    s = sample_settings(args, cfg)
+    if args.n <= 0:
+        raise QKVError(f"--n must be positive, got {args.n}")
+    base = {"sampler": s.sampler, "steps": s.steps, "guidance": s.guidance, "eta": s.eta, "spacing": s.spacing}
+    if args.sweep:
+        settings = [{**base, "sampler": "ddim", "steps": k} for k in (10, 20, 50)]
+        settings += [{**base, "sampler": "ddpm", "steps": None, "eta": 0.0}]
+        settings += [{**base, "sampler": "ddim", "steps": 50, "guidance": w} for w in (1.0, 2.0, 3.0, 5.0)]
+    else:
+        settings = [base]
+
+    def show(row):
+        if args.json:
+            return
+        steps = row["steps"] or (1000 if row["sampler"] == "ddpm" else 50)
+        main = (f"sample accuracy {row['sample_accuracy']:6.1%}" if "sample_accuracy" in row else
+                f"prompt adherence {row['prompt_adherence']:6.1%} (shape {row['shape_accuracy']:.1%}, colour "
+                f"{row['colour_accuracy']:.1%}, position {row['position_accuracy']:.1%})")
+        print(f"{row['sampler']:>4}-{steps:<4} guidance {row['guidance']:<4g} {main} | FD {row['fd']:7.2f} "
+              f"(real vs real {row['fd_real']:.2f}) | {row['n_samples']} images in {row['seconds']:.1f} s",
+              flush=True)
+
+    if not args.json:
+        print(f"{args.run_dir}: scoring {args.n} samples per setting ({'raw' if args.no_ema else 'EMA'} weights)")
+    out = evaluate_diffusion_run(args.run_dir, settings, n=args.n, seed=s.seed, use_ema=not args.no_ema,
+                                 progress=show)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    acc = ", ".join(f"{k} {v:.1%}" for k, v in out["classifier"]["val_accuracy"].items())
+    print(f"judge: a CNN trained on {out['data']}; held-out accuracy {acc}")
     return 0

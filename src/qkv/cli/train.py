@@ -1,7 +1,8 @@
 """``qkv train --config configs/NAME.toml [--out RUN_DIR] [--data SRC] [--section.key VALUE ...]``.
 
 The config's ``task`` picks the recipe: ``"lm"`` (the default) trains a GPT (`qkv.recipes.lm`),
-``"translate"`` an encoder–decoder (`qkv.recipes.translate`).
+``"translate"`` an encoder–decoder (`qkv.recipes.translate`), ``"chat"`` fine-tunes a GPT on conversations
+(`qkv.recipes.chat`), ``"diffusion"`` a DiT image denoiser (`qkv.recipes.diffusion`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ ACCEPTS_OVERRIDES = True
 RESUME_MAY_CHANGE = {"train.max_steps", "train.max_minutes", "train.progress", "train.device", "train.threads",
                      "train.compile", "sample", "decode"}
 
-TASKS = ("lm", "translate")
+TASKS = ("lm", "translate", "chat", "diffusion")
 
 
 def run_config_class(task: str):
@@ -31,6 +32,14 @@ def run_config_class(task: str):
         from qkv.recipes.translate import TranslateRunConfig
 
         return TranslateRunConfig
+    if task == "chat":
+        from qkv.recipes.chat import ChatRunConfig
+
+        return ChatRunConfig
+    if task == "diffusion":
+        from qkv.recipes.diffusion import DiffusionRunConfig
+
+        return DiffusionRunConfig
     raise QKVError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
@@ -74,7 +83,8 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
 
         run_dir = Path(args.resume)
         saved = read_run_config(run_dir)
-        base = {k: saved[k] for k in ("task", "model", "data", "train", "sample", "decode") if k in saved}
+        base = {k: saved[k] for k in ("task", "model", "data", "train", "sample", "decode", "diffusion")
+                if k in saved}
         wanted = merge(base, load_toml(args.config)) if args.config else base
         wanted = merge(wanted, _with_data(overrides, args.data, wanted.get("task", "lm")))
         normalized = to_dict(from_dict(run_config_class(wanted.get("task", "lm")), wanted))
@@ -99,6 +109,10 @@ def run(args) -> int:
         raise QKVError(f"{run_dir} already holds a trained model; use --resume {run_dir} or choose another --out")
     if task == "translate":
         return _run_translate(args, cfg, run_dir)
+    if task == "diffusion":
+        return _run_diffusion(args, cfg, run_dir)
+    if task == "chat":
+        return _run_chat(args, cfg, run_dir, vocab_given)
     from qkv.recipes.lm import train_lm
 
     result, model, tok, is_main = train_lm(cfg, run_dir, resume=bool(args.resume), fit_vocab=not vocab_given,
@@ -121,6 +135,7 @@ def run(args) -> int:
         s = cfg.sample
         print("--- sample " + "-" * 60)
         model.eval()
+        sys.stdout.write(s.prompt)
         for piece in stream_text(model, tok, s.prompt, s.max_new_tokens,
                                  SamplingConfig(s.temperature, s.top_k, s.top_p), seed=s.seed):
             sys.stdout.write(piece)
@@ -140,7 +155,7 @@ def _run_translate(args, cfg, run_dir: Path) -> int:
     from qkv.training.plots import plot_losses
 
     if args.init_from:
-        raise QKVError("--init-from is only supported for the lm task")
+        raise QKVError("--init-from is only supported for the lm and chat tasks")
     result, model, (src_tok, tgt_tok), is_main = train_translate(cfg, run_dir, resume=bool(args.resume))
     if not is_main:
         return 0
@@ -169,4 +184,81 @@ def _run_translate(args, cfg, run_dir: Path) -> int:
     if plot:
         print(f"  plot:    {plot}")
     print(f"translate: qkv translate {run_dir} --beam {cfg.decode.beam} < sentences.txt")
+    return 0
+
+
+def _run_chat(args, cfg, run_dir: Path, vocab_given: bool) -> int:
+    from qkv.recipes.chat import em_metrics, train_chat
+    from qkv.training.plots import plot_losses
+
+    init_from = Path(args.init_from) if args.init_from and not args.resume else None
+    result, model, tok, test_convs, is_main = train_chat(cfg, run_dir, resume=bool(args.resume),
+                                                         init_from=init_from, fit_vocab=not vocab_given)
+    if not is_main:
+        return 0
+    plot = plot_losses(run_dir)
+    last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+    print(f"trained {result.step} steps in {result.elapsed_s:.1f} s ({result.stopped_by})")
+    if last:
+        print(f"val answer loss {last['val_loss']:.4f} (NLL per assistant token) | ppl {last['val_ppl']:.3f}")
+    if test_convs:
+        em = em_metrics(model, tok, test_convs, "test")
+        shown = " | ".join(f"{k.split('_')[-1]} {v:.1%}" for k, v in em.items())
+        print(f"test exact match ({len(test_convs)} unseen conversations, greedy): {shown}")
+    if not args.no_sample and test_convs:
+        from qkv.chat.session import greedy_reply
+
+        print("--- sample replies (test questions) " + "-" * 35)
+        for conv in test_convs[:3]:
+            k = next(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+            reply = greedy_reply(model, tok, conv.messages[:k], cfg.sample.max_new_tokens)
+            print(f"user: {conv.messages[k - 1]['content']}\nbot:  {reply}   "
+                  f"(reference: {conv.messages[k]['content']})")
+        print("-" * 71)
+    print(f"run dir: {run_dir}  ({model.num_params():,} parameters)")
+    print(f"  weights: {run_dir / 'model.safetensors'}")
+    print(f"  metrics: {run_dir / 'metrics.jsonl'}")
+    if plot:
+        print(f"  plot:    {plot}")
+    print(f"talk to it: qkv chat {run_dir}   (or: qkv chat {run_dir} --prompt \"What is 17 + 25?\")")
+    return 0
+
+
+def _run_diffusion(args, cfg, run_dir: Path) -> int:
+    from qkv.data.images import save_grid
+    from qkv.recipes.diffusion import generate, make_condition, train_diffusion
+    from qkv.training.plots import plot_losses
+
+    if args.init_from:
+        raise QKVError("--init-from is not supported for the diffusion task")
+    result, model, ema_model, tok, is_main = train_diffusion(cfg, run_dir, resume=bool(args.resume))
+    if not is_main:
+        return 0
+    plot = plot_losses(run_dir)
+    last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+    print(f"trained {result.step} steps in {result.elapsed_s:.1f} s ({result.stopped_by})")
+    if last:
+        print(f"val loss {last['val_loss']:.4f} | EMA weights {last['val_loss_ema']:.4f} "
+              f"(MSE of the {cfg.diffusion.prediction} prediction on held-out images)")
+        quality = {k: v for k, v in last.items() if k.endswith(("accuracy", "adherence")) or k == "fd"}
+        if quality:
+            print("samples (DDIM-20, EMA): " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+    if not args.no_sample:
+        from qkv.models.io import read_run_config
+
+        s = cfg.sample
+        prompts = read_run_config(run_dir).get("data_meta", {}).get("prompts")
+        ema_model = ema_model.cpu()
+        cond, _ = make_condition(ema_model, tok, s.n, prompts=prompts)
+        images = generate(ema_model, cfg.diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                          spacing=s.spacing, guidance=s.guidance, seed=s.seed)
+        width, height = save_grid(images, run_dir / "samples.png")
+        print(f"samples: {run_dir / 'samples.png'} ({s.n} images, {width}×{height} px, {s.sampler}, "
+              f"guidance {s.guidance})")
+    print(f"run dir: {run_dir}  ({model.num_params():,} parameters)")
+    print(f"  weights: {run_dir / 'model.safetensors'} (EMA: {run_dir / 'ema.safetensors'})")
+    print(f"  metrics: {run_dir / 'metrics.jsonl'}")
+    if plot:
+        print(f"  plot:    {plot}")
+    print(f"sample more: qkv sample {run_dir} --n 64 --out grid.png")
     return 0

@@ -2,7 +2,8 @@
 
 It is handed a model, a loss function ``loss_fn(model, batch) -> (loss, info)``, a batch source with
 ``next_batch()`` / ``state_dict()`` / ``load_state_dict()``, an optional ``evaluate(model) -> metrics``
-and a ``save_model(model, step)`` that writes weights, config and tokenizer. It owns the rest:
+and a ``save_model(model, step)`` that writes weights, config and tokenizer. An optional ``on_step(model, step)``
+runs after every optimizer step (diffusion updates its weight average there). It owns the rest:
 AdamW and the schedule, gradient accumulation and clipping, autocast, torch.compile, DDP, the time
 budget, NaN detection, progress bar, ``metrics.jsonl``, ``loss.png`` and crash-safe checkpoints with
 exact resume.
@@ -71,6 +72,7 @@ class Trainer:
         dist_info: distributed.DistInfo | None = None,
         device: torch.device | None = None,
         log: Callable[[str], None] | None = None,
+        on_step: Callable[[nn.Module, int], None] | None = None,
     ):
         self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, train_data, cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -78,6 +80,7 @@ class Trainer:
         self.dist = dist_info or distributed.DistInfo()
         self.device = device or distributed.pick_device(cfg.device, self.dist.local_rank)
         self._log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+        self.on_step = on_step  # called with (raw model, step) after every optimizer step (e.g. an EMA)
 
     def log(self, msg: str) -> None:
         if self.dist.is_main:
@@ -131,6 +134,9 @@ class Trainer:
 
             model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         amp_dtype = resolve_precision(cfg, device)
+        if amp_dtype is not None and device.type == "cpu" and not distributed.cpu_has_bf16_units():
+            self.log(f"note: {cfg.precision} autocast on a CPU without bf16 units (AMX/AVX512-BF16) is emulated "
+                     "and usually slower than fp32; set train.precision = 'fp32'")
         scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
         autocast = (
             (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -180,6 +186,8 @@ class Trainer:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if self.on_step is not None:
+                self.on_step(raw, step)
             result.losses.append((step, loss_total))
 
             now = time.perf_counter()

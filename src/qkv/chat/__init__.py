@@ -1,0 +1,1 @@
+"""Chat: the conversation template (`qkv.chat.template`) and talking to a trained chat run (`qkv.chat.session`)."""

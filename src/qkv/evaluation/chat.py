@@ -1,0 +1,42 @@
+"""Exact-match accuracy of a chat model: greedy replies against reference answers, turn by turn.
+
+Every assistant turn of a conversation is scored from the *reference* history before it (teacher forcing
+across turns), so a follow-up is judged on its own and not on an earlier mistake. The first assistant
+turn of a conversation counts as **single-turn**; every later one as **follow-up**. A reply matches when it
+equals the reference after stripping surrounding whitespace. Decoding stops after the reference's token
+count + 1: a longer reply cannot match anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from qkv.chat.session import greedy_reply
+from qkv.generation.inference import for_decoding
+
+
+@torch.no_grad()
+def exact_match(model: nn.Module, tok, conversations: Sequence, *, keep_errors: int = 5) -> dict:
+    """{"single": accuracy, "followup": accuracy, "n_single", "n_followup", "errors": [...]} (accuracy None
+    when there is no turn of that kind). `conversations` hold ``.messages`` (see `qkv.data.chat`)."""
+    fast = for_decoding(model)  # an eval copy with decode-friendly weights; `model` is untouched
+    hits = {"single": 0, "followup": 0}
+    count = {"single": 0, "followup": 0}
+    errors = []
+    for conv in conversations:
+        msgs = conv.messages
+        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        for k in range(first, len(msgs), 2):
+            ref = msgs[k]["content"].strip()
+            kind = "single" if k == first else "followup"
+            got = greedy_reply(fast, tok, msgs[:k], len(tok.encode(ref)) + 1).strip()
+            count[kind] += 1
+            if got == ref:
+                hits[kind] += 1
+            elif len(errors) < keep_errors:
+                errors.append({"question": msgs[k - 1]["content"], "reference": ref, "reply": got, "turn": kind})
+    return {kind: (hits[kind] / count[kind] if count[kind] else None) for kind in hits} | {
+        "n_single": count["single"], "n_followup": count["followup"], "errors": errors}

@@ -1,0 +1,129 @@
+"""Invariants of the noise schedules, the forward process and the DDPM / DDIM steps (no reference library)."""
+
+import pytest
+import torch
+
+from qkv.diffusion.ddim import DDIM
+from qkv.diffusion.ddpm import DDPM, DiffusionConfig
+from qkv.diffusion.schedules import alphas_cumprod, cosine_betas, make_betas
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("T", [10, 100, 1000, 4000])
+def test_alpha_bar_strictly_decreasing_in_unit_interval(kind, T):
+    abar = alphas_cumprod(make_betas(kind, T))
+    assert abar.shape == (T,)
+    assert bool((abar > 0).all()) and bool((abar < 1).all())
+    assert bool((abar[1:] < abar[:-1]).all()), "ᾱ_t must fall strictly"
+    assert abar[0] > (0.99 if T >= 100 else 0.9)  # starts near the data
+    if kind == "cosine" or T >= 1000:  # the linear β range is DDPM's for T = 1000; shorter chains end early
+        assert abar[-1] < 0.05, "ends near pure noise"
+
+
+def test_cosine_betas_worked_example_and_clip():
+    torch.testing.assert_close(cosine_betas(4), torch.tensor([0.1530, 0.4170, 0.7079, 0.9990]), atol=1e-4, rtol=0)
+    assert cosine_betas(1000).max() <= 0.999
+
+
+def test_bad_schedules_raise():
+    with pytest.raises(ValueError, match="unknown beta schedule"):
+        make_betas("quadratic", 10)
+    with pytest.raises(ValueError, match="beta_start < beta_end"):
+        make_betas("linear", 10, beta_start=0.02, beta_end=0.01)
+    with pytest.raises(ValueError, match="n_timesteps"):
+        DiffusionConfig(n_timesteps=1)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_add_noise_at_t0_is_almost_x0_and_at_T_almost_noise(kind):
+    d = DDPM(DiffusionConfig(beta_schedule=kind))
+    x0 = torch.rand(8, 3, 4, 4) * 2 - 1
+    eps = torch.randn_like(x0)
+    t0 = torch.zeros(8, dtype=torch.long)
+    assert (d.add_noise(x0, eps, t0) - x0).abs().max() < 0.05
+    tT = torch.full((8,), d.n_timesteps - 1)
+    assert (d.add_noise(x0, eps, tT) - eps).abs().max() < 0.01
+
+
+def test_add_noise_has_the_closed_form_moments():
+    """x_t = √ᾱ x0 + √(1−ᾱ) ε: for fixed x0 the mean is √ᾱ x0 and the variance 1 − ᾱ (DDPM eq. 4)."""
+    d = DDPM()
+    t = 300
+    x0 = torch.full((20000, 1, 1, 1), 0.7)
+    xt = d.add_noise(x0, torch.randn_like(x0), torch.full((20000,), t))
+    abar = d.alphas_cumprod[t]
+    assert abs(xt.mean() - abar.sqrt() * 0.7) < 0.02
+    assert abs(xt.var() - (1 - abar)) < 0.03
+
+
+def test_split_prediction_recovers_x0_and_eps_for_every_parametrisation():
+    x0 = torch.rand(4, 2, 3, 3) * 2 - 1
+    eps = torch.randn_like(x0)
+    t = 417
+    for pred in ("eps", "x0", "v"):
+        d = DDPM(DiffusionConfig(prediction=pred))
+        tt = torch.full((4,), t)
+        xt = d.add_noise(x0, eps, tt)
+        x0_hat, eps_hat = d.split_prediction(d.target(x0, eps, tt), xt, t)
+        torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=0)
+        torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=0)
+
+
+def test_step_with_perfect_prediction_moves_toward_x0():
+    """Given the true ε, the posterior mean at t = 0 is exactly x0 (no noise on the last step)."""
+    d = DDPM()
+    x0 = torch.rand(2, 1, 4, 4) * 2 - 1
+    eps = torch.randn_like(x0)
+    xt = d.add_noise(x0, eps, torch.zeros(2, dtype=torch.long))
+    out = d.step(eps, 0, xt)
+    torch.testing.assert_close(out.prev_sample, x0, atol=1e-5, rtol=0)
+
+
+def test_ddim_eta0_is_deterministic_and_eta1_is_not():
+    d = DDIM()
+    x = torch.randn(3, 1, 4, 4)
+    pred = torch.randn_like(x)
+    a = d.step(pred, 500, x, prev_t=480, eta=0.0, generator=torch.Generator().manual_seed(1)).prev_sample
+    b = d.step(pred, 500, x, prev_t=480, eta=0.0, generator=torch.Generator().manual_seed(2)).prev_sample
+    assert torch.equal(a, b)
+    c = d.step(pred, 500, x, prev_t=480, eta=1.0, generator=torch.Generator().manual_seed(1)).prev_sample
+    e = d.step(pred, 500, x, prev_t=480, eta=1.0, generator=torch.Generator().manual_seed(2)).prev_sample
+    assert not torch.equal(c, e)
+
+
+def test_ddim_eta1_equals_ddpm_step_with_the_same_noise():
+    """σ_t(η=1) is DDPM's √β̃_t, so the two updates coincide (DDIM §4.1)."""
+    x = torch.randn(2, 3, 4, 4)
+    pred = torch.randn_like(x)
+    z = torch.randn_like(x)
+    for t, prev in ((999, 998), (600, 580), (20, 0)):
+        a = DDIM(DiffusionConfig(clip_sample=False)).step(pred, t, x, prev_t=prev, eta=1.0, noise=z).prev_sample
+        b = DDPM(DiffusionConfig(clip_sample=False)).step(pred, t, x, prev_t=prev, noise=z).prev_sample
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_timesteps_validate_and_descend():
+    d = DDPM(DiffusionConfig(n_timesteps=100))
+    assert d.timesteps() == list(range(99, -1, -1))
+    for spacing in ("leading", "trailing", "linspace"):
+        ts = d.timesteps(7, spacing)
+        assert len(ts) == 7 and ts == sorted(ts, reverse=True) and 0 <= ts[-1] and ts[0] < 100
+    for bad in (0, -3, 101):
+        with pytest.raises(ValueError, match="steps must be between"):
+            d.timesteps(bad)
+
+
+def test_loss_is_the_mse_to_the_target_and_uses_the_generator():
+    d = DDPM()
+    x0 = torch.rand(5, 1, 2, 2)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    loss, info = d.loss(Zero(), x0, generator=g1)
+    t = torch.randint(0, d.n_timesteps, (5,), generator=g2)
+    eps = torch.randn(x0.shape, generator=g2)
+    assert torch.equal(info["t"], t)
+    torch.testing.assert_close(loss, (eps**2).mean())
