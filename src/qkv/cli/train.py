@@ -141,12 +141,7 @@ def run(args) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
         print("\n" + "-" * 71)
-    print(f"run dir: {run_dir}  ({n:,} parameters)")
-    print(f"  weights: {run_dir / 'model.safetensors'}")
-    print(f"  metrics: {run_dir / 'metrics.jsonl'}")
-    if plot:
-        print(f"  plot:    {plot}")
-    print(f"generate more: qkv generate {run_dir} --prompt \"...\"")
+    _print_run_files(run_dir, n, plot, f"generate more: qkv generate {run_dir} --prompt \"...\"")
     return 0
 
 
@@ -178,12 +173,8 @@ def _run_translate(args, cfg, run_dir: Path) -> int:
         for s, r, h in zip(src[:3], ref[:3], hyps, strict=True):
             print(f"src: {s}\nref: {r}\nout: {h}\n")
         print("-" * 71)
-    print(f"run dir: {run_dir}  ({model.num_params():,} parameters)")
-    print(f"  weights: {run_dir / 'model.safetensors'}")
-    print(f"  metrics: {run_dir / 'metrics.jsonl'}")
-    if plot:
-        print(f"  plot:    {plot}")
-    print(f"translate: qkv translate {run_dir} --beam {cfg.decode.beam} < sentences.txt")
+    _print_run_files(run_dir, model.num_params(), plot,
+                     f"translate: qkv translate {run_dir} --beam {cfg.decode.beam} < sentences.txt")
     return 0
 
 
@@ -215,12 +206,8 @@ def _run_chat(args, cfg, run_dir: Path, vocab_given: bool) -> int:
             print(f"user: {conv.messages[k - 1]['content']}\nbot:  {reply}   "
                   f"(reference: {conv.messages[k]['content']})")
         print("-" * 71)
-    print(f"run dir: {run_dir}  ({model.num_params():,} parameters)")
-    print(f"  weights: {run_dir / 'model.safetensors'}")
-    print(f"  metrics: {run_dir / 'metrics.jsonl'}")
-    if plot:
-        print(f"  plot:    {plot}")
-    print(f"talk to it: qkv chat {run_dir}   (or: qkv chat {run_dir} --prompt \"What is 17 + 25?\")")
+    _print_run_files(run_dir, model.num_params(), plot,
+                     f"talk to it: qkv chat {run_dir}   (or: qkv chat {run_dir} --prompt \"What is 17 + 25?\")")
     return 0
 
 
@@ -255,10 +242,16 @@ def _run_diffusion(args, cfg, run_dir: Path) -> int:
         width, height = save_grid(images, run_dir / "samples.png")
         print(f"samples: {run_dir / 'samples.png'} ({s.n} images, {width}×{height} px, {s.sampler}, "
               f"guidance {s.guidance})")
-    print(f"run dir: {run_dir}  ({model.num_params():,} parameters)")
-    print(f"  weights: {run_dir / 'model.safetensors'} (EMA: {run_dir / 'ema.safetensors'})")
+    _print_run_files(run_dir, model.num_params(), plot, f"sample more: qkv sample {run_dir} --n 64 --out grid.png",
+                     weights_note=f" (EMA: {run_dir / 'ema.safetensors'})")
+    return 0
+
+
+def _print_run_files(run_dir: Path, n_params: int, plot, next_step: str, weights_note: str = "") -> None:
+    """The closing lines of every `qkv train`: where the run's files are and what to run next."""
+    print(f"run dir: {run_dir}  ({n_params:,} parameters)")
+    print(f"  weights: {run_dir / 'model.safetensors'}{weights_note}")
     print(f"  metrics: {run_dir / 'metrics.jsonl'}")
     if plot:
         print(f"  plot:    {plot}")
-    print(f"sample more: qkv sample {run_dir} --n 64 --out grid.png")
-    return 0
+    print(next_step)
