@@ -57,14 +57,9 @@ def load_session(args):
                                   pick(args.top_p, "top_p", None))
     except ValueError as e:
         raise QKVError(str(e)) from None
-    if args.quantize == "int8":
-        from qkv.generation.quantize import quantize_int8
+    from qkv.generation.inference import prepare_for_decoding
 
-        model = quantize_int8(model)
-    else:
-        from qkv.generation.inference import for_decoding
-
-        model = for_decoding(model)
+    model = prepare_for_decoding(model, args.quantize)
     return ChatSession(model, tok, sampling, max_new, system=pick(args.system, "system", None),
                        seed=pick(args.seed, "seed", None))
 

@@ -41,14 +41,9 @@ def run(args) -> int:
                                   pick(args.top_p, "top_p", None))
     except ValueError as e:
         raise QKVError(str(e)) from None
-    if args.quantize == "int8":
-        from qkv.generation.quantize import quantize_int8
+    from qkv.generation.inference import prepare_for_decoding
 
-        model = quantize_int8(model)
-    else:
-        from qkv.generation.inference import for_decoding
-
-        model = for_decoding(model)  # same function, weights laid out for fast matrix-vector products
+    model = prepare_for_decoding(model, args.quantize)
     prompt = pick(args.prompt, "prompt", "\n")
     if prompt == "":
         raise QKVError("the prompt is empty; give at least one character")

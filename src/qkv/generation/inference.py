@@ -39,3 +39,13 @@ def for_decoding(model: nn.Module) -> nn.Module:
     for p in fast.parameters():
         p.requires_grad_(False)
     return fast
+
+
+def prepare_for_decoding(model: nn.Module, quantize: str | None = None) -> nn.Module:
+    """The copy of `model` that decoding commands run: int8 Linear weights if quantize == "int8",
+    else the same fp32 function in the transposed decode layout (`for_decoding`)."""
+    if quantize == "int8":
+        from qkv.generation.quantize import quantize_int8
+
+        return quantize_int8(model)
+    return for_decoding(model)
