@@ -1,6 +1,6 @@
 """Multi30k de→en at a fixed wall-clock budget: qkv's preset vs a `transformers` MarianMTModel of the same size.
 
-    python bench/translate.py [--minutes 15] [--threads 2] [--qkv-run RUN_DIR] [--skip-marian]
+    python bench/translate.py [--minutes 15] [--threads 2] [--qkv-run RUN_DIR | --out RUN_DIR] [--skip-marian]
 
 1. qkv: `qkv train --config configs/multi30k-de-en.toml --train.max_minutes M`, then `qkv eval` on
    test_2016_flickr with greedy and beam-4 decoding (or score an existing --qkv-run).
@@ -136,10 +136,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--qkv-run", help="score this existing qkv run instead of training one")
+    ap.add_argument("--out", help="train the qkv run into this directory and keep it (default: a temp dir)")
     ap.add_argument("--skip-marian", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(args.qkv_run) if args.qkv_run else Path(tmp) / "qkv"
+        run_dir = Path(args.qkv_run or args.out or Path(tmp) / "qkv")
         if not args.qkv_run:
             run_qkv(run_dir, args.minutes, args.threads)
         q = {beam: eval_qkv(run_dir, beam) for beam in (1, 4)}

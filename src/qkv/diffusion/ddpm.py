@@ -55,12 +55,15 @@ class DiffusionConfig:
     prediction: Prediction = "eps"  # what the denoiser outputs: the noise ε, the image x_0, or v
     clip_sample: bool = True  # clamp x̂_0 to [-1, 1] while sampling (data lives in [-1, 1])
     variance: Variance = "fixed_small"  # DDPM's σ_t²: β̃_t ("fixed_small") or β_t ("fixed_large")
+    min_snr_gamma: float | None = None  # Min-SNR-γ loss weighting (Hang et al. 2023); None = L_simple
 
     def __post_init__(self):
         if self.n_timesteps < 2:
             raise ValueError(f"n_timesteps must be at least 2, got {self.n_timesteps}")
         if self.beta_schedule == "linear" and not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
 
 
 @dataclass
@@ -113,9 +116,24 @@ class DDPM:
             return x0
         return self.velocity(x0, eps, t)
 
+    def loss_weights(self, t: Tensor) -> Tensor:
+        """(B,) per-sample loss weights: ones for L_simple; with ``min_snr_gamma`` = γ, Min-SNR-γ
+        (Hang et al. 2023): the x_0-space weight min(SNR_t, γ) expressed for the trained target —
+        min(SNR, γ)/SNR for ε, min(SNR, γ) for x_0, min(SNR, γ)/(SNR + 1) for v — with SNR_t = ᾱ_t/(1 − ᾱ_t).
+        It stops the nearly clean timesteps (high SNR, fine detail) from dominating the gradient, so the
+        noisy ones, where layout is decided, get their share."""
+        if self.cfg.min_snr_gamma is None:
+            return torch.ones(t.shape, device=t.device)
+        abar = self.alphas_cumprod.to(t.device)[t].double()  # (B,)
+        snr = abar / (1 - abar)
+        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
+        weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.cfg.prediction]
+        return weight.float()
+
     def loss(self, model, x0: Tensor, cond: dict | None = None,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        """L_simple (eq. 14): mean squared error between the denoiser's output and its target.
+        """L_simple (eq. 14): mean squared error between the denoiser's output and its target, each sample
+        weighted by `loss_weights` (all ones unless ``min_snr_gamma`` is set).
 
         t ~ U{0 … T−1} and ε ~ N(0, I) are drawn from `generator` (torch's global RNG if None).
         Returns (loss, info) with info["t"] the (B,) timesteps drawn.
@@ -125,7 +143,10 @@ class DDPM:
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)  # (B, C, H, W)
         x_t = self.add_noise(x0, eps, t)  # (B, C, H, W)
         pred = model(x_t, t, **(cond or {}))  # (B, C, H, W)
-        return F.mse_loss(pred.float(), self.target(x0, eps, t).float()), {"t": t}
+        if self.cfg.min_snr_gamma is None:
+            return F.mse_loss(pred.float(), self.target(x0, eps, t).float()), {"t": t}
+        per_sample = (pred.float() - self.target(x0, eps, t).float()).pow(2).flatten(1).mean(1)  # (B,)
+        return (self.loss_weights(t) * per_sample).mean(), {"t": t}
 
     # ---------------------------------------------------------------------------- reverse process
     def timesteps(self, n_steps: int | None = None, spacing: Spacing = "leading") -> list[int]:

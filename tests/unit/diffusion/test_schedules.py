@@ -127,3 +127,43 @@ def test_loss_is_the_mse_to_the_target_and_uses_the_generator():
     eps = torch.randn(x0.shape, generator=g2)
     assert torch.equal(info["t"], t)
     torch.testing.assert_close(loss, (eps**2).mean())
+
+
+def test_min_snr_weights_are_the_x0_weight_min_snr_gamma_in_every_parameterisation():
+    """For each target, weight × (target error) equals min(SNR, γ) × (x_0 error): the three agree."""
+    t = torch.tensor([0, 10, 300, 700, 999])
+    x0, eps = torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2)
+    x0_hat = x0 + 0.1 * torch.randn_like(x0)  # a denoiser's estimate of x_0
+    per = {}
+    for pred in ("eps", "x0", "v"):
+        d = DDPM(DiffusionConfig(beta_schedule="cosine", prediction=pred, min_snr_gamma=5.0))
+        abar = d.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = d.add_noise(x0, eps, t)
+        eps_hat = (x_t - abar.sqrt() * x0_hat) / (1 - abar).sqrt()  # the same estimate in each parameterisation
+        hat = {"eps": eps_hat, "x0": x0_hat, "v": abar.sqrt() * eps_hat - (1 - abar).sqrt() * x0_hat}[pred]
+        err = (hat - d.target(x0, eps, t)).pow(2).flatten(1).mean(1)
+        per[pred] = d.loss_weights(t) * err
+    snr = DDPM(DiffusionConfig(beta_schedule="cosine")).alphas_cumprod[t].double()
+    snr = snr / (1 - snr)
+    expected = snr.clamp(max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    for pred in per:
+        torch.testing.assert_close(per[pred], expected, rtol=1e-3, atol=1e-6)
+    assert torch.equal(DDPM().loss_weights(t), torch.ones(5))  # L_simple by default
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        DiffusionConfig(min_snr_gamma=0.0)
+
+
+def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
+    d = DDPM(DiffusionConfig(min_snr_gamma=5.0))
+    x0 = torch.rand(4, 1, 2, 2)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    loss, info = d.loss(Zero(), x0, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, d.n_timesteps, (4,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    torch.testing.assert_close(loss, (d.loss_weights(t) * eps.pow(2).flatten(1).mean(1)).mean())
+    assert not torch.allclose(loss, eps.pow(2).mean())  # the weights change it

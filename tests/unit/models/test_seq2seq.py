@@ -159,6 +159,18 @@ def test_init_scales_residual_projections():
     assert abs(m.decoder[0].cross_attn.o_proj.weight.std().item() - 0.02 / math.sqrt(9)) < 1e-3
 
 
+def test_embed_std_sets_the_scale_a_token_enters_at():
+    m = Seq2Seq(Seq2SeqConfig(vocab_size=50, d_model=256, n_heads=4, embed_std=256 ** -0.5)).eval()
+    assert m.lm_head.weight is m.src_emb.weight  # tied: the output layer has the same init
+    assert abs(m.src_emb.weight.std().item() - 256 ** -0.5) < 2e-3
+    tokens = m._embed(m.src_emb, torch.randint(0, 50, (1, 64))) - m.pos_emb(torch.arange(64))  # (1, 64, C)
+    assert abs(tokens.std().item() - 1.0) < 0.05  # unit scale after the ×√C
+    assert abs(Seq2Seq(Seq2SeqConfig(vocab_size=50, d_model=256, n_heads=4)).src_emb.weight.std().item()
+               - 0.02) < 1e-3  # default: GPT-2's 0.02
+    with pytest.raises(ValueError, match="embed_std"):
+        Seq2SeqConfig(embed_std=0.0)
+
+
 # ------------------------------------------------------------------------------------------------ save/load
 def test_save_load_round_trip(tmp_path):
     m = tiny(tie_embeddings=True)
