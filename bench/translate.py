@@ -5,9 +5,9 @@
 1. qkv: `qkv train --config configs/multi30k-de-en.toml --train.max_minutes M`, then `qkv eval` on
    test_2016_flickr with greedy and beam-4 decoding (or score an existing --qkv-run).
 2. Reference: `MarianMTModel` with the same shape (d_model 256, 3+3 layers, 4 heads, ffn 512, tied
-   embeddings, the qkv run's joint 8k BPE and batches), trained by a plain PyTorch loop with the same
-   optimizer, warmup, time-based cosine decay, label smoothing and precision (bf16 autocast when the
-   preset uses it) for the same M minutes; decoded with
+   embeddings initialised like the qkv run's (`model.embed_std`), the qkv run's joint 8k BPE and batches),
+   trained by a plain PyTorch loop with the same optimizer, warmup, time-based cosine decay, label
+   smoothing and precision (bf16 autocast when the preset uses it) for the same M minutes; decoded with
    `generate` (greedy and beam 4, length penalty 0.6) and scored with the same sacreBLEU / chrF++ code.
 Prints BLEU and chrF++ (greedy and beam 4), train tokens/s for both and the ratios. QKV_DATA_DIR must
 point at the data (multi30k).
@@ -73,6 +73,8 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
                         scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True)
     torch.manual_seed(cfg.train.seed)
     model = MarianMTModel(mcfg)
+    with torch.no_grad():  # the same token-embedding init as the qkv run (the preset's embed_std)
+        model.get_input_embeddings().weight.normal_(0.0, m.embed_std)
     n_params = sum(p.numel() for p in model.parameters())
     src, tgt, _ = load_split(cfg.data, "train")
     ex = make_examples(encode_lines(tok, src), encode_lines(tok, tgt), m.max_seq_len, eos)

@@ -120,8 +120,9 @@ class DDPM:
         """(B,) per-sample loss weights: ones for L_simple; with ``min_snr_gamma`` = γ, Min-SNR-γ
         (Hang et al. 2023): the x_0-space weight min(SNR_t, γ) expressed for the trained target —
         min(SNR, γ)/SNR for ε, min(SNR, γ) for x_0, min(SNR, γ)/(SNR + 1) for v — with SNR_t = ᾱ_t/(1 − ᾱ_t).
-        It stops the nearly clean timesteps (high SNR, fine detail) from dominating the gradient, so the
-        noisy ones, where layout is decided, get their share."""
+        It caps the weight of the nearly clean timesteps (high SNR, fine detail). Note that against plain
+        v-prediction (whose x_0-space weight is SNR + 1) it also shrinks the weight of the noisiest steps,
+        where the layout is decided: on shapes it improved shape and FD but hurt position (docs/benchmarks.md)."""
         if self.cfg.min_snr_gamma is None:
             return torch.ones(t.shape, device=t.device)
         abar = self.alphas_cumprod.to(t.device)[t].double()  # (B,)
