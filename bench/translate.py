@@ -83,6 +83,7 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     budget, start, step, tokens = minutes * 60, time.perf_counter(), 0, 0
     t_warm_end = None
+    recent_losses: list[float] = []  # label-smoothed training loss of the last 100 updates
     model.train()
     while True:
         elapsed = time.perf_counter() - start
@@ -102,6 +103,7 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
         loss = F.cross_entropy(logits.flatten(0, 1), b["tgt_out"].flatten(), ignore_index=-100,
                                label_smoothing=t.label_smoothing)
         loss.backward()
+        recent_losses = (recent_losses + [loss.item()])[-100:]
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -111,7 +113,8 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
     model.eval()
     test_src, test_ref, _ = load_split(cfg.data, "test_2016_flickr")
     srcs, _ = source_ids(tok, test_src, m.max_seq_len)
-    out = {"params": n_params, "steps": step, "tokens_per_s": tokens / train_s}
+    out = {"params": n_params, "steps": step, "tokens_per_s": tokens / train_s,
+           "final_train_loss": statistics.fmean(recent_losses) if recent_losses else math.nan}
     for beam in (1, 4):
         hyps = []
         with torch.no_grad():
@@ -154,7 +157,8 @@ def main() -> None:
             return
         mar = run_marian(run_dir, args.minutes, args.threads)
     print(f"MarianMTModel ({mar['params']:,} params, {mar['steps']} updates): "
-          f"train {mar['tokens_per_s']:,.0f} tokens/s")
+          f"train {mar['tokens_per_s']:,.0f} tokens/s, smoothed training loss of the last 100 updates "
+          f"{mar['final_train_loss']:.3f}")
     print(f"{'':22} {'sacreBLEU':>9} {'chrF++':>7}")
     for beam in (1, 4):
         qb = q[beam]
