@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from qkv.data.batching import EpochBatches
 from qkv.errors import QKVError
 
 BUILTIN_SOURCES = ("qa-skills", "pydoc-qa")
@@ -262,10 +263,10 @@ def collate_chat(inputs: list[list[int]], targets: list[list[int]], pad_id: int)
     return {"idx": idx, "targets": tgt, "tokens": sum(len(x) for x in inputs)}
 
 
-class ChatBatches:
+class ChatBatches(EpochBatches):
     """Endless, length-bucketed, padded training batches (dicts from `collate_chat`); resumable exactly.
 
-    With `world_size` > 1 each rank takes every world_size-th batch of the shared plan.
+    With `world_size` > 1 each rank takes every world_size-th batch of the shared plan (`EpochBatches`).
     """
 
     def __init__(self, inputs: list[list[int]], targets: list[list[int]], batch_size: int, pad_id: int, *,
@@ -274,49 +275,15 @@ class ChatBatches:
             raise QKVError("no training conversations")
         self.inputs, self.targets, self.batch_size, self.pad_id = inputs, targets, batch_size, pad_id
         self.lengths = np.array([len(x) for x in inputs])
-        self.pool = pool_batches * batch_size
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch, self.pos = 0, 0
-        self._plan = self._make_plan(0)
+        self.n_examples, self.pool = len(inputs), pool_batches * batch_size
+        self._start(seed, rank, world_size)
 
-    def _make_plan(self, epoch: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(len(self.inputs))
-        batches: list[np.ndarray] = []
-        for p in range(0, len(perm), self.pool):
-            pool = perm[p : p + self.pool]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1:
-            n = len(batches) // self.world_size * self.world_size or self.world_size
-            batches = [batches[i % len(batches)] for i in range(self.rank, n, self.world_size)]
-        return batches
+    def _pool_batches(self, pool: np.ndarray) -> list[np.ndarray]:
+        pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+        return [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
 
-    def __len__(self) -> int:
-        """Batches per epoch (on this rank)."""
-        return len(self._plan)
-
-    def next_batch(self) -> dict:
-        if self.pos >= len(self._plan):
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._plan = self._make_plan(self.epoch)
-        idx = self._plan[self.pos]
-        self.pos += 1
+    def _collate(self, idx: np.ndarray) -> dict:
         return collate_chat([self.inputs[i] for i in idx], [self.targets[i] for i in idx], self.pad_id)
-
-    def peek_batch(self) -> dict:
-        epoch, pos, plan = self.epoch, self.pos, self._plan
-        batch = self.next_batch()
-        self.epoch, self.pos, self._plan = epoch, pos, plan
-        return batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": torch.tensor(self.epoch), "pos": torch.tensor(self.pos)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._plan = self._make_plan(self.epoch)
 
 
 def eval_chat_batches(inputs: list[list[int]], targets: list[list[int]], pad_id: int, batch_size: int = 64):

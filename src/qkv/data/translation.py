@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qkv.data.batching import EpochBatches
 from qkv.errors import QKVError
 
 DIRECTIONS = ("de-en", "fr-en", "en-de", "en-fr")
@@ -231,7 +232,7 @@ def _cut(order: np.ndarray, cost: np.ndarray, batch_tokens: int | None, batch_se
     return batches
 
 
-class TranslationBatches:
+class TranslationBatches(EpochBatches):
     """Endless, length-bucketed training batches (dicts from `collate`), resumable exactly.
 
     Give `batch_tokens` (token-count batches: pairs × max(source, target + 1) length ≤ batch_tokens) or
@@ -254,51 +255,16 @@ class TranslationBatches:
         if batch_tokens is not None and batch_tokens < self.cost.max():
             raise QKVError(f"batch_tokens {batch_tokens} is smaller than the longest pair ({self.cost.max()} tokens)")
         per_batch = batch_sentences or max(1, batch_tokens // max(1, int(self.cost.mean())))
-        self.pool = pool_batches * per_batch
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch, self.pos = 0, 0
-        self._plan = self._make_plan(0)
+        self.n_examples, self.pool = len(ex.src), pool_batches * per_batch
+        self._start(seed, rank, world_size)
 
-    def _make_plan(self, epoch: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(len(self.ex.src))
-        batches: list[np.ndarray] = []
-        for p in range(0, len(perm), self.pool):
-            pool = perm[p : p + self.pool]
-            pool = pool[np.lexsort((self.tgt_len[pool], self.src_len[pool]))]  # by source, then target length
-            batches += _cut(pool, self.cost, self.batch_tokens, self.batch_sentences)
-        order = rng.permutation(len(batches))
-        batches = [batches[i] for i in order]
-        if self.world_size > 1:
-            n = len(batches) // self.world_size * self.world_size or self.world_size
-            batches = [batches[i % len(batches)] for i in range(self.rank, n, self.world_size)]
-        return batches
+    def _pool_batches(self, pool: np.ndarray) -> list[np.ndarray]:
+        pool = pool[np.lexsort((self.tgt_len[pool], self.src_len[pool]))]  # by source, then target length
+        return _cut(pool, self.cost, self.batch_tokens, self.batch_sentences)
 
-    def __len__(self) -> int:
-        """Batches per epoch (on this rank)."""
-        return len(self._plan)
-
-    def next_batch(self) -> dict:
-        if self.pos >= len(self._plan):
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._plan = self._make_plan(self.epoch)
-        idx = self._plan[self.pos]
-        self.pos += 1
+    def _collate(self, idx: np.ndarray) -> dict:
         return collate([self.ex.src[i] for i in idx], [self.ex.tgt[i] for i in idx], self.pad_id, self.bos_id,
                        self.eos_id)
-
-    def peek_batch(self) -> dict:
-        epoch, pos, plan = self.epoch, self.pos, self._plan
-        batch = self.next_batch()
-        self.epoch, self.pos, self._plan = epoch, pos, plan
-        return batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": torch.tensor(self.epoch), "pos": torch.tensor(self.pos)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._plan = self._make_plan(self.epoch)
 
 
 def eval_batches(ex: Examples, pad_id: int, bos_id: int, eos_id: int, batch_tokens: int = 4000):

@@ -1,0 +1,69 @@
+"""`EpochBatches`: the endless, length-bucketed, exactly resumable training sampler behind translation and chat.
+
+Every epoch is planned from (seed, epoch) alone: a random permutation of the examples, cut into random pools,
+each pool sorted by length and cut into batches (the subclass says how), then the batch order shuffled. So
+similar lengths share a batch while the order stays random, and the sampler's whole state is two integers
+(epoch, position). With `world_size` > 1 each rank takes every world_size-th batch of the shared plan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class EpochBatches:
+    """Subclasses give `_pool_batches(pool)` (a pool of example indices -> index arrays, one per batch) and
+    `_collate(idx)` (index array -> batch dict); `self.pool` is the pool size in examples."""
+
+    n_examples: int
+    pool: int
+
+    def _start(self, seed: int, rank: int, world_size: int) -> None:
+        """Call at the end of the subclass's __init__, once `n_examples` and `pool` are set."""
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch, self.pos = 0, 0
+        self._plan = self._make_plan(0)
+
+    def _pool_batches(self, pool: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _collate(self, idx: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def _make_plan(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(self.n_examples)
+        batches: list[np.ndarray] = []
+        for p in range(0, len(perm), self.pool):
+            batches += self._pool_batches(perm[p : p + self.pool])
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.world_size > 1:
+            n = len(batches) // self.world_size * self.world_size or self.world_size
+            batches = [batches[i % len(batches)] for i in range(self.rank, n, self.world_size)]
+        return batches
+
+    def __len__(self) -> int:
+        """Batches per epoch (on this rank)."""
+        return len(self._plan)
+
+    def next_batch(self) -> dict:
+        if self.pos >= len(self._plan):
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._plan = self._make_plan(self.epoch)
+        idx = self._plan[self.pos]
+        self.pos += 1
+        return self._collate(idx)
+
+    def peek_batch(self) -> dict:
+        epoch, pos, plan = self.epoch, self.pos, self._plan
+        batch = self.next_batch()
+        self.epoch, self.pos, self._plan = epoch, pos, plan
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": torch.tensor(self.epoch), "pos": torch.tensor(self.pos)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._plan = self._make_plan(self.epoch)
