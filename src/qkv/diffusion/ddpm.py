@@ -56,6 +56,7 @@ class DiffusionConfig:
     clip_sample: bool = True  # clamp x̂_0 to [-1, 1] while sampling (data lives in [-1, 1])
     variance: Variance = "fixed_small"  # DDPM's σ_t²: β̃_t ("fixed_small") or β_t ("fixed_large")
     min_snr_gamma: float | None = None  # Min-SNR-γ loss weighting (Hang et al. 2023); None = L_simple
+    min_snr_plus_one: bool = False  # cap the x_0-space weight SNR + 1 at γ + 1 instead of SNR at γ (see loss_weights)
 
     def __post_init__(self):
         if self.n_timesteps < 2:
@@ -64,6 +65,8 @@ class DiffusionConfig:
             raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
+        if self.min_snr_plus_one and self.min_snr_gamma is None:
+            raise ValueError("min_snr_plus_one needs min_snr_gamma (the cap γ)")
 
 
 @dataclass
@@ -120,15 +123,21 @@ class DDPM:
         """(B,) per-sample loss weights: ones for L_simple; with ``min_snr_gamma`` = γ, Min-SNR-γ
         (Hang et al. 2023): the x_0-space weight min(SNR_t, γ) expressed for the trained target —
         min(SNR, γ)/SNR for ε, min(SNR, γ) for x_0, min(SNR, γ)/(SNR + 1) for v — with SNR_t = ᾱ_t/(1 − ᾱ_t).
-        It caps the weight of the nearly clean timesteps (high SNR, fine detail). Note that against plain
+        It caps the weight of the nearly clean timesteps (high SNR, fine detail). Against plain
         v-prediction (whose x_0-space weight is SNR + 1) it also shrinks the weight of the noisiest steps,
-        where the layout is decided: on shapes it improved shape and FD but hurt position (docs/benchmarks.md)."""
+        where the layout is decided: on shapes it improved shape but lost position (docs/benchmarks.md).
+
+        ``min_snr_plus_one`` caps SNR + 1 at γ + 1 instead: the x_0-space weight min(SNR + 1, γ + 1), i.e.
+        v-prediction's own weight wherever SNR ≤ γ, so for v the loss weight is min(1, (γ + 1)/(SNR + 1)):
+        only the nearly clean steps are turned down. On shapes this kept position and raised prompt
+        adherence (docs/benchmarks.md); the shapes preset uses it."""
         if self.cfg.min_snr_gamma is None:
             return torch.ones(t.shape, device=t.device)
         abar = self.alphas_cumprod.to(t.device)[t].double()  # (B,)
         snr = abar / (1 - abar)
-        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
-        weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.cfg.prediction]
+        k = 1.0 if self.cfg.min_snr_plus_one else 0.0
+        w0 = (snr + k).clamp(max=self.cfg.min_snr_gamma + k)  # the weight of the x_0 error
+        weight = {"eps": w0 / snr, "x0": w0, "v": w0 / (snr + 1)}[self.cfg.prediction]
         return weight.float()
 
     def loss(self, model, x0: Tensor, cond: dict | None = None,

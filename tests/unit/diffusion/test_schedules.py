@@ -129,14 +129,16 @@ def test_loss_is_the_mse_to_the_target_and_uses_the_generator():
     torch.testing.assert_close(loss, (eps**2).mean())
 
 
-def test_min_snr_weights_are_the_x0_weight_min_snr_gamma_in_every_parameterisation():
-    """For each target, weight × (target error) equals min(SNR, γ) × (x_0 error): the three agree."""
+@pytest.mark.parametrize("plus_one", [False, True])
+def test_min_snr_weights_are_the_x0_weight_min_snr_gamma_in_every_parameterisation(plus_one):
+    """For each target, weight × (target error) equals min(SNR + k, γ + k) × (x_0 error), k = 0 or 1."""
     t = torch.tensor([0, 10, 300, 700, 999])
     x0, eps = torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2)
     x0_hat = x0 + 0.1 * torch.randn_like(x0)  # a denoiser's estimate of x_0
     per = {}
     for pred in ("eps", "x0", "v"):
-        d = DDPM(DiffusionConfig(beta_schedule="cosine", prediction=pred, min_snr_gamma=5.0))
+        d = DDPM(DiffusionConfig(beta_schedule="cosine", prediction=pred, min_snr_gamma=5.0,
+                                 min_snr_plus_one=plus_one))
         abar = d.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = d.add_noise(x0, eps, t)
         eps_hat = (x_t - abar.sqrt() * x0_hat) / (1 - abar).sqrt()  # the same estimate in each parameterisation
@@ -145,12 +147,27 @@ def test_min_snr_weights_are_the_x0_weight_min_snr_gamma_in_every_parameterisati
         per[pred] = d.loss_weights(t) * err
     snr = DDPM(DiffusionConfig(beta_schedule="cosine")).alphas_cumprod[t].double()
     snr = snr / (1 - snr)
-    expected = snr.clamp(max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    k = float(plus_one)
+    expected = (snr + k).clamp(max=5.0 + k).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
     for pred in per:
         torch.testing.assert_close(per[pred], expected, rtol=1e-3, atol=1e-6)
     assert torch.equal(DDPM().loss_weights(t), torch.ones(5))  # L_simple by default
     with pytest.raises(ValueError, match="min_snr_gamma"):
         DiffusionConfig(min_snr_gamma=0.0)
+    with pytest.raises(ValueError, match="min_snr_plus_one needs min_snr_gamma"):
+        DiffusionConfig(min_snr_plus_one=True)
+
+
+def test_min_snr_plus_one_keeps_the_noisy_steps_at_the_plain_v_weight():
+    """For v: weight 1 wherever SNR ≤ γ (the noisy end, unlike Min-SNR), below 1 only at the clean end."""
+    d = DDPM(DiffusionConfig(beta_schedule="cosine", prediction="v", min_snr_gamma=5.0, min_snr_plus_one=True))
+    snr = d.alphas_cumprod / (1 - d.alphas_cumprod)
+    t = torch.arange(d.n_timesteps)
+    w = d.loss_weights(t)
+    torch.testing.assert_close(w[snr <= 5.0], torch.ones(int((snr <= 5.0).sum())))
+    assert (w[snr > 5.0] < 1).all() and w[0] < 1e-3  # the nearly clean end is turned down hard
+    plain_min_snr = DDPM(DiffusionConfig(beta_schedule="cosine", prediction="v", min_snr_gamma=5.0))
+    assert plain_min_snr.loss_weights(t)[-1] < 1e-3  # whereas Min-SNR silences the noisiest step
 
 
 def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
