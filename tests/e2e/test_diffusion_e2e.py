@@ -4,6 +4,8 @@
 - `qkv sample` writes a PNG of the requested grid size, the same seed gives the same bytes;
 - save -> load -> identical samples with the same seed (EMA weights and raw weights);
 - exact resume of a diffusion run (weights, EMA and data position);
+- latent ("stable") mode: an autoencoder is trained first, the DiT runs on its latents, samples decode to
+  pixels, and a resume reuses the autoencoder;
 - `qkv noise` draws the forward process;
 - bad input: label outside the classes, prompt on a class model and label on a text model, steps <= 0,
   empty image folder, caption characters the tokenizer lacks: one line, exit 2.
@@ -26,7 +28,7 @@ DIGITS = str(REPO / "configs" / "digits-dit.toml")
 SHAPES = str(REPO / "configs" / "shapes-text-dit.toml")
 
 COMMON = ["--train.threads", "1", "--train.progress", "false", "--train.max_minutes", "none",
-          "--train.schedule_by", "steps", "--no-sample"]
+          "--train.schedule_by", "steps", "--train.compile", "false", "--no-sample"]
 
 # The learning run: configs/digits-dit.toml shrunk to 0.16M parameters and 1,200 steps of batch 64.
 # Measured (1 thread, torch 2.13 CPU, busy 2-core machine; 31 s of training, ~10 s of eval):
@@ -81,7 +83,7 @@ def test_presets_validate():
     from qkv.config import from_dict, load_toml
     from qkv.recipes.diffusion import DiffusionRunConfig
 
-    for path in (DIGITS, SHAPES):
+    for path in (DIGITS, SHAPES, str(REPO / "configs" / "shapes-latent-dit.toml")):
         cfg = from_dict(DiffusionRunConfig, load_toml(path))
         assert cfg.task == "diffusion" and cfg.train.max_minutes <= 10
 
@@ -193,6 +195,35 @@ def test_resume_equals_continuous_run(tmp_path, capsys):
             assert torch.equal(a[k], b[k]), f"{name}: {k} differs after resume"
 
 
+def test_latent_mode_diffuses_autoencoder_latents_and_decodes_samples(tmp_path, capsys):
+    run = tmp_path / "run"
+    latent = ["--latent.enabled", "true", "--diffusion.clip_sample", "false", "--latent.steps", "20",
+              "--latent.width", "8", "--latent.batch_size", "16", "--model.patch_size", "2"]
+    code, out, err = _qkv(capsys, "train", "--config", SHAPES, "--out", run, *COMMON, *TINY_TEXT, *latent)
+    assert code == 0, err
+    assert "latent mode: training the autoencoder" in err and "32×32×3 -> 8×8×4" in err
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["model"]["image_size"], cfg["model"]["in_channels"]) == (8, 4)  # the DiT sees the latent grid
+    assert cfg["latent"]["enabled"] is True and cfg["data_meta"]["image_shape"] == [3, 32, 32]
+    ae_cfg = json.loads((run / "autoencoder" / "config.json").read_text())
+    assert ae_cfg["model_type"] == "autoencoder" and ae_cfg["latent_stats"] is True
+    png = tmp_path / "red.png"
+    code, _, err = _qkv(capsys, "sample", run, "--n", 2, "--steps", 3, "--prompt", "a red circle at the top left",
+                        "--out", png)
+    assert code == 0, err
+    with Image.open(png) as im:
+        assert im.mode == "RGB" and im.size == (2 * 65 + 1, 65 + 1)  # decoded to 32×32 pixels, enlarged 2×
+    code, out, _ = _qkv(capsys, "eval", run, "--n", 4, "--steps", 3, "--json")
+    assert code == 0 and 0.0 <= json.loads(out)["rows"][0]["prompt_adherence"] <= 1.0
+    ae_bytes = (run / "autoencoder" / "model.safetensors").read_bytes()
+    code, _, err = _qkv(capsys, "train", "--resume", run, "--train.max_steps", "8", "--no-sample")
+    assert code == 0 and "training the autoencoder" not in err  # the finished autoencoder is reused
+    assert (run / "autoencoder" / "model.safetensors").read_bytes() == ae_bytes
+    (run / "autoencoder" / "model.safetensors").unlink()  # as if the autoencoder phase had been interrupted
+    code, _, err = _qkv(capsys, "train", "--resume", run, "--train.max_steps", "9", "--no-sample")
+    assert code == 2 and "the autoencoder phase did not finish" in err
+
+
 def test_noise_command(tmp_path, capsys):
     out_png = tmp_path / "forward.png"
     code, out, _ = _qkv(capsys, "noise", "--data", "digits", "--n", 3, "--t", "0,500,999", "--schedule", "cosine",
@@ -228,6 +259,11 @@ def test_bad_input_is_one_line_and_exit_2(tiny_digits, tiny_shapes, tmp_path, ca
          "needs captions"),
         (["train", "--config", DIGITS, "--out", tmp_path / "r3", "--model.patch_size", "3", *COMMON, *TINY],
          "not divisible by model.patch_size"),
+        (["train", "--config", DIGITS, "--out", tmp_path / "r4", "--latent.enabled", "true", "--latent.downsample",
+          "4", "--diffusion.clip_sample", "false", *COMMON, *TINY],
+         "image size 8 is not divisible by 2^latent.downsample = 16"),
+        (["train", "--config", DIGITS, "--out", tmp_path / "r5", "--latent.enabled", "true", *COMMON, *TINY],
+         "latent mode needs diffusion.clip_sample = false"),
     ]
     (tmp_path / "empty").mkdir()
     for argv, message in cases:

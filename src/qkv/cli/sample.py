@@ -58,7 +58,7 @@ def run(args) -> int:
     from qkv.config import from_dict
     from qkv.data.images import save_grid
     from qkv.diffusion.ddpm import DiffusionConfig
-    from qkv.recipes.diffusion import generate, load_diffusion_run, make_condition
+    from qkv.recipes.diffusion import generate, load_diffusion_run, load_run_autoencoder, make_condition
 
     s = sample_settings(args, {})  # validate the flags before loading anything
     model, cfg, tok = load_diffusion_run(args.run_dir, use_ema=not args.no_ema, device=args.device)
@@ -75,9 +75,10 @@ def run(args) -> int:
             print(f"note: the prompt has words never seen in training captions ({', '.join(map(repr, new))}); "
                   "expect the model to guess", file=sys.stderr)
     diffusion = from_dict(DiffusionConfig, cfg["diffusion"], prefix="diffusion.")
+    ae = load_run_autoencoder(args.run_dir, device=args.device)  # latent-mode runs decode with it
     t0 = time.perf_counter()
     images = generate(model, diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
-                      guidance=s.guidance, seed=s.seed, batch_size=args.batch_size)
+                      guidance=s.guidance, seed=s.seed, batch_size=args.batch_size, autoencoder=ae)
     elapsed = time.perf_counter() - t0
     width, height = save_grid(images, args.out, nrow=args.nrow)
     steps = s.steps or (diffusion.n_timesteps if s.sampler == "ddpm" else 50)

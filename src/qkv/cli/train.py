@@ -83,12 +83,15 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
 
         run_dir = Path(args.resume)
         saved = read_run_config(run_dir)
-        base = {k: saved[k] for k in ("task", "model", "data", "train", "sample", "decode", "diffusion")
+        base = {k: saved[k] for k in ("task", "model", "data", "train", "sample", "decode", "diffusion", "latent")
                 if k in saved}
         wanted = merge(base, load_toml(args.config)) if args.config else base
         wanted = merge(wanted, _with_data(overrides, args.data, wanted.get("task", "lm")))
-        normalized = to_dict(from_dict(run_config_class(wanted.get("task", "lm")), wanted))
-        for key, old, new in _diff(base, normalized):
+        cls = run_config_class(wanted.get("task", "lm"))
+        normalized = to_dict(from_dict(cls, wanted))
+        # compare against the saved config with defaults filled in: a section or field added to qkv after
+        # the run was saved (e.g. [latent]) is not a change
+        for key, old, new in _diff(to_dict(from_dict(cls, base)), normalized):
             if key not in RESUME_MAY_CHANGE and key.split(".")[0] not in RESUME_MAY_CHANGE:
                 raise QKVError(f"--resume: {key} is {new!r} but the run was trained with {old!r}; "
                                "resume needs the same config (or start a new run with --out)")
@@ -218,7 +221,7 @@ def _run_diffusion(args, cfg, run_dir: Path) -> int:
 
     if args.init_from:
         raise QKVError("--init-from is not supported for the diffusion task")
-    result, model, ema_model, tok, is_main = train_diffusion(cfg, run_dir, resume=bool(args.resume))
+    result, model, ema_model, tok, is_main, ae = train_diffusion(cfg, run_dir, resume=bool(args.resume))
     if not is_main:
         return 0
     plot = plot_losses(run_dir)
@@ -238,7 +241,8 @@ def _run_diffusion(args, cfg, run_dir: Path) -> int:
         ema_model = ema_model.cpu()
         cond, _ = make_condition(ema_model, tok, s.n, prompts=prompts)
         images = generate(ema_model, cfg.diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
-                          spacing=s.spacing, guidance=s.guidance, seed=s.seed)
+                          spacing=s.spacing, guidance=s.guidance, seed=s.seed,
+                          autoencoder=ae.cpu() if ae is not None else None)
         width, height = save_grid(images, run_dir / "samples.png")
         print(f"samples: {run_dir / 'samples.png'} ({s.n} images, {width}×{height} px, {s.sampler}, "
               f"guidance {s.guidance})")

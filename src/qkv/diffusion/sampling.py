@@ -60,7 +60,8 @@ def sample(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Generate ``shape[0]`` images of shape ``shape[1:]`` (C, H, W); returns (N, C, H, W) on CPU, in [-1, 1].
+    """Generate ``shape[0]`` images of shape ``shape[1:]`` (C, H, W); returns (N, C, H, W) on CPU, clamped to
+    the data range [-1, 1] when ``cfg.clip_sample`` (pixels), as sampled otherwise (e.g. latents).
 
     cond: tensors with N rows (e.g. {"labels": (N,)}); null_cond: the unconditional counterpart
     (needed when guidance != 1). sampler "ddpm" runs `steps` (default all T) ancestral steps, "ddim"
@@ -106,6 +107,7 @@ def sample(
                 x = scheduler.step(pred, t, x, prev_t=prev_t, noise=noise, eta=eta).prev_sample
             if progress is not None:
                 progress(1)
-        out.append(x.clamp(-1, 1).float().cpu())
+        # pixels live in [-1, 1]; latents (clip_sample off) are unbounded and are returned as sampled
+        out.append((x.clamp(-1, 1) if cfg.clip_sample else x).float().cpu())
     model.train(was_training)
     return torch.cat(out)

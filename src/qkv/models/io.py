@@ -20,6 +20,7 @@ from torch import nn
 from qkv.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 from qkv.config import from_dict, load_json, to_dict
 from qkv.errors import QKVError
+from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.dit import DiT, DiTConfig
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -27,6 +28,7 @@ from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 # model_type -> (config class, model class)
 MODEL_TYPES: dict[str, tuple[type, type]] = {
     "gpt": (GPTConfig, GPT), "seq2seq": (Seq2SeqConfig, Seq2Seq), "dit": (DiTConfig, DiT),
+    "autoencoder": (AutoencoderConfig, Autoencoder),
 }
 
 CONFIG_FILE = "config.json"

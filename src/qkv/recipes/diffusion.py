@@ -3,7 +3,9 @@
 ``qkv train --config configs/digits-dit.toml`` ends up in `train_diffusion`. The run directory holds
 config.json (model, data, train, diffusion and sample sections), model.safetensors (the trained weights,
 what an exact resume needs), ema.safetensors (their moving average, what sampling uses), tokenizer.json
-(text conditioning only), trainer state, metrics.jsonl and loss.png.
+(text conditioning only), trainer state, metrics.jsonl and loss.png — and, in latent mode
+(`LatentConfig`), autoencoder/: the autoencoder's own run (config.json with its latent statistics flagged,
+model.safetensors, metrics), which sampling and evaluation use to decode.
 
 Logged at every evaluation: ``val_loss`` and ``val_loss_ema`` — the training objective (MSE to the
 target, `DDPM.loss`) on the held-out images, with timesteps and noise drawn from a fixed seed so
@@ -33,14 +35,16 @@ from qkv.data.images import ImageDataConfig, ImageSet, load_images, parse_captio
 from qkv.diffusion.ddpm import DDPM, DiffusionConfig, Spacing
 from qkv.diffusion.sampling import Sampler, sample
 from qkv.errors import QKVError
+from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.dit import DiT, DiTConfig
-from qkv.models.io import TOKENIZER_FILE, atomic_save_tensors, save_run
+from qkv.models.io import TOKENIZER_FILE, WEIGHTS_FILE, atomic_save_tensors, save_run
 from qkv.training import distributed
 from qkv.training.config import TrainConfig
 from qkv.training.ema import EMA
 from qkv.training.trainer import Trainer
 
 EMA_FILE = "ema.safetensors"
+AUTOENCODER_DIR = "autoencoder"  # latent mode: the autoencoder's own run directory inside the diffusion run
 
 
 @dataclass
@@ -77,6 +81,30 @@ class DiffusionSampleConfig:
 
 
 @dataclass
+class LatentConfig:
+    """Latent ("stable") mode: train an autoencoder first, then run diffusion on its latents.
+
+    The autoencoder (`qkv.models.autoencoder`) trains for `steps` updates on reconstruction MSE, in
+    RUN/autoencoder/ (its own config, weights and metrics); the images are then encoded once, the DiT is
+    sized to the latent grid (H / 2^downsample, `latent_channels`), and every sample is decoded back to
+    pixels. `train.max_minutes` budgets the diffusion phase only.
+    """
+
+    enabled: bool = False
+    width: int = 32  # autoencoder channels of the first stage (doubling per stage)
+    downsample: int = 2  # stride-2 stages: latents are H / 2^downsample on a side
+    latent_channels: int = 4
+    steps: int = 1500  # autoencoder updates
+    batch_size: int = 64
+    lr: float = 2e-3
+
+    def __post_init__(self):
+        if self.steps <= 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError("latent.steps, latent.batch_size and latent.lr must be positive")
+        AutoencoderConfig(width=self.width, downsample=self.downsample, latent_channels=self.latent_channels)
+
+
+@dataclass
 class DiffusionRunConfig:
     task: Literal["diffusion"] = "diffusion"
     model: DiTConfig = field(default_factory=DiTConfig)
@@ -84,6 +112,12 @@ class DiffusionRunConfig:
     train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: DiffusionSampleConfig = field(default_factory=DiffusionSampleConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+
+    def __post_init__(self):
+        if self.latent.enabled and self.diffusion.clip_sample:
+            raise ValueError("latent mode needs diffusion.clip_sample = false: the sampler would clamp the "
+                             "standardised latents to [-1, 1], the range of pixels")
 
 
 # ------------------------------------------------------------------------------------------- captions
@@ -233,10 +267,25 @@ def load_diffusion_run(run_dir: str | Path, use_ema: bool = True, device: str = 
     return model, cfg, tok
 
 
+def load_run_autoencoder(run_dir: str | Path, device: str = "cpu") -> Autoencoder | None:
+    """The autoencoder of a latent-mode run (RUN/autoencoder/), or None for a pixel-space run."""
+    from qkv.models.io import load_model
+
+    ae_dir = Path(run_dir) / AUTOENCODER_DIR
+    if not ae_dir.is_dir():
+        return None
+    ae, _ = load_model(ae_dir, device=device)
+    return ae
+
+
 def generate(model: DiT, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, sampler: Sampler = "ddim",
              steps: int | None = None, eta: float = 0.0, spacing: Spacing = "trailing", guidance: float = 1.0,
-             seed: int = 0, batch_size: int = 256, progress=None) -> torch.Tensor:
-    """n images (n, C, H, W) in [-1, 1] for the condition rows in `cond`, with CFG against the null condition."""
+             seed: int = 0, batch_size: int = 256, progress=None,
+             autoencoder: Autoencoder | None = None) -> torch.Tensor:
+    """n images (n, C, H, W) in [-1, 1] for the condition rows in `cond`, with CFG against the null condition.
+
+    With an `autoencoder` (latent mode) the model samples latents, which are decoded to pixels here.
+    """
     if steps is not None and steps <= 0:
         raise QKVError(f"--steps must be positive, got {steps}")
     if steps is not None and steps > diffusion_cfg.n_timesteps:
@@ -248,8 +297,12 @@ def generate(model: DiT, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, 
     c = model.config
     shape = (n, c.in_channels, c.image_size, c.image_size)
     null = model.null_condition(cond) if cond else None
-    return sample(model, diffusion_cfg, shape, cond=cond, null_cond=null, guidance=guidance, sampler=sampler,
-                  steps=steps, eta=eta, spacing=spacing, seed=seed, batch_size=batch_size, progress=progress)
+    x = sample(model, diffusion_cfg, shape, cond=cond, null_cond=null, guidance=guidance, sampler=sampler,
+               steps=steps, eta=eta, spacing=spacing, seed=seed, batch_size=batch_size, progress=progress)
+    if autoencoder is None:
+        return x.clamp(-1, 1)
+    with torch.no_grad():  # (n, c, h, h) latents -> (n, C, H, W) pixels
+        return torch.cat([autoencoder.decode(x[i : i + batch_size]) for i in range(0, n, batch_size)]).clamp(-1, 1)
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -289,8 +342,78 @@ def _fit_model_config(cfg: DiTConfig, train: ImageSet, tok) -> DiTConfig:
     return new
 
 
+def train_autoencoder(cfg: DiffusionRunConfig, train: ImageSet, val: ImageSet, run_dir: Path, *, resume: bool,
+                      dist_info, device, log=None) -> Autoencoder:
+    """Latent mode, phase 1: the autoencoder, trained by the same `Trainer` in RUN/autoencoder/.
+
+    Its loss is the reconstruction MSE; when it ends, the per-channel latent statistics of the training
+    images are recorded (`Autoencoder.set_latent_stats`) and saved with the weights. On --resume a
+    finished autoencoder is loaded, not retrained.
+    """
+    from qkv.config import load_json
+    from qkv.models.io import CONFIG_FILE, load_model
+
+    ae_dir = run_dir / AUTOENCODER_DIR
+    if resume:
+        if not (ae_dir / WEIGHTS_FILE).is_file() or not load_json(ae_dir / CONFIG_FILE).get("latent_stats"):
+            raise QKVError(f"{ae_dir}: the autoencoder phase did not finish; start the run again without --resume")
+        ae, _ = load_model(ae_dir, device=device)
+        return ae
+    lc = cfg.latent
+    _, C, H, _ = train.images.shape
+    if H % 2**lc.downsample:
+        raise QKVError(f"image size {H} is not divisible by 2^latent.downsample = {2**lc.downsample}")
+    torch.manual_seed(cfg.train.seed)
+    ae = Autoencoder(AutoencoderConfig(image_size=H, in_channels=C, width=lc.width, downsample=lc.downsample,
+                                       latent_channels=lc.latent_channels))
+    t = cfg.train
+    ae_train = TrainConfig(max_steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, min_lr=lc.lr / 10,
+                           warmup_steps=min(100, lc.steps // 10), weight_decay=0.0, grad_clip=1.0,
+                           eval_interval=lc.steps, log_interval=min(50, lc.steps), seed=t.seed, device=t.device,
+                           precision="fp32", threads=t.threads, progress=t.progress)
+    data = ImageBatches(train.images, {}, lc.batch_size, seed=t.seed, rank=dist_info.rank,
+                        world_size=dist_info.world_size)
+    extra = {"task": "autoencoder", "train": to_dict(ae_train), "data": to_dict(cfg.data)}
+
+    def loss_fn(m, batch):
+        return torch.nn.functional.mse_loss(m(batch["x"]), batch["x"]), {"tokens": batch["x"].size(0)}
+
+    @torch.no_grad()
+    def evaluate(m, full: bool) -> dict:
+        x = val.images.to(next(m.parameters()).device)
+        return {"val_loss": torch.nn.functional.mse_loss(m(x), x).item()}
+
+    def save_model(m, step):
+        save_run(ae_dir, m, extra_config=extra, metadata={"step": str(step)})
+
+    if dist_info.is_main:
+        ae_dir.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say(f"latent mode: training the autoencoder ({ae.num_params():,} parameters, {H}×{H}×{C} -> "
+        f"{ae.config.latent_size}×{ae.config.latent_size}×{lc.latent_channels}) for {lc.steps} steps")
+    Trainer(ae, loss_fn, data, ae_train, run_dir=ae_dir, evaluate=evaluate, save_model=save_model,
+            dist_info=dist_info, device=device, log=log).fit()
+    ae.eval()
+    ae.set_latent_stats(train.images.to(next(ae.parameters()).device))
+    if dist_info.is_main:
+        save_run(ae_dir, ae, extra_config={**extra, "latent_stats": True}, metadata={"step": str(lc.steps)})
+    return ae
+
+
+@torch.no_grad()
+def encode_images(ae: Autoencoder, data: ImageSet, batch_size: int = 512) -> ImageSet:
+    """The same set with every image replaced by its standardised latent (N, c, h, h)."""
+    device = next(ae.parameters()).device
+    z = torch.cat([ae.encode(data.images[i : i + batch_size].to(device)).cpu()
+                   for i in range(0, len(data), batch_size)])
+    return replace(data, images=z)
+
+
 def train_diffusion(cfg: DiffusionRunConfig, run_dir: str | Path, *, resume: bool = False, log=None):
-    """Train (or resume) a DiT denoiser. Returns (TrainResult, model, ema_model, tokenizer, is_main)."""
+    """Train (or resume) a DiT denoiser (after its autoencoder in latent mode).
+
+    Returns (TrainResult, model, ema_model, tokenizer, is_main, autoencoder or None).
+    """
     from qkv.evaluation.diffusion import score_samples, train_judge
     from qkv.tokenizers import load_tokenizer
 
@@ -312,13 +435,19 @@ def train_diffusion(cfg: DiffusionRunConfig, run_dir: str | Path, *, resume: boo
             tok = train_caption_tokenizer(train.captions, cfg.data.tokenizer, cfg.data.bpe_vocab_size)
             if dist_info.is_main:
                 tok.save(run_dir / TOKENIZER_FILE)
+    pixels_train, pixels_val = train, val  # the judge of sample quality reads pixels
+    ae = None
+    if cfg.latent.enabled:
+        ae = train_autoencoder(cfg, train, val, run_dir, resume=resume, dist_info=dist_info, device=device, log=log)
+        ae.requires_grad_(False)
+        train, val = encode_images(ae, train), encode_images(ae, val)
     if not resume:
         cfg.model = _fit_model_config(cfg.model, train, tok)
     train_cond = dataset_condition(cfg.model, train, tok)
     val_cond = dataset_condition(cfg.model, val, tok)
     prompts = sorted(set(train.captions)) if text else None
     meta = {"source": cfg.data.source, "train_images": len(train), "val_images": len(val),
-            "image_shape": list(train.images.shape[1:]), "class_names": train.class_names,
+            "image_shape": list(pixels_train.images.shape[1:]), "class_names": train.class_names,
             **({"prompts": prompts} if prompts else {}), **train.meta}
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
@@ -338,7 +467,8 @@ def train_diffusion(cfg: DiffusionRunConfig, run_dir: str | Path, *, resume: boo
     data = ImageBatches(train.images, train_cond, micro, seed=cfg.train.seed, rank=dist_info.rank,
                         world_size=dist_info.world_size)
     saved_config = {"task": "diffusion", "data": to_dict(cfg.data), "train": to_dict(cfg.train),
-                    "diffusion": to_dict(cfg.diffusion), "sample": to_dict(cfg.sample), "data_meta": meta}
+                    "diffusion": to_dict(cfg.diffusion), "sample": to_dict(cfg.sample),
+                    "latent": to_dict(cfg.latent), "data_meta": meta}
 
     def save_model(m, step):
         save_run(run_dir, m, tok, extra_config=saved_config, metadata={"step": str(step)})
@@ -361,12 +491,12 @@ def train_diffusion(cfg: DiffusionRunConfig, run_dir: str | Path, *, resume: boo
                "val_loss_ema": validation_loss(ema_model, diffusion, val.images, val_cond)}
         if full and s.eval_samples and cfg.model.conditioning != "none":
             if "j" not in judge:
-                judge["j"] = train_judge(train, val, seed=cfg.data.seed)
+                judge["j"] = train_judge(pixels_train, pixels_val, seed=cfg.data.seed)
                 say(f"eval classifier: held-out accuracy {judge['j'].val_accuracy}")
             cond, what = make_condition(ema_model, tok, s.eval_samples, prompts=prompts)
             if what["targets"] is not None:
                 imgs = generate(ema_model, cfg.diffusion, cond, s.eval_samples, sampler="ddim", steps=20,
-                                guidance=s.guidance, spacing=s.spacing, seed=s.seed)
+                                guidance=s.guidance, spacing=s.spacing, seed=s.seed, autoencoder=ae)
                 scores = score_samples(judge["j"], imgs, what["targets"])
                 out.update({k: v for k, v in scores.items() if isinstance(v, float)})
         return out
@@ -378,7 +508,7 @@ def train_diffusion(cfg: DiffusionRunConfig, run_dir: str | Path, *, resume: boo
     finally:
         distributed.teardown(dist_info)
     ema.copy_to(ema_model)
-    return result, model, ema_model, tok, dist_info.is_main
+    return result, model, ema_model, tok, dist_info.is_main, ae
 
 
 # ------------------------------------------------------------------------------------------- evaluate
@@ -396,6 +526,7 @@ def evaluate_diffusion_run(run_dir: str | Path, settings: list[dict], n: int = 2
     from qkv.evaluation.diffusion import score_samples, train_judge
 
     model, cfg, tok = load_diffusion_run(run_dir, use_ema=use_ema)
+    ae = load_run_autoencoder(run_dir)
     if model.config.conditioning == "none":
         raise QKVError("qkv eval scores conditional runs (sample accuracy, prompt adherence); this run is "
                        "unconditional")
@@ -411,7 +542,7 @@ def evaluate_diffusion_run(run_dir: str | Path, settings: list[dict], n: int = 2
         t0 = time.perf_counter()
         images = generate(model, diffusion, cond, n, sampler=st.get("sampler", "ddim"), steps=st.get("steps"),
                           eta=st.get("eta", 0.0), spacing=st.get("spacing", "trailing"),
-                          guidance=st.get("guidance", 1.0), seed=seed)
+                          guidance=st.get("guidance", 1.0), seed=seed, autoencoder=ae)
         row = {**st, "seconds": time.perf_counter() - t0, **score_samples(judge, images, what["targets"])}
         rows.append(row)
         if progress is not None:
