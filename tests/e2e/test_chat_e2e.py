@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from qkv.cli.main import main
 from qkv.config import from_dict, load_toml
@@ -66,14 +65,6 @@ device = "cpu"
 threads = 1
 progress = false
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_pairs(folder: Path) -> Path:

@@ -50,14 +50,6 @@ TINY_TEXT = TINY + ["--data.shapes_n", "200", "--data.tokenizer", "char", "--mod
                     "--model.max_seq_len", "40"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _qkv(capsys, *argv) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main([str(a) for a in argv])

@@ -68,15 +68,6 @@ LEARN_ARGS = ["--data.max_chars", "200000", "--model.max_seq_len", "64", "--trai
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The runs set torch's thread count (train.threads = 1); give the next module back what it had."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
     """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data."""

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
-import torch
 
 from qkv.cli.main import main
 
@@ -53,14 +52,6 @@ TINY_ARGS = [
     "--train.decay_steps", "12", "--train.eval_interval", "6", "--train.log_interval", "1",
     "--train.threads", "1", "--train.progress", "false",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
