@@ -60,8 +60,10 @@ def sample(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Generate ``shape[0]`` images of shape ``shape[1:]`` (C, H, W); returns (N, C, H, W) on CPU, clamped to
-    the data range [-1, 1] when ``cfg.clip_sample`` (pixels), as sampled otherwise (e.g. latents).
+    """Generate ``shape[0]`` images of shape ``shape[1:]`` (C, H, W); returns (N, C, H, W) on CPU, as sampled.
+
+    With ``cfg.clip_sample`` the last step returns the clamped x̂_0, so the result lies in [-1, 1] (pixels);
+    without it (latents) nothing bounds it — mapping samples to pixels is the caller's business.
 
     cond: tensors with N rows (e.g. {"labels": (N,)}); null_cond: the unconditional counterpart
     (needed when guidance != 1). sampler "ddpm" runs `steps` (default all T) ancestral steps, "ddim"
@@ -107,7 +109,6 @@ def sample(
                 x = scheduler.step(pred, t, x, prev_t=prev_t, noise=noise, eta=eta).prev_sample
             if progress is not None:
                 progress(1)
-        # pixels live in [-1, 1]; latents (clip_sample off) are unbounded and are returned as sampled
-        out.append((x.clamp(-1, 1) if cfg.clip_sample else x).float().cpu())
+        out.append(x.float().cpu())
     model.train(was_training)
     return torch.cat(out)

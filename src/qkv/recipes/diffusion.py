@@ -299,10 +299,10 @@ def generate(model: DiT, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, 
     null = model.null_condition(cond) if cond else None
     x = sample(model, diffusion_cfg, shape, cond=cond, null_cond=null, guidance=guidance, sampler=sampler,
                steps=steps, eta=eta, spacing=spacing, seed=seed, batch_size=batch_size, progress=progress)
-    if autoencoder is None:
-        return x.clamp(-1, 1)
-    with torch.no_grad():  # (n, c, h, h) latents -> (n, C, H, W) pixels
-        return torch.cat([autoencoder.decode(x[i : i + batch_size]) for i in range(0, n, batch_size)]).clamp(-1, 1)
+    if autoencoder is not None:
+        with torch.no_grad():  # (n, c, h, h) latents -> (n, C, H, W) pixels
+            x = torch.cat([autoencoder.decode(x[i : i + batch_size]) for i in range(0, n, batch_size)])
+    return x.clamp(-1, 1)  # the pixel range
 
 
 # ------------------------------------------------------------------------------------------- train

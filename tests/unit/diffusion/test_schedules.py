@@ -188,9 +188,9 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sampling_clamps_to_the_pixel_range_only_with_clip_sample(sampler):
-    """A denoiser that always predicts x_0 = 3: pixels come back clamped to 1, latents (clip off) at 3.
-
-    Latent mode relies on the second case; clamping latents to [-1, 1] lost the objects' colours.
+    """A denoiser that always predicts x_0 = 3: pixels come back clamped to 1 (the last step returns the
+    clipped x̂_0), latents (clip off) at 3. Latent mode relies on the second case: clamping latents to
+    [-1, 1] lost the objects' colours.
     """
     from qkv.diffusion.sampling import sample
 
