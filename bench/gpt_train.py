@@ -1,16 +1,19 @@
-"""Training speed and quality on tinyshakespeare (char), qkv vs nanoGPT's CPU recipe.
+"""Training speed and quality on tinyshakespeare (char): qkv, and nanoGPT's own code back to back.
 
-    python bench/gpt_train.py [--config configs/shakespeare-char-cpu.toml] [--runs 3] [--threads 2]
-                              [--nanogpt PATH_TO_NANOGPT_CHECKOUT]
+    QKV_DATA_DIR=../shared/data python bench/gpt_train.py [--config configs/shakespeare-char-cpu.toml]
+        [--runs 3] [--threads 2] [--nanogpt ../shared/peers/nanoGPT]
 
-Each run is `qkv train --config CONFIG` in a fresh process (QKV_DATA_DIR must point at the data). Reported
-per run: median ms/iter (from metrics.jsonl, 10-step windows), tokens/s, full-pass validation loss at the
-end, nanoGPT-style sampled validation loss, wall time of the whole command, and peak RSS.
+Each qkv run is `qkv train --config CONFIG` in a fresh process. Reported per run: median ms/iter (from
+metrics.jsonl, 10-step windows), tokens/s, full-pass validation loss at the end, nanoGPT-style sampled
+validation loss, wall time of the whole command, and peak RSS.
 
-With --nanogpt, nanoGPT's own train.py runs back to back with its README CPU command (prepare.py must have
-been run in data/shakespeare_char), and the ratios are computed against those runs. Without it, the ratios
-use the reference figures recorded for the issue (on another machine) (nanoGPT median 62.9 ms/iter, wall
-2 min 19 s – 2 min 43 s, peak RSS ≈ 363 MB), labelled as such.
+With --nanogpt PATH (an unmodified nanoGPT checkout, e.g. ../shared/peers/nanoGPT), the bench copies it
+to a scratch folder, gives its data/shakespeare_char/prepare.py the same tinyshakespeare file from
+QKV_DATA_DIR (so nothing is downloaded), and runs nanoGPT's README CPU recipe before each qkv run, in this
+command, on this machine. The ratios printed at the end are qkv / nanoGPT from those runs. Without it,
+only qkv's figures are printed: a figure recorded on another machine is no reference.
+
+The first line of the output names the machine (CPU model, bf16 units, vector flags, threads).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 import json
 import os
 import re
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,22 +30,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import describe
+
 NANOGPT_CMD = ("train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 "
                "--log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 "
                "--max_iters=2000 --lr_decay_iters=2000 --dropout=0.0")
-REFERENCE = {"ms_per_iter": 62.9, "wall_s": (139.0, 163.0), "peak_rss_mb": 363.0, "val_loss_sampled": 1.8857}
 
 
 def run_timed(cmd: list[str], env: dict, cwd: str | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS of the child in MB, stdout+stderr) of one command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    """(wall seconds, peak RSS of this child in MB, stdout+stderr) of one command.
+
+    The peak RSS is the child's own (os.wait4), not the maximum over every child this bench has run."""
+    with tempfile.TemporaryFile("w+") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        out = log.read()
     if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(rss, before) / 1024, proc.stdout + proc.stderr
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, out
 
 
 def qkv_run(config: str, threads: int, extra: list[str]) -> dict:
@@ -64,13 +73,29 @@ def qkv_run(config: str, threads: int, extra: list[str]) -> dict:
             "steps": train[-1]["step"], "train_s": train[-1]["elapsed_s"], "wall_s": wall, "peak_rss_mb": rss}
 
 
-def nanogpt_run(path: str, threads: int) -> dict:
+def prepare_nanogpt(checkout: str, scratch: Path) -> Path:
+    """A scratch copy of a nanoGPT checkout with data/shakespeare_char prepared from QKV_DATA_DIR's file."""
+    src = Path(checkout)
+    if not (src / "train.py").is_file() or not (src / "data" / "shakespeare_char" / "prepare.py").is_file():
+        sys.exit(f"--nanogpt {checkout}: not a nanoGPT checkout (no train.py / data/shakespeare_char/prepare.py)")
+    data = Path(os.environ.get("QKV_DATA_DIR", "../shared/data")) / "tinyshakespeare" / "input.txt"
+    if not data.is_file():
+        sys.exit(f"{data} not found; set QKV_DATA_DIR to the folder holding tinyshakespeare/input.txt")
+    dst = scratch / "nanoGPT"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("out*", "*.bin", "*.pkl", "__pycache__"))
+    shutil.copyfile(data, dst / "data" / "shakespeare_char" / "input.txt")  # prepare.py downloads it otherwise
+    subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], cwd=dst, check=True, capture_output=True)
+    return dst
+
+
+def nanogpt_run(path: Path, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    wall, rss, out = run_timed([sys.executable, *NANOGPT_CMD.split()], env, cwd=path)
+    shutil.rmtree(path / "out-shakespeare-char", ignore_errors=True)
+    wall, rss, out = run_timed([sys.executable, *NANOGPT_CMD.split()], env, cwd=str(path))
     times = [float(m) for m in re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms", out)]
     vals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", out)
     return {"ms_per_iter": statistics.median(times[1:]), "val_loss_sampled": float(vals[-1][2]),
-            "wall_s": wall, "peak_rss_mb": rss}
+            "steps": len(times), "wall_s": wall, "peak_rss_mb": rss}
 
 
 def main() -> None:
@@ -83,16 +108,18 @@ def main() -> None:
     args, unknown = ap.parse_known_args()
     extra = args.overrides + unknown
 
+    print(describe(args.threads), flush=True)
     rows = []
-    for i in range(args.runs):
-        if args.nanogpt:
-            r = nanogpt_run(args.nanogpt, args.threads)
-            rows.append(("nanoGPT", r))
-            print(f"nanoGPT run {i + 1}: {r}", flush=True)
-        r = qkv_run(args.config, args.threads, extra)
-        rows.append(("qkv", r))
-        print(f"qkv run {i + 1}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                              for k, v in r.items()), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        nano = prepare_nanogpt(args.nanogpt, Path(scratch)) if args.nanogpt else None
+        for i in range(args.runs):
+            if nano is not None:
+                r = nanogpt_run(nano, args.threads)
+                rows.append(("nanoGPT", r))
+                print(f"nanoGPT run {i + 1}: " + _fmt(r), flush=True)
+            r = qkv_run(args.config, args.threads, extra)
+            rows.append(("qkv", r))
+            print(f"qkv run {i + 1}: " + _fmt(r), flush=True)
 
     q = [r for name, r in rows if name == "qkv"]
     n = [r for name, r in rows if name == "nanoGPT"]
@@ -102,15 +129,20 @@ def main() -> None:
           f"wall {med(q, 'wall_s'):.1f} s (training loop {med(q, 'train_s'):.1f} s), "
           f"peak RSS {med(q, 'peak_rss_mb'):.0f} MB")
     print(f"  full-pass val loss {med(q, 'val_loss'):.4f}  (sampled estimate {med(q, 'val_loss_sampled'):.4f})")
-    if n:
-        ref_ms, ref_wall, ref_rss, label = med(n, "ms_per_iter"), med(n, "wall_s"), med(n, "peak_rss_mb"), \
-            "nanoGPT measured in this run"
-    else:
-        ref_ms, ref_wall, ref_rss = REFERENCE["ms_per_iter"], sum(REFERENCE["wall_s"]) / 2, REFERENCE["peak_rss_mb"]
-        label = "nanoGPT figures recorded for the issue on another machine (not re-measured here)"
-    print(f"ratios vs {label}:")
-    print(f"  ms/iter {med(q, 'ms_per_iter') / ref_ms:.2f}x  wall {med(q, 'wall_s') / ref_wall:.2f}x  "
-          f"peak RSS {med(q, 'peak_rss_mb') / ref_rss:.2f}x")
+    if not n:
+        print("no nanoGPT run (--nanogpt PATH runs it back to back); no ratios")
+        return
+    print(f"nanoGPT ({NANOGPT_CMD.split()[1]} CPU recipe, {args.threads} threads, {len(n)} run(s), medians):")
+    print(f"  {med(n, 'ms_per_iter'):.1f} ms/iter, wall {med(n, 'wall_s'):.1f} s, "
+          f"peak RSS {med(n, 'peak_rss_mb'):.0f} MB, sampled val loss {med(n, 'val_loss_sampled'):.4f}")
+    print("ratios qkv / nanoGPT, both measured in this run on this machine:")
+    print(f"  ms/iter {med(q, 'ms_per_iter') / med(n, 'ms_per_iter'):.2f}x  "
+          f"wall {med(q, 'wall_s') / med(n, 'wall_s'):.2f}x  "
+          f"peak RSS {med(q, 'peak_rss_mb') / med(n, 'peak_rss_mb'):.2f}x")
+
+
+def _fmt(r: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
 """Shared test setup.
 
 - Every test starts from the same RNG state and leaves torch's default dtype as it found it.
+- Every test runs on one torch thread and gives back the count it found: GEMM blocking and reduction order
+  depend on the thread count, so a threshold measured on one thread holds on a machine with any number of
+  cores, and no test's thread setting leaks into the next.
+- Every test computes in fp32 whatever the CPU has: ``train.precision = "auto"`` (the Multi30k preset's)
+  resolves as on a CPU without bf16 units. bf16 matmuls round differently on AMX, AVX512-BF16 and
+  emulation, so what a model learns in bf16 depends on the machine. Tests about precision patch
+  `qkv.training.precision.cpu_bf16_units` themselves.
 - `fwd_bwd_close`: tinygrad ``helper_test_op``-style check that two implementations agree on the
   forward pass and on the gradients of every input (and of any parameter pairs given).
 """
@@ -18,6 +25,21 @@ def _seed_and_restore_dtype():
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(dtype)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _fp32_everywhere(monkeypatch):
+    from qkv.training import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
 
 
 def _outputs(out) -> list[Tensor]:

@@ -58,7 +58,11 @@ def test_ddpm_step_matches(prediction, schedule, t):
 
 
 def test_ddpm_strided_step_matches():
-    """DDPM with 50 of the 1000 timesteps: β_t becomes 1 − ᾱ_t/ᾱ_prev in both."""
+    """DDPM with 50 of the 1000 timesteps: β_t becomes 1 − ᾱ_t/ᾱ_prev in both.
+
+    Only a middle step: on the last strided step (t = 0 under "leading", but T/N − 1 under "trailing")
+    diffusers adds noise whenever t > 0, where qkv adds none because that step lands on the clean image
+    (`tests/unit/diffusion/test_schedules.py::test_ddpm_adds_no_noise_on_the_step_to_the_clean_image`)."""
     ours, theirs = _pair(DDPM, DDPMScheduler)
     theirs.set_timesteps(50)
     ts = ours.timesteps(50, "leading")

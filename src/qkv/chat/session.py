@@ -21,6 +21,7 @@ from qkv.chat.template import chat_tokens, render
 from qkv.errors import QKVError
 from qkv.generation.lm import generate_ids
 from qkv.generation.sampling import SamplingConfig
+from qkv.generation.streaming import stream_pieces
 
 
 def stream_reply(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_tokens: int,
@@ -34,22 +35,9 @@ def stream_reply(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_token
     budget = min(max_new_tokens, model.config.max_seq_len - len(prompt_ids))
     if budget <= 0:
         return
-    ids: list[int] = []
-    emitted = ""
-    for token in generate_ids(model, prompt_ids, budget, sampling or SamplingConfig(temperature=0.0),
-                              generator=generator, stop_ids=stops):
-        if token in stops:
-            break
-        ids.append(token)
-        text = tok.decode(ids)
-        if text.endswith("\ufffd"):
-            continue  # a multi-byte character split across tokens: wait for the rest
-        if len(text) > len(emitted):
-            yield text[len(emitted):]
-            emitted = text
-    text = tok.decode(ids)
-    if len(text) > len(emitted):
-        yield text[len(emitted):]
+    ids = generate_ids(model, prompt_ids, budget, sampling or SamplingConfig(temperature=0.0), generator=generator,
+                       stop_ids=stops, vocab_size=tok.vocab_size)
+    yield from stream_pieces((t for t in ids if t not in stops), tok)
 
 
 def greedy_reply(model: nn.Module, tok, messages: Sequence[dict], max_new_tokens: int) -> str:

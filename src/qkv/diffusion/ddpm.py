@@ -67,6 +67,11 @@ class DiffusionConfig:
             raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
         if self.min_snr_plus_one and self.min_snr_gamma is None:
             raise ValueError("min_snr_plus_one needs min_snr_gamma (the cap γ)")
+        if self.min_snr_plus_one and self.prediction == "eps":
+            # the x_0-space weight min(SNR + 1, γ + 1) is (SNR + 1)/SNR in ε-space at the noisy end: about
+            # 2.5e4 at t = T on the linear schedule, 4e8 on cosine. No bounded ε weight gives it.
+            raise ValueError("min_snr_plus_one is for prediction = 'v' or 'x0': with 'eps' its weight "
+                             "(SNR + 1)/SNR explodes at the noisiest steps; use min_snr_gamma alone for 'eps'")
 
 
 @dataclass
@@ -130,7 +135,10 @@ class DDPM:
         ``min_snr_plus_one`` caps SNR + 1 at γ + 1 instead: the x_0-space weight min(SNR + 1, γ + 1), i.e.
         v-prediction's own weight wherever SNR ≤ γ, so for v the loss weight is min(1, (γ + 1)/(SNR + 1)):
         only the nearly clean steps are turned down. On shapes this kept position and raised prompt
-        adherence (docs/benchmarks.md); the shapes preset uses it."""
+        adherence (docs/benchmarks.md); the shapes preset uses it. For x_0-prediction the same x_0-space
+        weight is the loss weight itself, between 1 and γ + 1. For ε-prediction it would be
+        min(SNR + 1, γ + 1)/SNR, which grows like 1/SNR at the noisiest steps, so `DiffusionConfig`
+        refuses that combination."""
         if self.cfg.min_snr_gamma is None:
             return torch.ones(t.shape, device=t.device)
         abar = self.alphas_cumprod.to(t.device)[t].double()  # (B,)
@@ -202,7 +210,8 @@ class DDPM:
         """One ancestral step x_t -> x_{prev_t} (Algorithm 2, line 4). prev_t defaults to t − 1.
 
         pred: (B, C, H, W) denoiser output at timestep index t. `noise` (or a draw from `generator`)
-        is the z of eq. 6; none is added on the last step (t = 0).
+        is the z of eq. 6; none is added on the last step, the one that lands on the clean image
+        (prev_t < 0). With a strided schedule that step starts from t = T/N − 1, not from t = 0.
         """
         prev_t = t - 1 if prev_t is None else prev_t
         # 1. compute ᾱ_t, ᾱ_prev and the (possibly strided) β_t = 1 − ᾱ_t / ᾱ_prev
@@ -219,8 +228,10 @@ class DDPM:
         coef_xt = alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)
         # 5. the posterior mean μ̃_t
         mean = coef_x0 * x0 + coef_xt * x_t  # (B, C, H, W)
-        # 6. add σ_t z (eq. 6), except on the last step
-        if t > 0:
+        # 6. add σ_t z (eq. 6), except on the step to the clean image. diffusers tests `t > 0` here, which
+        #    adds noise on that step whenever the schedule is strided (std ≈ 0.32 for 10 steps, linear,
+        #    fixed_large), so the parity tests against it use steps that cannot show the difference.
+        if prev_t >= 0:
             if noise is None:
                 noise = torch.randn(pred.shape, generator=generator, dtype=pred.dtype).to(pred.device)
             if self.cfg.variance == "fixed_small":

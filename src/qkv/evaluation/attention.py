@@ -61,7 +61,7 @@ def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int
     model.eval()
     bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
     (src_ids,), _ = source_ids(src_tok, [text.strip()], model.config.max_seq_len)
-    (out_ids,) = translate_ids(model, [src_ids], bos, eos, decode_cfg)
+    (out_ids,) = translate_ids(model, [src_ids], bos, eos, decode_cfg, tgt_tok.vocab_size)
     out_ids = out_ids[: model.config.max_seq_len - 1]
     device = model.lm_head.weight.device
     src = torch.tensor([src_ids], device=device)  # (1, S)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from qkv.generation.sampling import SamplingConfig, sample_next
+from qkv.generation.streaming import stream_pieces
 
 
 @torch.inference_mode()
@@ -25,10 +26,13 @@ def generate_ids(
     generator: torch.Generator | None = None,
     stop_ids: Sequence[int] = (),
     use_cache: bool = True,
+    vocab_size: int | None = None,
 ) -> Iterator[int]:
     """Yield up to `max_new_tokens` new token ids after `prompt_ids` (batch 1), stopping after a stop id.
 
-    A prompt longer than the context keeps only its last `max_seq_len` tokens.
+    A prompt longer than the context keeps only its last `max_seq_len` tokens. `vocab_size`: the ids the
+    tokenizer can decode; a model with more embedding rows (GPT-2's vocabulary padded to 50,304, a
+    converted checkpoint) never produces the others — their logits are set to −inf before sampling.
     """
     sampling = sampling or SamplingConfig()
     if len(prompt_ids) == 0:
@@ -39,7 +43,10 @@ def generate_ids(
 
     def run(ids, cache):
         x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-        return model(x, cache=cache, last_only=True)[0][:, -1]  # (1, V)
+        logits = model(x, cache=cache, last_only=True)[0][:, -1]  # (1, V)
+        if vocab_size is not None and vocab_size < logits.size(-1):
+            logits[:, vocab_size:] = float("-inf")  # rows the tokenizer has no token for
+        return logits
 
     cache = model.new_cache(1, ctx) if use_cache else None
     logits = run(seq[-ctx:], cache)
@@ -70,38 +77,17 @@ def stream_text(
     stop_ids: Sequence[int] = (),
     use_cache: bool = True,
 ) -> Iterator[str]:
-    """Yield the continuation of `prompt` as text pieces, as soon as they decode to whole characters.
-
-    Stops at any string in `stop` (not included in the output) or at a token in `stop_ids`.
-    """
+    """Yield the continuation of `prompt` as text pieces, as soon as they decode to whole characters
+    (`qkv.generation.streaming`). Stops at any string in `stop` (not included in the output) or at a token
+    in `stop_ids`; never produces an id the tokenizer cannot decode."""
     generator = torch.Generator(device=next(model.parameters()).device)
     if seed is not None:
         generator.manual_seed(seed)
     else:
         generator.seed()
-    ids: list[int] = []
-    emitted = ""
-    hold = max((len(s) for s in stop), default=1) - 1  # characters kept back while a stop string may be forming
-    for token in generate_ids(model, tokenizer.encode(prompt), max_new_tokens, sampling, generator=generator,
-                              stop_ids=stop_ids, use_cache=use_cache):
-        if token in stop_ids:
-            break
-        ids.append(token)
-        text = tokenizer.decode(ids)
-        if text.endswith("\ufffd"):
-            continue  # a multi-byte character split across tokens: wait for the rest
-        cut = min((i for i in (text.find(s, max(0, len(emitted) - len(s))) for s in stop) if i >= 0), default=-1)
-        if cut >= 0:
-            if cut > len(emitted):
-                yield text[len(emitted):cut]
-            return
-        ready = len(text) - hold if stop else len(text)
-        if ready > len(emitted):
-            yield text[len(emitted):ready]
-            emitted = text[:ready]
-    text = tokenizer.decode(ids)
-    if len(text) > len(emitted):
-        yield text[len(emitted):]
+    ids = generate_ids(model, tokenizer.encode(prompt), max_new_tokens, sampling, generator=generator,
+                       stop_ids=stop_ids, use_cache=use_cache, vocab_size=tokenizer.vocab_size)
+    yield from stream_pieces((t for t in ids if t not in stop_ids), tokenizer, stop)
 
 
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, sampling=None, **kw) -> str:

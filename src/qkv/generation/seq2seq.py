@@ -77,13 +77,16 @@ def max_lengths(src_mask: Tensor, a: float, b: int, cap: int) -> list[int]:
     return [max(1, min(cap, int(math.floor(a * s + b)))) for s in S]
 
 
-def _next_logits(model, memory, src_mask, step_input, cache, banned: list[int]) -> Tensor:
-    """The decoder's logits for the next token of every row, (N, V), with `banned` ids at -inf."""
+def _next_logits(model, memory, src_mask, step_input, cache, banned: list[int], vocab_size: int | None) -> Tensor:
+    """The decoder's logits for the next token of every row, (N, V), with `banned` ids and every id
+    ≥ `vocab_size` (rows the target tokenizer has no token for) at -inf."""
     logits = model.decode(memory, src_mask, step_input, cache, last_only=True)[:, -1]  # (N, V)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if banned:
         logits[:, banned] = float("-inf")
+    if vocab_size is not None and vocab_size < logits.size(-1):
+        logits[:, vocab_size:] = float("-inf")
     return logits
 
 
@@ -93,10 +96,11 @@ def _banned(model, bos_id: int) -> list[int]:
 
 @torch.no_grad()
 def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, max_len_a: float = 1.5,
-                  max_len_b: int = 10, use_cache: bool = True) -> list[list[int]]:
+                  max_len_b: int = 10, use_cache: bool = True, vocab_size: int | None = None) -> list[list[int]]:
     """Batched greedy search. src (B, S), src_mask (B, S) -> B lists of ids (no BOS, no EOS).
 
     use_cache=False re-runs the decoder over the whole prefix every step (slow; for checking the cache).
+    vocab_size: the target tokenizer's size; ids at or above it are never produced.
     """
     B = src.size(0)
     limit = max_lengths(src_mask, max_len_a, max_len_b, model.config.max_seq_len)
@@ -109,7 +113,7 @@ def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int
     out: list[list[int]] = [[] for _ in range(B)]
     for t in range(L):
         step_input = seqs[:, -1:] if use_cache else seqs  # (N, 1) or (N, t + 1)
-        nxt = _next_logits(model, memory, src_mask, step_input, cache, banned).argmax(dim=-1)  # (N,)
+        nxt = _next_logits(model, memory, src_mask, step_input, cache, banned, vocab_size).argmax(dim=-1)  # (N,)
         keep = []
         for r, (sent, tok) in enumerate(zip(rows, nxt.tolist(), strict=True)):
             if tok == eos_id:
@@ -130,9 +134,11 @@ def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int
 
 
 @torch.no_grad()
-def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig
-                ) -> list[Hypothesis]:
-    """Batched beam search. src (B, S), src_mask (B, S) -> the best `Hypothesis` of each sentence."""
+def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig,
+                vocab_size: int | None = None) -> list[Hypothesis]:
+    """Batched beam search. src (B, S), src_mask (B, S) -> the best `Hypothesis` of each sentence.
+
+    vocab_size: the target tokenizer's size; ids at or above it are never produced."""
     B, K, device = src.size(0), cfg.beam, src.device
     limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, model.config.max_seq_len)
     L = max(limit)
@@ -151,7 +157,7 @@ def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, 
 
     for t in range(L):
         n = len(active)
-        logp = _next_logits(model, memory, src_mask, last, cache, banned).log_softmax(dim=-1)  # (n·K, V)
+        logp = _next_logits(model, memory, src_mask, last, cache, banned, vocab_size).log_softmax(dim=-1)  # (n·K, V)
         V = logp.size(-1)
         cand = (scores[:, :, None] + logp.view(n, K, V).double()).view(n, K * V)  # (n, K·V) log-prob of extensions
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=-1)  # (n, 2K)
@@ -196,17 +202,19 @@ def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, 
     return [max(f, key=lambda h: h.score) for f in finished]
 
 
-def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig
-                 ) -> list[list[int]]:
+def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig,
+                 vocab_size: int | None = None) -> list[list[int]]:
     """Greedy when cfg.beam == 1, else beam search: B lists of ids (no BOS, no EOS)."""
     if cfg.beam == 1:
-        return greedy_decode(model, src, src_mask, bos_id, eos_id, cfg.max_len_a, cfg.max_len_b)
-    return [h.tokens for h in beam_search(model, src, src_mask, bos_id, eos_id, cfg)]
+        return greedy_decode(model, src, src_mask, bos_id, eos_id, cfg.max_len_a, cfg.max_len_b,
+                             vocab_size=vocab_size)
+    return [h.tokens for h in beam_search(model, src, src_mask, bos_id, eos_id, cfg, vocab_size)]
 
 
-def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg: DecodeConfig) -> list[list[int]]:
+def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg: DecodeConfig,
+                  vocab_size: int | None = None) -> list[list[int]]:
     """Decode source id lists (each ending with EOS, each ≤ max_seq_len) in length-sorted batches;
-    results come back in input order."""
+    results come back in input order. vocab_size: the target tokenizer's size (see `greedy_decode`)."""
     if not sources:
         return []
     device = model.lm_head.weight.device
@@ -221,7 +229,7 @@ def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg
             src[r, : len(sources[i])] = torch.tensor(sources[i])
         lengths = torch.tensor([len(sources[i]) for i in idx])
         src_mask = torch.arange(S)[None, :] < lengths[:, None]  # (B, S)
-        for i, ids in zip(idx, decode_batch(model, src.to(device), src_mask.to(device), bos_id, eos_id, cfg),
-                          strict=True):
+        for i, ids in zip(idx, decode_batch(model, src.to(device), src_mask.to(device), bos_id, eos_id, cfg,
+                                            vocab_size), strict=True):
             out[i] = ids
     return out

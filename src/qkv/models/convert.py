@@ -344,6 +344,9 @@ def import_hf_gpt2(hf_dir: str | Path, out_run_dir: str | Path) -> ConversionRes
             raise QKVError(
                 f"{hf_dir}: tokenizer has {tokenizer.vocab_size} tokens, the model only {cfg.vocab_size}"
             )
+        if tokenizer.vocab_size < cfg.vocab_size:
+            notes.append(f"the model has {cfg.vocab_size:,} vocabulary rows, the tokenizer {tokenizer.vocab_size:,} "
+                         f"tokens: generation never emits the {cfg.vocab_size - tokenizer.vocab_size:,} extra ids")
     else:
         notes.append(f"no {GPT2_VOCAB} + {GPT2_MERGES} in {hf_dir}: converted the model without a tokenizer")
 

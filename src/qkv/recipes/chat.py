@@ -282,7 +282,7 @@ def train_chat(cfg: ChatRunConfig, run_dir: str | Path, *, resume: bool = False,
 
     em_convs = val_ex.conversations[: cfg.data.em_conversations]
 
-    def evaluate(m, full: bool) -> dict:
+    def evaluate(m, full: bool, train_means: dict) -> dict:
         out = {}
         out["val_loss"], _ = answer_loss(m, val_ex, pad_id)
         out["val_ppl"] = perplexity(out["val_loss"])

@@ -379,7 +379,7 @@ def train_autoencoder(cfg: DiffusionRunConfig, train: ImageSet, val: ImageSet, r
         return torch.nn.functional.mse_loss(m(batch["x"]), batch["x"]), {"tokens": batch["x"].size(0)}
 
     @torch.no_grad()
-    def evaluate(m, full: bool) -> dict:
+    def evaluate(m, full: bool, train_means: dict) -> dict:
         x = val.images.to(next(m.parameters()).device)
         return {"val_loss": torch.nn.functional.mse_loss(m(x), x).item()}
 
@@ -484,7 +484,7 @@ def train_diffusion(cfg: DiffusionRunConfig, run_dir: str | Path, *, resume: boo
     judge = {}
     s = cfg.sample
 
-    def evaluate(m, full: bool) -> dict:
+    def evaluate(m, full: bool, train_means: dict) -> dict:
         ema_model.to(next(m.parameters()).device)
         ema.copy_to(ema_model)
         out = {"val_loss": validation_loss(m, diffusion, val.images, val_cond),

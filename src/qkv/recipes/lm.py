@@ -190,7 +190,7 @@ def train_lm(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False, init_from
 
     chars_per_token = meta["chars_per_token"]
 
-    def evaluate(m, full: bool) -> dict:
+    def evaluate(m, full: bool, train_means: dict) -> dict:
         out = {}
         if cfg.train.eval_iters:
             out["train_loss_sampled"] = sampled_loss(m, train_ids, T, micro, cfg.train.eval_iters, seed=1337)

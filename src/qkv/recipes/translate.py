@@ -121,7 +121,7 @@ def translate_lines(model: Seq2Seq, src_tok, tgt_tok, lines: list[str], cfg: Dec
     model.eval()
     _, bos, eos = special_ids(tgt_tok)
     srcs, cut = source_ids(src_tok, lines, model.config.max_seq_len)
-    out = [tgt_tok.decode(ids) for ids in translate_ids(model, srcs, bos, eos, cfg)]
+    out = [tgt_tok.decode(ids) for ids in translate_ids(model, srcs, bos, eos, cfg, tgt_tok.vocab_size)]
     model.train(was_training)
     return out, cut
 
@@ -199,25 +199,22 @@ def train_translate(cfg: TranslateRunConfig, run_dir: str | Path, *, resume: boo
     def save_model(m, step):
         save_run(run_dir, m, src_tok, extra_config=saved_config, metadata={"step": str(step)})
 
-    running = {"nll": 0.0, "tokens": 0}  # unsmoothed training NLL since the last evaluation
     eps = cfg.train.label_smoothing
 
     def loss_fn(m, batch):
         logits, _ = m(batch["src"], batch["src_mask"], batch["tgt_in"])
         loss, nll, n = smoothed_loss(logits, batch["tgt_out"], eps)
-        running["nll"] += nll.item() * n
-        running["tokens"] += n
-        return loss, {"tokens": int(batch["src_mask"].sum()) + n, "nll": nll.item()}
+        # (total, count): the Trainer keeps the unsmoothed NLL's running mean until the next evaluation
+        return loss, {"tokens": int(batch["src_mask"].sum()) + n, "nll": (nll.item() * n, n)}
 
     bleu_src, bleu_ref = val_src[: cfg.data.bleu_val_pairs], val_tgt[: cfg.data.bleu_val_pairs]
     greedy = replace(cfg.decode, beam=1)
 
-    def evaluate(m, full: bool) -> dict:
+    def evaluate(m, full: bool, train_means: dict) -> dict:
         out = {}
-        if running["tokens"]:
-            out["train_nll"] = running["nll"] / running["tokens"]
+        if "nll" in train_means:
+            out["train_nll"] = train_means["nll"]
             out["train_ppl"] = perplexity(out["train_nll"])
-            running["nll"], running["tokens"] = 0.0, 0
         out["val_loss"], _ = corpus_loss(m, val_ex, pad, bos, eos)
         out["val_ppl"] = perplexity(out["val_loss"])
         if full and bleu_src:

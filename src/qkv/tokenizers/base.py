@@ -71,6 +71,12 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text; special tokens render as their string, so ``decode(encode(s)) == s``."""
 
+    def token_bytes(self, i: int) -> bytes:
+        """The UTF-8 bytes id `i` stands for. A byte-level token may hold part of a character, so
+        ``decode(ids)`` is these bytes joined and decoded; streaming decoders use it to emit text
+        token by token without re-decoding (`qkv.generation.streaming`)."""
+        return self.decode([i]).encode("utf-8")
+
     @abstractmethod
     def token_to_id(self, token: str) -> int | None:
         """The id of one token (a special token like ``"<eos>"``, or one vocabulary entry), else None."""

@@ -142,6 +142,20 @@ class BPETokenizer(Tokenizer):
             parts.append(self._tok.decode(run, skip_special_tokens=False))
         return "".join(parts)
 
+    def token_bytes(self, i: int) -> bytes:
+        """The bytes of token `i`: its byte-level spelling mapped back (``"Ġthe"`` -> ``b" the"``); a
+        special token gives its string's UTF-8. Part of a character for some ids (one byte of an emoji)."""
+        (i,) = _check_ids([i], self.vocab_size)
+        if i in self._special_ids:
+            return self._special_ids[i].encode("utf-8")
+        piece = self._tok.id_to_token(i)
+        if piece is None:  # a hole in an imported vocabulary: the library decodes it to nothing
+            return b""
+        table = _unicode_to_bytes()
+        # a character outside the byte table (an odd imported entry) stands for its own UTF-8, as in the
+        # library's ByteLevel decoder
+        return b"".join(bytes([table[c]]) if c in table else c.encode("utf-8") for c in piece)
+
     # -------------------------------------------------------------------------------------- vocabulary
     def token_to_id(self, token: str) -> int | None:
         """The id of a special token, or of the vocabulary entry whose decoded text is `token`.

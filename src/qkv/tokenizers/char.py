@@ -108,6 +108,10 @@ class CharTokenizer(Tokenizer):
         itos = self._itos
         return "".join(itos[i] for i in _check_ids(ids, len(itos)))
 
+    def token_bytes(self, i: int) -> bytes:
+        (i,) = _check_ids([i], len(self._itos))
+        return self._itos[i].encode("utf-8")
+
     # -------------------------------------------------------------------------------------- vocabulary
     def token_to_id(self, token: str) -> int | None:
         return self._stoi.get(token)

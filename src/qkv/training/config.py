@@ -29,7 +29,9 @@ class TrainConfig:
     log_interval: int = 10  # metrics.jsonl line every N steps
     seed: int = 1337
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", "mps"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # fp32, or autocast: "auto" = bf16 where the hardware has bf16 units (CUDA; AMX/AVX512-BF16 CPUs), else
+    # fp32 (fp16 on older GPUs); see qkv.training.precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the model; falls back to eager with a message if it fails
     threads: int | None = None  # torch CPU threads (default: torch's choice; 1 per process under torchrun)
     progress: bool = True  # show a progress bar

@@ -66,15 +66,3 @@ def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
-
-def cpu_has_bf16_units() -> bool:
-    """True if this CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16, read from /proc/cpuinfo).
-
-    Without them PyTorch emulates bf16 matmuls on CPU, which is far slower than fp32.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags

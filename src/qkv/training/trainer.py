@@ -1,12 +1,23 @@
 """The training loop, for every model qkv has: it knows nothing about GPTs, translators or denoisers.
 
-It is handed a model, a loss function ``loss_fn(model, batch) -> (loss, info)``, a batch source with
-``next_batch()`` / ``state_dict()`` / ``load_state_dict()``, an optional ``evaluate(model) -> metrics``
-and a ``save_model(model, step)`` that writes weights, config and tokenizer. An optional ``on_step(model, step)``
-runs after every optimizer step (diffusion updates its weight average there). It owns the rest:
-AdamW and the schedule, gradient accumulation and clipping, autocast, torch.compile, DDP, the time
-budget, NaN detection, progress bar, ``metrics.jsonl``, ``loss.png`` and crash-safe checkpoints with
-exact resume.
+It is handed:
+
+- a model;
+- a loss function ``loss_fn(model, batch) -> (loss, info)``. It must not change any state besides the
+  model's activations: ``info["tokens"]`` counts the batch for throughput, and any ``info[name] = (total,
+  count)`` pair is summed by the loop, which hands the means since the last evaluation to ``evaluate``
+  (translation logs its unsmoothed training NLL that way). So a trial call (torch.compile's) leaves no trace;
+- a batch source with ``next_batch()`` / ``state_dict()`` / ``load_state_dict()`` (and optionally
+  ``peek_batch()``);
+- an optional ``evaluate(model, full, train_means) -> metrics`` (``full``: also the slow figures);
+- a ``save_model(model, step)`` that writes weights, config and tokenizer;
+- an optional ``on_step(model, step)``, run after every optimizer step (diffusion updates its weight
+  average there).
+
+It owns the rest: AdamW and the schedule, gradient accumulation and clipping, autocast, torch.compile, DDP,
+the time budget, NaN detection, progress bar, ``metrics.jsonl``, ``loss.png`` and crash-safe checkpoints
+with exact resume — also under a time budget: the schedule's clock (elapsed time and the moment warm-up
+ended) is saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -30,11 +41,13 @@ from qkv.training.checkpoint import (
     data_state_of,
     load_trainer_state,
     restore_optimizer,
+    rng_state,
     save_trainer_state,
     set_rng_state,
 )
 from qkv.training.config import TrainConfig
 from qkv.training.optim import build_optimizer, lr_at
+from qkv.training.precision import resolve_precision
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -48,15 +61,6 @@ class TrainResult:
     stopped_by: str = "max_steps"  # "max_steps" or "max_minutes"
 
 
-def resolve_precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
-        return None
-    if cfg.precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-
-
 class Trainer:
     def __init__(
         self,
@@ -66,7 +70,7 @@ class Trainer:
         cfg: TrainConfig,
         *,
         run_dir: str | Path | None = None,
-        evaluate: Callable[[nn.Module], dict] | None = None,
+        evaluate: Callable[[nn.Module, bool, dict], dict] | None = None,
         save_model: Callable[[nn.Module, int], None] | None = None,
         resume: bool = False,
         dist_info: distributed.DistInfo | None = None,
@@ -87,11 +91,11 @@ class Trainer:
             self._log(msg)
 
     # ---------------------------------------------------------------- checkpoints
-    def _save(self, raw: nn.Module, optimizer, step: int, elapsed: float) -> None:
+    def _save(self, raw: nn.Module, optimizer, step: int, clock: dict) -> None:
         if not self.dist.is_main or self.run_dir is None or self.save_model is None:
             return
         self.save_model(raw, step)  # weights first, then the state that points at them
-        save_trainer_state(self.run_dir, step, optimizer, self.data.state_dict(), {"elapsed_s": elapsed})
+        save_trainer_state(self.run_dir, step, optimizer, self.data.state_dict(), clock)
 
     def _write_metrics(self, record: dict) -> None:
         if self.dist.is_main and self.run_dir is not None:
@@ -114,12 +118,14 @@ class Trainer:
         raw = self.model.to(device)
         optimizer = build_optimizer(raw, cfg, device.type)
         step, elapsed_before = 0, 0.0
+        warm_end = None  # elapsed seconds at which warm-up ended (the time schedule's origin), once it has
         if self.resume:
             state, tensors = load_trainer_state(self.run_dir)
             restore_optimizer(optimizer, state, tensors)
             self.data.load_state_dict(data_state_of(tensors))
             set_rng_state(tensors, state["rng"])
             step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
+            warm_end = state.get("warm_end_s")
             self._saved_step = step  # the checkpoint we resumed from is the last good one until the next save
             self.log(f"resumed from {self.run_dir} at step {step}")
         else:
@@ -133,10 +139,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        amp_dtype = resolve_precision(cfg, device)
-        if amp_dtype is not None and device.type == "cpu" and not distributed.cpu_has_bf16_units():
-            self.log(f"note: {cfg.precision} autocast on a CPU without bf16 units (AMX/AVX512-BF16) is emulated "
-                     "and usually slower than fp32; set train.precision = 'fp32'")
+        precision = resolve_precision(cfg.precision, device)
+        if cfg.precision != "fp32":
+            self.log(precision.reason)
+        amp_dtype = precision.dtype
         scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
         autocast = (
             (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -145,8 +151,8 @@ class Trainer:
         result = TrainResult(step=step)
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
         full_eval_every = cfg.full_eval_interval or cfg.eval_interval
+        running: dict[str, list[float]] = {}  # info name -> [total, count] since the last evaluation
         t_start = time.perf_counter()
-        t_warm_end = None
         bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress and self.dist.is_main),
                    desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
         tokens_since, t_log = 0, time.perf_counter()
@@ -155,8 +161,8 @@ class Trainer:
             elapsed = elapsed_before + time.perf_counter() - t_start
             time_fraction = None
             if cfg.schedule_by == "time" and step >= cfg.warmup_steps:
-                t_warm_end = elapsed if t_warm_end is None else t_warm_end
-                time_fraction = (elapsed - t_warm_end) / max(1e-9, budget_s - t_warm_end)
+                warm_end = elapsed if warm_end is None else warm_end
+                time_fraction = (elapsed - warm_end) / max(1e-9, budget_s - warm_end)
             lr = lr_at(step, cfg, time_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -171,6 +177,10 @@ class Trainer:
                 (scaler.scale(scaled) if scaler else scaled).backward()
                 loss_total += loss.item() / cfg.grad_accum
                 tokens_since += int(info.get("tokens", 0)) * self.dist.world_size
+                for name, value in info.items():
+                    if isinstance(value, tuple):  # (total, count): a running mean the loop keeps
+                        acc = running.setdefault(name, [0.0, 0.0])
+                        acc[0], acc[1] = acc[0] + float(value[0]), acc[1] + float(value[1])
             loss_total = distributed.mean_across(loss_total, self.dist, device)
             if not math.isfinite(loss_total):
                 bar.close()
@@ -205,7 +215,9 @@ class Trainer:
             if step % cfg.eval_interval == 0 or last:
                 if self.evaluate is not None:
                     model.eval()
-                    metrics = self.evaluate(raw, full=(step % full_eval_every == 0 or last))
+                    means = {k: t / c for k, (t, c) in running.items() if c}
+                    running.clear()
+                    metrics = self.evaluate(raw, step % full_eval_every == 0 or last, means)
                     model.train()
                     record = {"step": step, **metrics}
                     result.evals.append(record)
@@ -220,7 +232,7 @@ class Trainer:
                 if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
                     bar.close()
                     raise self._diverged(f"weights became NaN/inf at step {step}")
-                self._save(raw, optimizer, step, elapsed)
+                self._save(raw, optimizer, step, {"elapsed_s": elapsed, "warm_end_s": warm_end})
                 self._saved_step = step
                 distributed.barrier(self.dist)
             if out_of_time:
@@ -241,6 +253,13 @@ class Trainer:
         return QKVError(f"{what}; training stopped and {kept}{where}")
 
     def _compile(self, raw: nn.Module) -> nn.Module:
+        """torch.compile(raw), tried on one peeked batch; the eager model if compiling fails.
+
+        The trial leaves no trace: the batch source is only peeked, every RNG (dropout, diffusion's noise)
+        is restored afterwards, and `loss_fn` keeps no running state (its statistics go through `info`),
+        so a run trains the same batches with the same noise whether compile is on or off.
+        """
+        tensors, js = rng_state()
         try:
             compiled = torch.compile(raw)
             # compile errors surface on the first call: try one forward now and fall back if it fails
@@ -252,6 +271,8 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - any backend failure means: run eager
             self.log(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); running eager")
             return raw
+        finally:
+            set_rng_state(tensors, js)
 
 
 def _to_device(batch, device: torch.device):

@@ -52,7 +52,6 @@ def test_it_learns_to_reconstruct_shapes():
 
     Untrained: ~0.9; an all-black guess: 0.16. Measured (torch 2.13 CPU, 1 thread, ~12 s): 0.037.
     """
-    torch.set_num_threads(1)
     ae = _ae(width=8)
     x, held_out = render_shapes(512, seed=1).images, render_shapes(64, seed=2).images
     opt = torch.optim.Adam(ae.parameters(), lr=3e-3)

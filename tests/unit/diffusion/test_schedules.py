@@ -79,6 +79,26 @@ def test_step_with_perfect_prediction_moves_toward_x0():
     torch.testing.assert_close(out.prev_sample, x0, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("steps", [10, 1000])
+def test_ddpm_adds_no_noise_on_the_step_to_the_clean_image(variance, steps):
+    """With N < T steps (trailing spacing) the last step starts at t = T/N − 1 = 99, not 0; it still lands
+    on the clean image and must add no noise. Testing `t > 0` instead (diffusers does) adds σ·z with
+    std ≈ 0.32 there on the linear schedule with fixed_large."""
+    d = DDPM(DiffusionConfig(variance=variance, clip_sample=False))
+    ts = d.timesteps(steps, "trailing")
+    t = ts[-1]
+    assert t == 1000 // steps - 1
+    x = torch.randn(4, 1, 8, 8)
+    pred = torch.randn_like(x)
+    a = d.step(pred, t, x, prev_t=-1, noise=torch.randn_like(x)).prev_sample
+    b = d.step(pred, t, x, prev_t=-1, noise=torch.randn_like(x)).prev_sample
+    assert torch.equal(a, b)
+    assert torch.equal(a, d.split_prediction(pred, x, t)[0])  # the posterior mean at ᾱ_prev = 1 is x̂_0
+    mid = d.step(pred, ts[-2], x, prev_t=t, noise=torch.randn_like(x)).prev_sample  # the step before it is noisy
+    assert not torch.equal(mid, d.step(pred, ts[-2], x, prev_t=t, noise=torch.randn_like(x)).prev_sample)
+
+
 def test_ddim_eta0_is_deterministic_and_eta1_is_not():
     d = DDIM()
     x = torch.randn(3, 1, 4, 4)
@@ -136,7 +156,7 @@ def test_min_snr_weights_are_the_x0_weight_min_snr_gamma_in_every_parameterisati
     x0, eps = torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2)
     x0_hat = x0 + 0.1 * torch.randn_like(x0)  # a denoiser's estimate of x_0
     per = {}
-    for pred in ("eps", "x0", "v"):
+    for pred in (("eps", "x0", "v") if not plus_one else ("x0", "v")):  # plus_one with eps: refused, below
         d = DDPM(DiffusionConfig(beta_schedule="cosine", prediction=pred, min_snr_gamma=5.0,
                                  min_snr_plus_one=plus_one))
         abar = d.alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -155,7 +175,37 @@ def test_min_snr_weights_are_the_x0_weight_min_snr_gamma_in_every_parameterisati
     with pytest.raises(ValueError, match="min_snr_gamma"):
         DiffusionConfig(min_snr_gamma=0.0)
     with pytest.raises(ValueError, match="min_snr_plus_one needs min_snr_gamma"):
-        DiffusionConfig(min_snr_plus_one=True)
+        DiffusionConfig(min_snr_plus_one=True, prediction="v")
+
+
+def test_min_snr_plus_one_weights_stay_bounded_and_eps_is_refused():
+    """The x_0-space weight min(SNR + 1, γ + 1) as a loss weight: for v it is min(1, (γ + 1)/(SNR + 1)) ≤ 1,
+    for x_0 it lies in [1, γ + 1]. For ε it would be (SNR + 1)/SNR at the noisy end — 2.5e4 on the linear
+    schedule, 4e8 on cosine — so that combination is a configuration error, not a silent blow-up."""
+    for schedule in ("linear", "cosine"):
+        t = torch.arange(1000)
+        v = DDPM(DiffusionConfig(beta_schedule=schedule, prediction="v", min_snr_gamma=2.0, min_snr_plus_one=True))
+        x0 = DDPM(DiffusionConfig(beta_schedule=schedule, prediction="x0", min_snr_gamma=2.0, min_snr_plus_one=True))
+        assert v.loss_weights(t).max() <= 1.0 and v.loss_weights(t).min() > 0
+        assert x0.loss_weights(t).min() >= 1.0 - 1e-6 and x0.loss_weights(t).max() <= 3.0 + 1e-6
+        abar = v.alphas_cumprod.double()
+        snr = abar / (1 - abar)
+        torch.testing.assert_close(x0.loss_weights(t), (snr + 1).clamp(max=3.0).float())
+        torch.testing.assert_close(v.loss_weights(t), ((snr + 1).clamp(max=3.0) / (snr + 1)).float())
+        with pytest.raises(ValueError, match="min_snr_plus_one is for prediction = 'v' or 'x0'"):
+            DiffusionConfig(beta_schedule=schedule, prediction="eps", min_snr_gamma=2.0, min_snr_plus_one=True)
+    # the eps weight Min-SNR-γ itself (no +1) stays bounded by 1: min(SNR, γ)/SNR
+    eps = DDPM(DiffusionConfig(beta_schedule="cosine", prediction="eps", min_snr_gamma=2.0))
+    assert eps.loss_weights(torch.arange(1000)).max() <= 1.0 + 1e-6
+
+
+def test_eps_with_plus_one_is_a_one_line_config_error():
+    from qkv.config import from_dict
+    from qkv.errors import QKVError
+
+    with pytest.raises(QKVError, match=r"^diffusion: min_snr_plus_one is for prediction"):
+        from_dict(DiffusionConfig, {"prediction": "eps", "min_snr_gamma": 2, "min_snr_plus_one": True},
+                  prefix="diffusion.")
 
 
 def test_min_snr_plus_one_keeps_the_noisy_steps_at_the_plain_v_weight():

@@ -30,14 +30,6 @@ from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_model(vocab: int = 23, seed: int = 0, head_std: float = 0.5, weight_std: float | None = None,
                  max_seq_len: int = 24, dtype=torch.float32) -> Seq2Seq:
     """A random model; weight_std re-draws every other matrix (larger weights: the source matters more)."""

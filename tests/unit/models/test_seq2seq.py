@@ -20,14 +20,6 @@ from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw) -> Seq2Seq:
     cfg = dict(vocab_size=23, max_seq_len=16, d_model=32, n_encoder_layers=2, n_decoder_layers=2, n_heads=4,
                dropout=0.0)

@@ -276,7 +276,7 @@ def test_non_finite_evaluation_does_not_overwrite_the_last_good_checkpoint(tmp_p
     save = lambda m, step: save_run(tmp_path, m, metadata={"step": str(step)})  # noqa: E731
     calls = []
 
-    def evaluate(m, full):  # fine at step 1, NaN at step 2
+    def evaluate(m, full, train_means):  # fine at step 1, NaN at step 2
         calls.append(full)
         return {"val_loss": 2.0 if len(calls) == 1 else float("nan")}
 
