@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe
 
 
 def measure_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--skip-uncached", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe(args.threads), flush=True)
 
     from transformers import GPT2LMHeadModel
 

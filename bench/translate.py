@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import describe
 
 
 def run_qkv(run_dir: Path, minutes: float, threads: int) -> None:
@@ -58,6 +59,7 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
     from qkv.models.io import read_run_config
     from qkv.recipes.translate import TranslateRunConfig, load_tokenizers, special_ids
     from qkv.training.optim import lr_at
+    from qkv.training.precision import resolve_precision
 
     torch.set_num_threads(threads)
     cfg = from_dict(TranslateRunConfig, {k: v for k, v in read_run_config(run_dir).items()
@@ -81,6 +83,7 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
     batches = TranslationBatches(ex, pad, bos, eos, batch_tokens=cfg.data.batch_tokens, seed=cfg.train.seed)
     t = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
+    amp = resolve_precision(t.precision, torch.device("cpu")).dtype  # the precision qkv's Trainer picks here
     budget, start, step, tokens = minutes * 60, time.perf_counter(), 0, 0
     t_warm_end = None
     recent_losses: list[float] = []  # label-smoothed training loss of the last 100 updates
@@ -97,7 +100,7 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
             g["lr"] = lr_at(step, t, frac)
         b = batches.next_batch()
         dec_in = b["tgt_in"]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):  # same precision as qkv
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):  # qkv's precision
             logits = model(input_ids=b["src"], attention_mask=b["src_mask"].long(), decoder_input_ids=dec_in,
                            decoder_attention_mask=(dec_in != pad).long()).logits
         loss = F.cross_entropy(logits.flatten(0, 1), b["tgt_out"].flatten(), ignore_index=-100,
@@ -144,6 +147,7 @@ def main() -> None:
     ap.add_argument("--out", help="train the qkv run into this directory and keep it (default: a temp dir)")
     ap.add_argument("--skip-marian", action="store_true")
     args = ap.parse_args()
+    print(describe(args.threads), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.qkv_run or args.out or Path(tmp) / "qkv")
         if not args.qkv_run:

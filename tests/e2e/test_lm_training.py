@@ -7,6 +7,7 @@ train -> generate round trips, one-line errors for bad input, NaN handling and t
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -62,7 +63,7 @@ max_new_tokens = 20
 
 # The learning run (fixture `learned_run`), also the model the generate tests decode with.
 LEARN_ARGS = ["--data.max_chars", "200000", "--model.max_seq_len", "64", "--train.batch_size", "16",
-              "--train.max_steps", "400", "--train.decay_steps", "400", "--train.eval_interval", "400",
+              "--train.max_steps", "600", "--train.decay_steps", "600", "--train.eval_interval", "600",
               "--train.log_interval", "50", "--train.lr", "4e-3", "--train.min_lr", "4e-4",
               "--train.warmup_steps", "20"]
 
@@ -136,6 +137,16 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def assert_picture(path: Path, min_size: tuple[int, int] = (200, 150)) -> None:
+    """A real PNG of a plausible size with more than one colour (a blank or empty figure fails)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] >= min_size[0] and im.size[1] >= min_size[1], im.size
+        assert np.ptp(np.asarray(im.convert("L"))) > 0, f"{path} is a single colour"
+
+
 def assert_user_error(rc: int, err: str, *needles: str) -> None:
     """Exit code 2, one line on stderr naming the problem, no traceback."""
     assert rc == 2, f"exit code {rc}, stderr: {err}"
@@ -168,6 +179,20 @@ def test_resume_reproduces_the_continuous_run_exactly(tmp_path, capsys, tiny_tom
 
 
 # ------------------------------------------------------------------------------------------------ 2. DDP
+def run_or_fail(cmd, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with a generous timeout that reports the child's output and elapsed time when hit
+    (a loaded 2-core machine is slow, not wrong: the timeout only guards against a hang)."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-4000:]
+        pytest.fail(f"{' '.join(map(str, cmd))} timed out after {time.perf_counter() - t0:.0f} s:\n"
+                    f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}")
+
+
 def _torchrun() -> list[str]:
     exe = Path(sys.executable).parent / "torchrun"
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
@@ -183,7 +208,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, capsys, tiny_toml, data_d
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", "train", "--config", tiny_toml,
            "--out", str(two), "--no-sample", *steps]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_or_fail(cmd, cwd=tmp_path, env=env)
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
 
     a, b = train_losses(one), train_losses(two)  # train_losses fails on duplicates: rank 1 must not log
@@ -202,19 +227,35 @@ def test_ddp_two_processes_match_one_process(tmp_path, capsys, tiny_toml, data_d
 
 
 # ------------------------------------------------------------------------------------------------ 3. learning
+def bigram_loss(run: Path, smoothing: float = 0.1) -> float:
+    """Validation loss of the add-0.1 smoothed bigram model counted on the run's own training ids: the
+    baseline a model must beat to be using more than the previous character."""
+    import numpy as np
+
+    from qkv.data.text import read_tokens
+
+    V = json.loads((run / "data" / "meta.json").read_text())["vocab_size"]
+    train_ids = read_tokens(run / "data" / "train.bin", V).astype(np.int64)
+    val = read_tokens(run / "data" / "val.bin", V).astype(np.int64)
+    counts = np.full((V, V), smoothing)
+    np.add.at(counts, (train_ids[:-1], train_ids[1:]), 1.0)
+    probs = counts / counts.sum(axis=1, keepdims=True)
+    return float(-np.log(probs[val[:-1], val[1:]]).mean())
+
+
 def test_char_model_learns_tinyshakespeare(learned_run):
-    # Measured on 2 CPU cores, torch 2.13.0+cpu, with (tiny.toml = TINY_TOML above):
-    #   qkv train --config tiny.toml --out run --no-sample --data.max_chars 200000 --model.max_seq_len 64
-    #     --train.batch_size 16 --train.max_steps 400 --train.decay_steps 400 --train.eval_interval 400
-    #     --train.log_interval 50 --train.lr 4e-3 --train.min_lr 4e-4 --train.warmup_steps 20
-    #   -> val_loss 2.3583 (full pass, seed 1337); seeds 1, 2, 3 gave 2.3435, 2.3389, 2.3681.
-    # Baselines on the same split: uniform ln(62) = 4.13, unigram 3.32, add-0.1 smoothed bigram 2.48 nats.
-    # The threshold sits below the bigram model, so passing needs more than the previous character.
+    # Measured with torch 2.13.0+cpu, 1 thread, Intel Xeon (AMX; the run is fp32), tiny.toml = TINY_TOML:
+    #   qkv train --config tiny.toml --out run --no-sample <LEARN_ARGS above> [--train.seed S]
+    #   -> full-pass val_loss 2.2039 (seed 1337); seeds 1, 2, 3: 2.1760, 2.1854, 2.1856; add-0.1 bigram 2.4821.
+    # (At 400 steps the run reached 2.358, only 0.12 below the bigram; 600 steps widen that to ~0.27.)
+    # The model must beat the bigram model computed here from the run's own ids by 0.1 nats: the measured
+    # values are 0.28-0.31 below it, so the margin is ~7× the spread over seeds (0.028).
     final = [r for r in metrics(learned_run) if "val_loss" in r]
-    assert [r["step"] for r in final] == [400]
+    assert [r["step"] for r in final] == [600]
     first = train_losses(learned_run)[50]
-    val_loss = final[0]["val_loss"]
-    assert val_loss < 2.45, f"val loss {val_loss:.4f} after 400 steps (measured 2.358; threshold 2.45)"
+    val_loss, bigram = final[0]["val_loss"], bigram_loss(learned_run)
+    assert 2.4 < bigram < 2.6, f"the bigram baseline moved: {bigram:.4f} (measured 2.4821)"
+    assert val_loss < bigram - 0.1, f"val loss {val_loss:.4f} after 600 steps; bigram {bigram:.4f} (measured 2.2039)"
     assert val_loss < first
 
 
@@ -249,6 +290,47 @@ def test_train_then_generate_round_trip(learned_run, capsys):
                         "--temperature", 0)
     assert rc == 0, err
     assert long.startswith(out[:-1]) and len(long) == len(prompt) + 150 + 1
+
+    # the CLI decodes with a copy in the decode layout: it must give what the model as trained gives,
+    # also after the window has slid (same weights, same windows: the same argmax)
+    from qkv.generation.lm import generate_text
+    from qkv.generation.sampling import SamplingConfig
+    from qkv.models.io import load_model
+    from qkv.tokenizers import load_tokenizer
+
+    model, _ = load_model(learned_run)
+    tok = load_tokenizer(learned_run / "tokenizer.json")
+    assert out == prompt + generate_text(model, tok, prompt, n, SamplingConfig(0.0)) + "\n"
+    assert long == prompt + generate_text(model, tok, prompt, 150, SamplingConfig(0.0)) + "\n"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_generate_with_int8_weights(learned_run, capsys):
+    """--quantize int8 through the CLI: the text of the int8 model (in-process, same path), the right length."""
+    from qkv.generation.inference import prepare_for_decoding
+    from qkv.generation.lm import generate_text
+    from qkv.generation.sampling import SamplingConfig
+    from qkv.models.io import load_model
+    from qkv.tokenizers import load_tokenizer
+
+    rc, out, err = qkv(capsys, "generate", learned_run, "--prompt", "ROMEO:", "--max-new-tokens", 100,
+                       "--temperature", 0, "--quantize", "int8")
+    assert rc == 0, err
+    q = prepare_for_decoding(load_model(learned_run)[0], "int8")
+    tok = load_tokenizer(learned_run / "tokenizer.json")
+    assert out == "ROMEO:" + generate_text(q, tok, "ROMEO:", 100, SamplingConfig(0.0)) + "\n"
+    assert len(out) == len("ROMEO:") + 100 + 1
+
+
+def test_top_p_near_zero_is_greedy(learned_run, capsys):
+    """The nucleus of p = 1e-6 holds only the most likely token, so sampling at temperature 1 is greedy."""
+    greedy = qkv(capsys, "generate", learned_run, "--prompt", "ROMEO:", "--max-new-tokens", 30, "--temperature", 0)
+    nucleus = qkv(capsys, "generate", learned_run, "--prompt", "ROMEO:", "--max-new-tokens", 30, "--temperature",
+                  1, "--top-p", "1e-6", "--seed", 3)
+    assert nucleus[0] == 0 and nucleus[1] == greedy[1]
+    sampled = qkv(capsys, "generate", learned_run, "--prompt", "ROMEO:", "--max-new-tokens", 30, "--temperature",
+                  1, "--seed", 3)
+    assert sampled[1] != greedy[1]  # at temperature 1 without the nucleus it does sample
 
 
 def test_generate_rejects_a_character_outside_the_vocabulary(learned_run, capsys):
@@ -380,9 +462,9 @@ def test_divergence_before_any_checkpoint_writes_no_weights(tmp_path, capsys, ti
 
 # ------------------------------------------------------------------------------------------------ 7. metrics
 def test_metrics_and_plot_after_a_run(learned_run):
-    assert sorted(train_losses(learned_run)) == list(range(50, 401, 50))  # log_interval 50
-    assert eval_steps(learned_run) == [400]
-    assert (learned_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(train_losses(learned_run)) == list(range(50, 601, 50))  # log_interval 50
+    assert eval_steps(learned_run) == [600]
+    assert_picture(learned_run / "loss.png")
     assert not [p for p in learned_run.rglob("*") if p.name.endswith((".tmp", ".part", ".tmp.png"))]
 
 
@@ -409,3 +491,178 @@ def test_a_fresh_run_in_a_failed_runs_dir_starts_fresh_metrics(tmp_path, capsys,
     assert rc == 2 and (run / "metrics.jsonl").is_file() and not (run / "model.safetensors").exists()
     train(capsys, tiny_toml, run, "--train.max_steps", "5")
     assert sorted(train_losses(run)) == [1, 2, 3, 4, 5]  # the failed run's step 1 is gone
+
+
+# ------------------------------------------------------------------------------------------------ 8. eval
+def test_eval_reports_the_full_pass_loss_training_logged(learned_run, capsys, data_dir, tmp_path):
+    """`qkv eval` on a GPT run (README's headline numbers): same weights and windows as the last full-pass
+    validation of training, so the same loss; bits/char and perplexity follow from it."""
+    import math
+
+    rc, out, err = qkv(capsys, "eval", learned_run, "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    logged = [r for r in metrics(learned_run) if "val_loss" in r][-1]
+    meta = json.loads((learned_run / "config.json").read_text())["data_meta"]
+    assert res["loss"] == pytest.approx(logged["val_loss"], abs=1e-6)
+    assert res["bits_per_char"] == pytest.approx(logged["val_bpc"], rel=1e-9)
+    assert res["bits_per_char"] == pytest.approx(res["loss"] / math.log(2) / meta["chars_per_token"], rel=1e-12)
+    assert res["perplexity"] == pytest.approx(math.exp(res["loss"]), rel=1e-12)
+    assert res["tokens"] == meta["val_tokens"] - 1
+    rc, text, _ = qkv(capsys, "eval", learned_run)
+    assert f"loss {res['loss']:.4f} nats/token" in text and f"{res['bits_per_char']:.4f} bits/char" in text
+
+    text_file = tmp_path / "start.txt"  # the run's vocabulary covers the first 200k characters
+    text_file.write_text((data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20_000])
+    rc, out, err = qkv(capsys, "eval", learned_run, "--data", text_file, "--max-tokens", "1000", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["tokens"] == 1000 and json.loads(out)["source"] == str(text_file)
+
+
+def test_eval_of_a_run_without_its_validation_split(learned_run, capsys, tmp_path):
+    run = shutil.copytree(learned_run, tmp_path / "run")
+    shutil.rmtree(run / "data")
+    rc, _, err = qkv(capsys, "eval", run)
+    assert_user_error(rc, err, "no validation split on disk", "--data")
+
+
+def test_full_pass_loss_is_the_mean_over_every_target_once():
+    """`full_pass_loss` against a naive loop: non-overlapping windows, each target once, the last window
+    shorter (n - 1 targets is not a multiple of the block size)."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from qkv.models import GPT, GPTConfig
+    from qkv.recipes.lm import full_pass_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)).eval()
+    tokens = np.random.default_rng(0).integers(0, 11, 45)  # 44 targets = 5 windows of 8 + one of 4
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for lo in range(0, len(tokens) - 1, 8):
+            x = torch.tensor(tokens[lo : min(lo + 8, len(tokens) - 1)])[None]
+            y = torch.tensor(tokens[lo + 1 : lo + 1 + x.size(1)])[None]
+            total += F.cross_entropy(model(x)[0][0], y[0], reduction="sum").item()
+            count += y.numel()
+    assert count == 44
+    assert full_pass_loss(model, tokens, 8) == pytest.approx(total / count, rel=1e-6)
+    assert full_pass_loss(model, tokens, 8, max_tokens=16) != pytest.approx(total / count, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ 9. presets
+PRESETS = sorted((REPO / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_shipped_preset_is_a_valid_run_config(preset):
+    from qkv.cli.train import run_config_class
+    from qkv.config import from_dict, load_toml
+
+    raw = load_toml(preset)
+    cfg = from_dict(run_config_class(raw.get("task", "lm")), raw)
+    assert cfg.task == raw.get("task", "lm")
+
+
+def test_pystdlib_corpus_reads_this_machines_standard_library():
+    import sysconfig
+
+    from qkv.data.registry import _STDLIB_SKIP, stdlib_files
+    from qkv.data.text import load_corpus
+
+    files = stdlib_files()
+    root = Path(sysconfig.get_paths()["stdlib"])
+    assert len(files) > 100
+    assert not [p for p in files if set(p.relative_to(root).parts) & _STDLIB_SKIP]
+    text = load_corpus("pystdlib", max_chars=20_000)
+    assert len(text) == 20_000 and "def " in text
+
+
+def test_demo_preset_trains_two_steps_with_its_validation_cap(tmp_path, capsys):
+    """`make demo`'s preset, two steps on a 20k-character slice, with the validation pass capped at 500 tokens."""
+    run = tmp_path / "demo"
+    train(capsys, str(REPO / "configs" / "demo-pystdlib.toml"), run, "--data.max_chars", "20000",
+          "--data.val_max_tokens", "500", "--train.max_steps", "2", "--train.eval_interval", "2",
+          "--train.eval_iters", "1", "--model.n_layers", "1", "--train.progress", "false")
+    last = [r for r in metrics(run) if "val_loss" in r][-1]
+    assert last["step"] == 2 and math.isfinite(last["val_loss"])
+    rc, out, _ = qkv(capsys, "eval", run, "--max-tokens", "500", "--json")
+    assert rc == 0 and json.loads(out)["loss"] == pytest.approx(last["val_loss"], abs=1e-6)
+
+
+def test_bpe_language_model_trains_and_generates(tmp_path, capsys, tiny_toml):
+    run = tmp_path / "bpe"
+    train(capsys, tiny_toml, run, "--data.tokenizer", "bpe", "--data.vocab_size", "400", "--train.max_steps", "4",
+          "--train.eval_interval", "4")
+    from qkv.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(run / "tokenizer.json")
+    assert tok.kind == "bpe" and tok.vocab_size == 400
+    assert json.loads((run / "config.json").read_text())["model"]["vocab_size"] == 400
+    rc, out, err = qkv(capsys, "generate", run, "--prompt", "ROMEO: ", "--max-new-tokens", 12, "--temperature", 0)
+    assert rc == 0 and out.startswith("ROMEO: ") and len(out) > len("ROMEO: ") + 1, err
+
+
+def test_attention_map_of_a_gpt_run(learned_run, capsys, tmp_path):
+    out = tmp_path / "self.png"
+    rc, text, err = qkv(capsys, "attention", learned_run, "--text", "ROMEO: hello", "--layer", "0", "--head", "1",
+                        "--out", out)
+    assert rc == 0, err
+    assert "layer 0, head 1" in text and "12 × 12" in text
+    assert_picture(out)
+    rc, _, err = qkv(capsys, "attention", learned_run, "--src", "ROMEO", "--out", out)
+    assert_user_error(rc, err, "--text")
+
+
+# ------------------------------------------------------------------------------------------------ 10. killed
+def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, data_dir):
+    """kill -9 a run whose learning-rate decay is timed to its budget, then --resume it: the first step after
+    the checkpoint uses the schedule's rate at the saved elapsed time (it restarted at the peak before), and
+    the run still ends by its budget."""
+    import signal
+    import time
+
+    from qkv.config import from_dict, load_toml
+    from qkv.recipes.lm import LMRunConfig
+    from qkv.training.optim import lr_at
+
+    run = tmp_path / "run"
+    env = {**os.environ, "QKV_DATA_DIR": str(data_dir), "QKV_CACHE_DIR": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    budget = ["--train.max_steps", "100000", "--train.decay_steps", "none", "--train.schedule_by", "time",
+              "--train.max_minutes", "0.25", "--train.eval_interval", "25", "--train.eval_iters", "0",
+              "--data.max_chars", "20000"]
+    cmd = [sys.executable, "-m", "qkv", "train", "--config", tiny_toml, "--out", str(run), "--no-sample", *budget]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file, deadline = run / "trainer_state.json", time.monotonic() + 600
+    try:  # wait for a checkpoint past 40% of the 15 s budget, well into the decay
+        while time.monotonic() < deadline and child.poll() is None:
+            if state_file.is_file():
+                try:
+                    if json.loads(state_file.read_text())["elapsed_s"] > 6.0:
+                        break
+                except (json.JSONDecodeError, KeyError):
+                    pass  # not there yet
+            time.sleep(0.05)
+        assert child.poll() is None, "the run ended before it could be killed; it should run for 15 s"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    state = json.loads(state_file.read_text())
+    saved = state["step"]
+    assert state["warm_end_s"] is not None and state["elapsed_s"] > 6.0
+
+    proc = run_or_fail([sys.executable, "-m", "qkv", "train", "--resume", str(run), "--no-sample"], env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"resumed from {run} at step {saved}" in proc.stderr
+    after = [r for r in metrics(run) if "loss" in r and r["step"] > saved]
+    assert after[0]["step"] == saved + 1
+    cfg = from_dict(LMRunConfig, load_toml(tiny_toml) | {"train": {**load_toml(tiny_toml)["train"],
+                                                                    "max_minutes": 0.25, "schedule_by": "time"}})
+    at = lambda t: lr_at(saved, cfg.train, (t - state["warm_end_s"]) / (15.0 - state["warm_end_s"]))  # noqa: E731
+    # the rate at the saved elapsed time, give or take the few seconds a loaded machine takes to start the loop
+    assert at(state["elapsed_s"] + 3.0) <= after[0]["lr"] <= at(state["elapsed_s"])
+    assert after[0]["lr"] < 0.8 * cfg.train.lr  # the peak would be 3e-3
+    final = json.loads(state_file.read_text())
+    assert final["elapsed_s"] >= 15.0 and "time budget of 0.25 min reached" in proc.stderr

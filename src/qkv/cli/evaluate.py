@@ -174,7 +174,10 @@ def _run_chat(args) -> int:
 
 def _run_dit(args, cfg) -> int:
     from qkv.cli.sample import sample_settings
+    from qkv.diffusion.sampling import default_steps
     from qkv.recipes.diffusion import evaluate_diffusion_run
+
+    n_timesteps = cfg["diffusion"].get("n_timesteps", 1000)
 
     s = sample_settings(args, cfg)
     if args.n <= 0:
@@ -190,7 +193,7 @@ def _run_dit(args, cfg) -> int:
     def show(row):
         if args.json:
             return
-        steps = row["steps"] or (1000 if row["sampler"] == "ddpm" else 50)
+        steps = row["steps"] or default_steps(row["sampler"], n_timesteps)
         main = (f"sample accuracy {row['sample_accuracy']:6.1%}" if "sample_accuracy" in row else
                 f"prompt adherence {row['prompt_adherence']:6.1%} (shape {row['shape_accuracy']:.1%}, colour "
                 f"{row['colour_accuracy']:.1%}, position {row['position_accuracy']:.1%})")

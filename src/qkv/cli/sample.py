@@ -58,6 +58,7 @@ def run(args) -> int:
     from qkv.config import from_dict
     from qkv.data.images import save_grid
     from qkv.diffusion.ddpm import DiffusionConfig
+    from qkv.diffusion.sampling import default_steps
     from qkv.recipes.diffusion import generate, load_diffusion_run, load_run_autoencoder, make_condition
 
     s = sample_settings(args, {})  # validate the flags before loading anything
@@ -65,6 +66,8 @@ def run(args) -> int:
     s = sample_settings(args, cfg)
     if args.nrow is not None and args.nrow <= 0:
         raise QKVError(f"--nrow must be positive, got {args.nrow}")
+    if args.batch_size <= 0:
+        raise QKVError(f"--batch-size must be positive, got {args.batch_size}")
     meta = cfg.get("data_meta", {})
     cond, _ = make_condition(model, tok, s.n, label=args.label, prompt=args.prompt, prompts=meta.get("prompts"),
                              class_names=meta.get("class_names"))
@@ -81,7 +84,7 @@ def run(args) -> int:
                       guidance=s.guidance, seed=s.seed, batch_size=args.batch_size, autoencoder=ae)
     elapsed = time.perf_counter() - t0
     width, height = save_grid(images, args.out, nrow=args.nrow)
-    steps = s.steps or (diffusion.n_timesteps if s.sampler == "ddpm" else 50)
+    steps = s.steps or default_steps(s.sampler, diffusion.n_timesteps)
     what = f"label {args.label}" if args.label is not None else f"prompt {args.prompt!r}" if args.prompt else \
         "default conditions"
     print(f"wrote {args.out}: {s.n} images ({width}×{height} px), {s.sampler} {steps} steps, guidance {s.guidance}, "

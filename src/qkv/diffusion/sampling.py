@@ -35,6 +35,11 @@ from qkv.diffusion.ddpm import DDPM, DiffusionConfig, Spacing
 Sampler = Literal["ddpm", "ddim"]
 
 
+def default_steps(sampler: Sampler, n_timesteps: int) -> int:
+    """The steps a sampler runs when none are asked for: every timestep for DDPM, 50 (at most T) for DDIM."""
+    return n_timesteps if sampler == "ddpm" else min(50, n_timesteps)
+
+
 def _cat(a: dict, b: dict) -> dict:
     return {k: torch.cat([a[k], b[k]], dim=0) for k in a}
 
@@ -77,8 +82,7 @@ def sample(
     if guided and null_cond is None:
         raise ValueError("guidance != 1 needs the unconditional condition (null_cond)")
     scheduler = DDPM(cfg) if sampler == "ddpm" else DDIM(cfg)
-    default_steps = cfg.n_timesteps if sampler == "ddpm" else min(50, cfg.n_timesteps)
-    ts = scheduler.timesteps(steps or default_steps, spacing)
+    ts = scheduler.timesteps(steps or default_steps(sampler, cfg.n_timesteps), spacing)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

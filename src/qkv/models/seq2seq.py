@@ -78,23 +78,33 @@ class Seq2SeqConfig:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.separate_vocabs:
+            # left unset in a run config, the translation task sizes them from the two tokenizers
             for name in ("src_vocab_size", "tgt_vocab_size"):
                 v = getattr(self, name)
-                if v is None or v <= 0:
-                    raise ValueError(f"separate_vocabs needs a positive {name}, got {v}")
+                if v is not None and v <= 0:
+                    raise ValueError(f"{name} must be positive, got {v}")
         elif self.src_vocab_size is not None or self.tgt_vocab_size is not None:
             raise ValueError("src_vocab_size/tgt_vocab_size are only used with separate_vocabs = true; "
                              "a joint vocabulary is sized by vocab_size")
-        if not 0 <= self.pad_id < min(self.src_vocab, self.tgt_vocab):
+        sizes = [v for v in (self.src_vocab_size, self.tgt_vocab_size) if v is not None] if self.separate_vocabs \
+            else [self.vocab_size]
+        if sizes and not 0 <= self.pad_id < min(sizes):
             raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary")
 
     @property
     def src_vocab(self) -> int:
-        return self.src_vocab_size if self.separate_vocabs else self.vocab_size
+        return self._size("src_vocab_size") if self.separate_vocabs else self.vocab_size
 
     @property
     def tgt_vocab(self) -> int:
-        return self.tgt_vocab_size if self.separate_vocabs else self.vocab_size
+        return self._size("tgt_vocab_size") if self.separate_vocabs else self.vocab_size
+
+    def _size(self, name: str) -> int:
+        v = getattr(self, name)
+        if v is None:
+            raise ValueError(f"separate_vocabs needs {name} to build a model (a translation run sets it from "
+                             "its tokenizer)")
+        return v
 
     @property
     def head_dim(self) -> int:

@@ -326,7 +326,8 @@ def evaluate_chat_run(run_dir: str | Path, data: str | None = None, max_conversa
     if max_conversations is not None:
         loss_convs, em_convs = loss_convs[:max_conversations], em_convs[:max_conversations]
     loss_ex = encode_conversations(loss_convs, tok, T, too_long=data_cfg.too_long)
-    em_ex = encode_conversations(em_convs, tok, T, too_long=data_cfg.too_long)
+    # with --data both figures score the same conversations: encode (and count what is dropped) once
+    em_ex = loss_ex if data else encode_conversations(em_convs, tok, T, too_long=data_cfg.too_long)
     if not loss_ex.inputs:
         raise QKVError(f"{source}: no conversation fits the context ({T} tokens)")
     loss, n_tok = answer_loss(model, loss_ex, pad_id)

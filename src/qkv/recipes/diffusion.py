@@ -21,6 +21,7 @@ same way.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -290,10 +291,10 @@ def generate(model: DiT, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, 
         raise QKVError(f"--steps must be positive, got {steps}")
     if steps is not None and steps > diffusion_cfg.n_timesteps:
         raise QKVError(f"--steps {steps} is more than the {diffusion_cfg.n_timesteps} training timesteps")
-    if guidance < 0:
-        raise QKVError(f"--guidance must be >= 0, got {guidance}")
-    if eta < 0:
-        raise QKVError(f"--eta must be >= 0, got {eta}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise QKVError(f"--guidance must be a number >= 0, got {guidance}")
+    if not math.isfinite(eta) or eta < 0:
+        raise QKVError(f"--eta must be a number >= 0, got {eta}")
     c = model.config
     shape = (n, c.in_channels, c.image_size, c.image_size)
     null = model.null_condition(cond) if cond else None

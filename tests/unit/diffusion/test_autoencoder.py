@@ -50,7 +50,11 @@ def test_bad_configs_are_errors():
 def test_it_learns_to_reconstruct_shapes():
     """600 Adam steps on 512 shapes images take the held-out reconstruction MSE (in [-1, 1] units) below 0.05.
 
-    Untrained: ~0.9; an all-black guess: 0.16. Measured (torch 2.13 CPU, 1 thread, ~12 s): 0.037.
+    Untrained: ~0.9; an all-black guess: 0.16. Measured on torch 2.13 CPU, Intel Xeon (AMX), 1 thread, fp32,
+    ~16 s each (`pytest tests/unit/diffusion/test_autoencoder.py::test_it_learns_to_reconstruct_shapes` for
+    seed 0; seeds 1 and 2 with the same code, `torch.manual_seed(s)` and the batch generator seeded with s):
+    before -> after = seed 0 (the test's) 0.923 -> 0.0371, seed 1 0.776 -> 0.0130, seed 2 0.866 -> 0.0277.
+    The worst seed is 26% under the 0.05 threshold. Not measured on AMD (no such machine was available).
     """
     ae = _ae(width=8)
     x, held_out = render_shapes(512, seed=1).images, render_shapes(64, seed=2).images
@@ -65,4 +69,4 @@ def test_it_learns_to_reconstruct_shapes():
         opt.step()
     with torch.no_grad():
         after = F.mse_loss(ae(held_out), held_out).item()
-    assert before > 0.3 and after < 0.05, (before, after)
+    assert before > 0.3 and after < 0.05, (before, after)  # measured before >= 0.776, after <= 0.0371

@@ -30,7 +30,11 @@ def test_alignment_has_one_row_per_produced_token(bpe, tmp_path):
     head = seq2seq_alignment(m, bpe, bpe, "Ein Mann fährt Fahrrad.", cfg, layer=-1, head=3)
     assert "decoder layer 1" in head.title and "head 3" in head.title
     out = plot_attention(amap, tmp_path / "a.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(out) as im:  # a real picture: PNG, a plausible size, more than one colour
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 150
+        assert len(set(im.convert("L").tobytes())) > 2
     with pytest.raises(QKVError, match="--layer 2 is out of range"):
         seq2seq_alignment(m, bpe, bpe, "Ein Mann", cfg, layer=2)
     with pytest.raises(QKVError, match="--head 4 is out of range"):
@@ -39,12 +43,24 @@ def test_alignment_has_one_row_per_produced_token(bpe, tmp_path):
         seq2seq_alignment(m, bpe, bpe, "  ", cfg)
 
 
-def test_gpt_self_attention_is_lower_triangular():
+def test_gpt_self_attention_is_the_chosen_layer_and_head():
+    """The map is exactly layer 1, head 0 of the model's own attention weights (not another layer or head),
+    causal, with rows that are distributions; the head mean is the mean of the heads."""
     tok = train_char("hello world")
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=tok.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.3)  # layers and heads that differ visibly
     amap = gpt_self_attention(m, tok, "hello", layer=1, head=0)
     assert amap.weights.shape == (5, 5) and amap.rows == list("hello")
+    with torch.no_grad():
+        maps = m.attention_maps(torch.tensor([tok.encode("hello")]))  # n_layers × (1, H, T, T)
+    torch.testing.assert_close(amap.weights, maps[1][0, 0])
+    assert not torch.allclose(maps[1][0, 0], maps[0][0, 0]) and not torch.allclose(maps[1][0, 0], maps[1][0, 1])
     assert torch.all(amap.weights.triu(1) == 0)
+    torch.testing.assert_close(amap.weights.sum(-1), torch.ones(5))
+    mean = gpt_self_attention(m, tok, "hello", layer=-1)
+    torch.testing.assert_close(mean.weights, maps[1][0].mean(0))
     with pytest.raises(QKVError, match="context"):
         gpt_self_attention(m, tok, "hello world hello world")

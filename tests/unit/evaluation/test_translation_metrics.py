@@ -16,6 +16,21 @@ def test_bleu_is_sacrebleu_corpus_bleu():
     assert s.score > 0 and s.detail.startswith("BLEU = ")
 
 
+def test_bleu_of_one_sentence_by_hand():
+    """BLEU written out (Papineni et al. 2002) for one pair, so a scoring bug cannot hide behind the library:
+    hyp "the cat sat on the mat" (6 tokens) vs ref "the cat is sitting on the mat" (7 tokens).
+    Clipped n-gram matches 5/6, 3/5 (the cat, on the, the mat), 1/4 (on the mat), 0/3; sacreBLEU's "exp"
+    smoothing counts the first zero as 1/(2·3). Brevity penalty exp(1 − 7/6)."""
+    import math
+
+    s = sacre_bleu(["the cat sat on the mat"], ["the cat is sitting on the mat"])
+    by_hand = 100 * math.exp(1 - 7 / 6) * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(1 / 4)
+                                                    + math.log(1 / 6)) / 4)
+    assert s.score == pytest.approx(by_hand, rel=1e-12)
+    assert by_hand == pytest.approx(32.1594, abs=1e-4)
+    assert "83.3/60.0/25.0/16.7" in s.detail and "BP = 0.846" in s.detail and "ratio = 0.857" in s.detail
+
+
 def test_chrf_pp_is_sacrebleu_chrf_word_order_2():
     s = chrf_pp(HYPS, REFS)
     assert s.score == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS], word_order=2).score, abs=1e-12)

@@ -80,11 +80,10 @@ def test_cached_decoding_with_a_chunked_prefix_and_reorder():
         cache = m.new_cache(2, 7)
         m.decode(memory, mask, tgt[:, :4], cache)
         cache.reorder(index)
-        m_mem, m_mask, m_tgt = memory[index], mask[index], tgt[index]
+        m_mask, m_tgt = mask[index], tgt[index]
         steps = [m.decode(None, m_mask, m_tgt[:, t : t + 1], cache) for t in range(4, 7)]  # memory unused now
         full = m(src[index], m_mask, m_tgt)[0]
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 4:], atol=1e-5, rtol=1e-5)
-    assert m_mem.shape[0] == 3
 
 
 def test_cache_overflow_is_an_error():

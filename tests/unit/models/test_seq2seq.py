@@ -2,9 +2,12 @@
 model that must learn to reverse sequences.
 
 Reverse task (annotated-transformer's copy task, reversed so attention has to move): symbols 3..12,
-lengths 3..8, d_model 64, 2+2 layers, AdamW 3e-3, 400 steps of 64 sequences, one thread. Measured with
-the seeds below: greedy exact match 1.000 on 500 held-out sequences after ~7.5 s of training (0.998
-after 300 steps, 0.28 after 250); the test asks for ≥ 0.95.
+lengths 3..8, d_model 64, 2+2 layers, AdamW 3e-3, 400 steps of 64 sequences, one thread. Measured (torch
+2.13, Intel Xeon with AMX, fp32) for init seeds 0 / 1 / 2 with data seeds 1 / 2 / 3: greedy exact match on 500
+held-out sequences 0.736 / 0.918 / 0.990 after 250 steps and 1.000 for all three from step 300 on (teacher-
+forced token accuracy 0.952 / 0.987 / 0.9985 at 250, 1.000 from 300). The learning cliff lies before step
+300, so 400 steps leave 100 steps of margin; the test asks for exact match ≥ 0.95 and, as a smooth
+criterion, token accuracy ≥ 0.98.
 """
 
 import math
@@ -41,8 +44,9 @@ def _src(lengths, S, vocab=23, seed=0):
     (dict(dropout=1.0), "dropout"),
     (dict(pos_encoding="rope"), "pos_encoding"),
     (dict(activation="swish"), "activation"),
-    (dict(separate_vocabs=True), "src_vocab_size"),
+    (dict(separate_vocabs=True, src_vocab_size=0), "src_vocab_size must be positive"),
     (dict(src_vocab_size=10), "separate_vocabs"),
+    (dict(separate_vocabs=True, src_vocab_size=30, tgt_vocab_size=20, pad_id=25), "pad_id"),
     (dict(pad_id=23), "pad_id"),
 ])
 def test_config_rejects_bad_values(kw, msg):
@@ -68,6 +72,14 @@ def test_joint_vocab_ties_source_target_and_output():
     assert m.num_params() == n_manual
     # untied: one more V × C matrix
     assert tiny(tie_embeddings=False).num_params() == n_manual + 23 * 32
+
+
+def test_separate_vocabs_sizes_can_be_left_to_the_task_but_a_model_needs_them():
+    """A run config may leave the two sizes unset (`--model.separate_vocabs true`: the translation task
+    fills them from its tokenizers); building a model without them is an error naming the missing size."""
+    cfg = Seq2SeqConfig(vocab_size=23, d_model=32, n_heads=4, separate_vocabs=True)
+    with pytest.raises(ValueError, match="separate_vocabs needs src_vocab_size"):
+        Seq2Seq(cfg)
 
 
 def test_separate_vocabs_sizes():
@@ -216,3 +228,9 @@ def test_tiny_model_learns_to_reverse():
     out = greedy_decode(m, src, mask, BOS, EOS, max_len_a=1.0, max_len_b=2)
     exact = sum(o == t for o, t in zip(out, targets, strict=True)) / len(targets)
     assert exact >= 0.95, f"exact match {exact:.3f}"
+    src, mask, tin, tout, _ = _reverse_batch(500, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        logits, _ = m(src, mask, tin)
+    real = tout != -100
+    token_acc = (logits.argmax(-1)[real] == tout[real]).float().mean().item()
+    assert token_acc >= 0.98, f"teacher-forced token accuracy {token_acc:.4f}"
