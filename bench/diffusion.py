@@ -44,7 +44,7 @@ PRESET = REPO / "configs" / "digits-dit.toml"
 
 def load_preset():
     from qkv.config import from_dict, load_toml
-    from qkv.recipes.diffusion import DiffusionRunConfig
+    from qkv.tasks.diffusion import DiffusionRunConfig
 
     return from_dict(DiffusionRunConfig, load_toml(PRESET))
 
@@ -98,8 +98,8 @@ def train_for(model, step_fn, images, labels, budget_s, batch_size, seed, lr=2e-
 
 def qkv_side(cfg, images, labels, args):
     from qkv.diffusion.ddpm import DDPM
+    from qkv.diffusion.generate import generate
     from qkv.models.dit import DiT
-    from qkv.recipes.diffusion import generate
 
     model_cfg = cfg.model
     model_cfg.image_size, model_cfg.in_channels, model_cfg.n_classes = 8, 1, 10

@@ -60,7 +60,7 @@ def main() -> None:
     from qkv.generation.inference import for_decoding
     from qkv.generation.lm import generate_ids
     from qkv.generation.quantize import quantize_int8
-    from qkv.generation.sampling import SamplingConfig
+    from qkv.generation.sampling import TokenSampling
     from qkv.models.convert import export_hf_gpt2
     from qkv.models.gpt import GPT
     from qkv.models.io import save_run
@@ -72,7 +72,7 @@ def main() -> None:
     weight_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
     weight_bytes += model.pos_emb.weight.numel() * 4  # every position row is read over a decode; lm_head = tok_emb
     prompt = torch.randint(0, 50257, (args.prompt_tokens,)).tolist()
-    greedy = SamplingConfig(temperature=0.0)
+    greedy = TokenSampling(temperature=0.0)
     N = args.new_tokens
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,8 +120,8 @@ def main() -> None:
 
     if args.trained:
         from qkv.data.text import read_tokens
+        from qkv.evaluation.perplexity import full_pass_loss
         from qkv.models.io import load_model
-        from qkv.recipes.lm import full_pass_loss
 
         run = Path(args.trained)
         m, cfg = load_model(run)

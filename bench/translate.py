@@ -53,17 +53,22 @@ def run_marian(run_dir: Path, minutes: float, threads: int) -> dict:
     """Train and score a MarianMTModel with the qkv run's tokenizer, data pipeline and optimizer settings."""
     from transformers import MarianConfig, MarianMTModel
 
-    from qkv.config import from_dict
-    from qkv.data.translation import TranslationBatches, encode_lines, load_split, make_examples, source_ids
+    from qkv.data.translation import (
+        TranslationBatches,
+        encode_lines,
+        load_split,
+        make_examples,
+        source_ids,
+        special_ids,
+    )
     from qkv.evaluation.translation import chrf_pp, sacre_bleu
-    from qkv.models.io import read_run_config
-    from qkv.recipes.translate import TranslateRunConfig, load_tokenizers, special_ids
+    from qkv.tasks.runner import saved_run_config
+    from qkv.tasks.translate import load_tokenizers
     from qkv.training.optim import lr_at
     from qkv.training.precision import resolve_precision
 
     torch.set_num_threads(threads)
-    cfg = from_dict(TranslateRunConfig, {k: v for k, v in read_run_config(run_dir).items()
-                                         if k in ("task", "model", "data", "train", "decode")})
+    cfg = saved_run_config(run_dir)
     tok, _ = load_tokenizers(run_dir)
     pad, bos, eos = special_ids(tok)
     m = cfg.model

@@ -16,7 +16,6 @@ error that lists the valid keys instead of a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import types
 import typing
@@ -152,19 +151,6 @@ def load_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise QKVError(f"{path}: not valid TOML ({e})") from None
-
-
-def load_json(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise QKVError(f"file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise QKVError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise QKVError(f"{path}: expected a JSON object")
-    return data
 
 
 def parse_overrides(args: list[str]) -> dict:

@@ -30,18 +30,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import qkv.chat.session as session_module
-from qkv.chat.session import ChatSession
-from qkv.chat.template import chat_tokens, render_text
+import qkv.generation.chat as session_module
 from qkv.cli.main import main
 from qkv.config import from_dict, load_toml
-from qkv.data.chat import read_conversations
+from qkv.data.chat import encode_conversations, read_conversations
+from qkv.data.chat_template import chat_tokens, render_text
 from qkv.errors import QKVError
-from qkv.evaluation.chat import exact_match
+from qkv.evaluation.chat import answer_loss, exact_match
+from qkv.generation.chat import ChatSession
 from qkv.generation.inference import for_decoding
-from qkv.generation.sampling import SamplingConfig
-from qkv.models.io import load_model, read_run_config
-from qkv.recipes.chat import ChatRunConfig, answer_loss, encode_conversations
+from qkv.generation.sampling import TokenSampling
+from qkv.models.io import load_model
+from qkv.runs import read_config
+from qkv.tasks.chat import ChatRunConfig
 from qkv.tokenizers import load_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -137,7 +138,7 @@ def decoder(learned_run):
 def greedy(decoder, *messages: str, max_new_tokens: int = 64, system: str | None = None) -> list[str]:
     """The replies of one in-process greedy `ChatSession` to `messages` in turn ("/reset" resets it)."""
     model, tok = decoder
-    session = ChatSession(model, tok, SamplingConfig(0.0), max_new_tokens, system=system)
+    session = ChatSession(model, tok, TokenSampling(0.0), max_new_tokens, system=system)
     replies = []
     for m in messages:
         if m == "/reset":
@@ -217,7 +218,7 @@ def test_tiny_run_learns_the_pairs(learned_run, capsys):
     assert (scores["conversations"], scores["n_single"], scores["n_followup"]) == (3, 3, 3)
     # measured 3/3 (follow-ups 0/3, never trained on) on torch 2.13, Intel Xeon (AMX), 1 thread (same command)
     assert scores["em_single"] >= 2 / 3, scores["errors"]
-    saved = read_run_config(learned_run)
+    saved = read_config(learned_run)
     assert saved["task"] == "chat" and saved["train"]["answer_only"] is True
 
 
@@ -238,7 +239,7 @@ def test_eval_max_pairs_scores_the_first_conversations(learned_run, capsys):
     one = eval_json(capsys, learned_run, "--data", write_two_turns(learned_run.parent), "--max-pairs", 1)
     assert (one["conversations"], one["n_single"], one["n_followup"]) == (1, 1, 1)
     rc, _, err = qkv(capsys, "eval", learned_run, "--max-pairs", 0)
-    assert_user_error(rc, err, "--max-pairs must be positive, got 0")
+    assert_user_error(rc, err, "max_pairs must be positive, got 0")
 
 
 def test_chat_prompt_round_trip(learned_run, decoder, capsys):
@@ -254,7 +255,7 @@ def test_chat_prompt_round_trip(learned_run, decoder, capsys):
     rc, out, err = qkv(capsys, *sampled)
     assert rc == 0, err
     model, tok = decoder
-    want = "".join(ChatSession(model, tok, SamplingConfig(1.5, 20), 3, seed=1).reply("What is 2 + 2?"))
+    want = "".join(ChatSession(model, tok, TokenSampling(1.5, 20), 3, seed=1).reply("What is 2 + 2?"))
     assert out == want + "\n" and len(tok.encode(want)) <= 3
     assert qkv(capsys, *sampled)[1] == out  # the same seed samples the same reply
 
@@ -279,7 +280,7 @@ def test_chat_with_int8_weights(learned_run, capsys):
     assert rc == 0, err
     q = prepare_for_decoding(load_model(learned_run)[0], "int8")
     tok = load_tokenizer(learned_run / "tokenizer.json")
-    assert out == "".join(ChatSession(q, tok, SamplingConfig(0.0), 64).reply("What is 2 + 2?")) + "\n"
+    assert out == "".join(ChatSession(q, tok, TokenSampling(0.0), 64).reply("What is 2 + 2?")) + "\n"
 
 
 def test_chat_system_message(learned_run, decoder, capsys, prompts):
@@ -301,7 +302,7 @@ def test_interactive_chat_through_stdin(learned_run, decoder, capsys, monkeypatc
     lines = [q1, "/reset", "", q2, "/bogus", "say <|end|> now", q1, "/reset", q3, "/exit",
              "What is the capital of France?"]
     model, tok = decoder
-    session = ChatSession(model, tok, SamplingConfig(0.0), 12)
+    session = ChatSession(model, tok, TokenSampling(0.0), 12)
     want = ["".join(session.reply(q1))]
     session.reset()
     want.append("".join(session.reply(q2)))
@@ -364,7 +365,7 @@ def test_init_from_a_base_run_without_chat_tokens(tmp_path, capsys):
     base = _base_run(tmp_path, text, capsys)
     before = tree_hash(base)
     base_tok = load_tokenizer(base / "tokenizer.json")
-    V = read_run_config(base)["model"]["vocab_size"]
+    V = read_config(base)["model"]["vocab_size"]
     assert V == base_tok.vocab_size and base_tok.token_to_id("<|end|>") is None
     toml = write_toml(tmp_path, write_pairs(tmp_path), steps=6, eval_interval=6)
     rc, out, err = qkv(capsys, "train", "--config", toml, "--out", tmp_path / "chat", "--init-from", base,
@@ -376,7 +377,7 @@ def test_init_from_a_base_run_without_chat_tokens(tmp_path, capsys):
     tok = load_tokenizer(tmp_path / "chat" / "tokenizer.json")
     assert [tok.id_to_token(i) for i in range(V)] == [base_tok.id_to_token(i) for i in range(V)]
     assert tok.token_to_id("<|end|>") == V + 3
-    saved = read_run_config(tmp_path / "chat")
+    saved = read_config(tmp_path / "chat")
     assert saved["model"]["vocab_size"] == V + 4 and saved["model"]["d_model"] == 32  # the base's shape
     assert saved["data_meta"]["init_from"] == str(base)
     # the grown model chats: `qkv chat` prints the in-process greedy reply on the saved weights
@@ -384,7 +385,7 @@ def test_init_from_a_base_run_without_chat_tokens(tmp_path, capsys):
     assert rc == 0, err
     model, _ = load_model(tmp_path / "chat")
     assert model.tok_emb.weight.shape[0] == V + 4
-    session = ChatSession(for_decoding(model), tok, SamplingConfig(0.0), 5)
+    session = ChatSession(for_decoding(model), tok, TokenSampling(0.0), 5)
     assert out == "".join(session.reply("Who wrote Hamlet?")) + "\n"
 
 
@@ -438,7 +439,7 @@ def test_pydoc_qa_trains(tmp_path, capsys):
                        "--data.val_source", "none", "--data.test_source", "none", "--data.em_conversations", "5",
                        "--model.max_seq_len", "128", "--no-sample")
     assert rc == 0, err
-    meta = read_run_config(run)["data_meta"]
+    meta = read_config(run)["data_meta"]
     n = {s: meta[f"{s}_conversations"] for s in ("train", "val", "test")}
     assert min(n.values()) > 0, n
     assert sum(n.values()) == len(pydoc_pairs())  # too_long = "error": nothing was dropped either
@@ -462,9 +463,9 @@ def test_answer_only_false_ablation(tmp_path, learned_run, capsys):
     rc, _, err = qkv(capsys, "train", "--config", toml, "--out", run, "--no-sample", "--train.answer_only", "false",
                      "--train.log_interval", "1")
     assert rc == 0, err
-    saved = read_run_config(run)
+    saved = read_config(run)
     assert saved["train"]["answer_only"] is False
-    meta, answer_only_meta = saved["data_meta"], read_run_config(learned_run)["data_meta"]
+    meta, answer_only_meta = saved["data_meta"], read_config(learned_run)["data_meta"]
     assert meta["train_tokens"] == answer_only_meta["train_tokens"]
     assert meta["train_answer_tokens"] == meta["train_tokens"]  # every target counted
     assert answer_only_meta["train_answer_tokens"] == sum(len(ans) + 1 for _, ans in PAIRS)
@@ -543,7 +544,7 @@ def test_too_long_conversations_can_be_dropped(dropped_run):
     """data.too_long = "drop" leaves the long conversation out of training and says how many."""
     run, _, err = dropped_run
     assert "dropped 1 training conversation(s) longer than the context (64 tokens)" in err
-    assert read_run_config(run)["data_meta"]["train_conversations"] == 2
+    assert read_config(run)["data_meta"]["train_conversations"] == 2
 
 
 def test_eval_with_data_counts_each_dropped_conversation_once(dropped_run, capsys):
@@ -558,6 +559,15 @@ def test_eval_with_data_counts_each_dropped_conversation_once(dropped_run, capsy
 def test_chat_on_a_non_chat_run(tmp_path, capsys):
     base = _base_run(tmp_path, "What is 2 + 2? 4\n", capsys)
     rc, _, err = qkv(capsys, "chat", base, "--prompt", "hi")
-    assert_user_error(rc, err, "is not a chat run")
+    assert_user_error(rc, err, "is a lm run; chatting needs a chat run")
+    # a run saved as a chat run whose tokenizer lost its template tokens
+    import json as _json
+
+    from qkv.runs import CONFIG_FILE
+
+    cfg = _json.loads((base / CONFIG_FILE).read_text())
+    (base / CONFIG_FILE).write_text(_json.dumps({"task": "chat", "model_type": "gpt", "model": cfg["model"]}))
+    rc, _, err = qkv(capsys, "chat", base, "--prompt", "hi")
+    assert_user_error(rc, err, "is not a chat run: its tokenizer has no chat template tokens")
     rc, _, err = qkv(capsys, "chat", tmp_path / "missing", "--prompt", "hi")
     assert_user_error(rc, err, "run directory not found")

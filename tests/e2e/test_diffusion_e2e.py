@@ -81,7 +81,7 @@ def tiny_shapes(tmp_path_factory) -> Path:
 
 def test_presets_validate():
     from qkv.config import from_dict, load_toml
-    from qkv.recipes.diffusion import DiffusionRunConfig
+    from qkv.tasks.diffusion import DiffusionRunConfig
 
     for path in (DIGITS, SHAPES, str(REPO / "configs" / "shapes-latent-dit.toml")):
         cfg = from_dict(DiffusionRunConfig, load_toml(path))
@@ -144,16 +144,14 @@ def test_tiny_digits_run_learns_to_draw_the_asked_digit(tmp_path, capsys, monkey
 def _in_process(run: Path, n: int, *, use_ema: bool = True, prompt: str | None = None, **settings):
     """The images `qkv sample`/`qkv eval` should produce for `run`, through the Python API: the run's [sample]
     defaults (seed 0, guidance 3, DDIM, eta 0, trailing spacing) with `settings` on top."""
-    from qkv.config import from_dict
-    from qkv.diffusion.ddpm import DiffusionConfig
-    from qkv.recipes.diffusion import generate, load_diffusion_run, load_run_autoencoder, make_condition
+    from qkv.diffusion.generate import generate
+    from qkv.tasks import load_run
 
-    model, cfg, tok = load_diffusion_run(run, use_ema=use_ema)
-    s = {k: cfg["sample"][k] for k in ("sampler", "steps", "eta", "spacing", "guidance", "seed")}
+    run_ = load_run(run)
+    s = {k: getattr(run_.config.sample, k) for k in ("sampler", "steps", "eta", "spacing", "guidance", "seed")}
     s.update(settings)
-    cond, _ = make_condition(model, tok, n, prompt=prompt, prompts=cfg["data_meta"].get("prompts"))
-    return generate(model, from_dict(DiffusionConfig, cfg["diffusion"]), cond, n, autoencoder=load_run_autoencoder(run),
-                    **s)
+    cond, _ = run_.condition(n, prompt=prompt)
+    return generate(run_.denoiser(use_ema), run_.config.diffusion, cond, n, autoencoder=run_.autoencoder, **s)
 
 
 def test_eval_json_sweep(tiny_digits, capsys, monkeypatch):
@@ -266,9 +264,10 @@ def test_text_run_samples_a_prompt(tiny_shapes, tmp_path, capsys):
 
 def test_save_load_gives_identical_samples(tmp_path):
     from qkv.diffusion.ddpm import DiffusionConfig
+    from qkv.diffusion.generate import generate
     from qkv.models.dit import DiT, DiTConfig
     from qkv.models.io import save_run
-    from qkv.recipes.diffusion import generate, load_diffusion_run
+    from qkv.tasks import load_run
 
     torch.manual_seed(0)
     model = DiT(DiTConfig(image_size=8, in_channels=1, d_model=32, n_layers=2, n_heads=2, freq_dim=32))
@@ -277,8 +276,9 @@ def test_save_load_gives_identical_samples(tmp_path):
             p.add_(torch.randn_like(p) * 0.05)  # non-zero adaLN / final layer, so the samples depend on all weights
     model.eval()
     save_run(tmp_path, model)
-    loaded, cfg, _ = load_diffusion_run(tmp_path)
-    assert cfg["model_type"] == "dit"
+    run_ = load_run(tmp_path)
+    loaded = run_.model
+    assert run_.task == "diffusion" and run_.saved["model_type"] == "dit"
     dcfg = DiffusionConfig(prediction="v")
     cond = {"labels": torch.arange(6)}
     for sampler, steps in (("ddim", 10), ("ddpm", 30)):
@@ -493,9 +493,9 @@ def test_bad_input_is_one_line_and_exit_2(tiny_digits, tiny_shapes, tmp_path, ca
         (["sample", tiny_digits, "--steps", "-5", "--out", out], "--steps must be positive"),
         (["sample", tiny_digits, "--steps", "2000", "--out", out], "more than the 1000 training timesteps"),
         (["sample", tiny_digits, "--n", "0", "--out", out], "--n must be positive"),
-        (["sample", tiny_digits, "--guidance", "-1", "--out", out], "--guidance must be a number >= 0"),
+        (["sample", tiny_digits, "--guidance", "-1", "--out", out], "guidance must be a number >= 0"),
         (["sample", tmp_path / "nope", "--out", out], "run directory not found"),
-        (["eval", tiny_digits, "--steps", "0"], "--steps must be positive"),
+        (["eval", tiny_digits, "--steps", "0"], "steps must be positive"),
         (["train", "--config", DIGITS, "--out", tmp_path / "r1", "--data", tmp_path / "empty", *COMMON, *TINY],
          "no images found"),
         (["train", "--config", DIGITS, "--out", tmp_path / "r2", "--model.conditioning", "text", *COMMON, *TINY],
@@ -518,7 +518,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_digits, tiny_shapes, tmp_path, ca
 
 
 @pytest.mark.parametrize("flags, message", [(["--batch-size", "0"], "--batch-size must be positive"),
-                                            (["--guidance", "nan"], "--guidance must be")])
+                                            (["--guidance", "nan"], "guidance must be")])
 def test_bad_sample_options_are_one_line_and_exit_2(tiny_digits, tmp_path, capsys, flags, message):
     """Like every other bad option: exit 2, one line naming the option, no file written."""
     out = tmp_path / "x.png"

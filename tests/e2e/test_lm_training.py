@@ -294,14 +294,14 @@ def test_train_then_generate_round_trip(learned_run, capsys):
     # the CLI decodes with a copy in the decode layout: it must give what the model as trained gives,
     # also after the window has slid (same weights, same windows: the same argmax)
     from qkv.generation.lm import generate_text
-    from qkv.generation.sampling import SamplingConfig
+    from qkv.generation.sampling import TokenSampling
     from qkv.models.io import load_model
     from qkv.tokenizers import load_tokenizer
 
     model, _ = load_model(learned_run)
     tok = load_tokenizer(learned_run / "tokenizer.json")
-    assert out == prompt + generate_text(model, tok, prompt, n, SamplingConfig(0.0)) + "\n"
-    assert long == prompt + generate_text(model, tok, prompt, 150, SamplingConfig(0.0)) + "\n"
+    assert out == prompt + generate_text(model, tok, prompt, n, TokenSampling(0.0)) + "\n"
+    assert long == prompt + generate_text(model, tok, prompt, 150, TokenSampling(0.0)) + "\n"
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -309,7 +309,7 @@ def test_generate_with_int8_weights(learned_run, capsys):
     """--quantize int8 through the CLI: the text of the int8 model (in-process, same path), the right length."""
     from qkv.generation.inference import prepare_for_decoding
     from qkv.generation.lm import generate_text
-    from qkv.generation.sampling import SamplingConfig
+    from qkv.generation.sampling import TokenSampling
     from qkv.models.io import load_model
     from qkv.tokenizers import load_tokenizer
 
@@ -318,7 +318,7 @@ def test_generate_with_int8_weights(learned_run, capsys):
     assert rc == 0, err
     q = prepare_for_decoding(load_model(learned_run)[0], "int8")
     tok = load_tokenizer(learned_run / "tokenizer.json")
-    assert out == "ROMEO:" + generate_text(q, tok, "ROMEO:", 100, SamplingConfig(0.0)) + "\n"
+    assert out == "ROMEO:" + generate_text(q, tok, "ROMEO:", 100, TokenSampling(0.0)) + "\n"
     assert len(out) == len("ROMEO:") + 100 + 1
 
 
@@ -392,7 +392,7 @@ def test_existing_run_dir_without_resume_is_refused_and_changes_nothing(tmp_path
     run = shutil.copytree(learned_run, tmp_path / "run")
     before = {str(p.relative_to(run)): sha(p) for p in run.rglob("*") if p.is_file()}
     rc, _, err = qkv(capsys, "train", "--config", tiny_toml, "--out", run)
-    assert_user_error(rc, err, str(run), "--resume")
+    assert_user_error(rc, err, str(run), "already holds a trained model; resume it")
     assert {str(p.relative_to(run)): sha(p) for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -446,7 +446,8 @@ def test_divergence_stops_with_the_last_good_checkpoint_kept(tmp_path, capsys, t
     assert all(torch.isfinite(t).all() for t in model.state_dict().values())
     val = read_tokens(run / "data" / "val.bin", cfg["data_meta"]["vocab_size"])
     with torch.no_grad():
-        _, loss = model(*RandomWindows(val, model.config.max_seq_len, 8, seed=0).next_batch())
+        b = RandomWindows(val, model.config.max_seq_len, 8, seed=0).next_batch()
+        _, loss = model(b["idx"], b["targets"])
     assert torch.isfinite(loss), "the checkpoint kept as 'good' gives a non-finite loss"
 
 
@@ -532,8 +533,8 @@ def test_full_pass_loss_is_the_mean_over_every_target_once():
     import numpy as np
     import torch.nn.functional as F
 
+    from qkv.evaluation.perplexity import full_pass_loss
     from qkv.models import GPT, GPTConfig
-    from qkv.recipes.lm import full_pass_loss
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)).eval()
@@ -556,11 +557,11 @@ PRESETS = sorted((REPO / "configs").glob("*.toml"))
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_every_shipped_preset_is_a_valid_run_config(preset):
-    from qkv.cli.train import run_config_class
     from qkv.config import from_dict, load_toml
+    from qkv.tasks import get_task
 
     raw = load_toml(preset)
-    cfg = from_dict(run_config_class(raw.get("task", "lm")), raw)
+    cfg = from_dict(get_task(raw.get("task", "lm")).config_class, raw)
     assert cfg.task == raw.get("task", "lm")
 
 
@@ -623,7 +624,7 @@ def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, dat
     import time
 
     from qkv.config import from_dict, load_toml
-    from qkv.recipes.lm import LMRunConfig
+    from qkv.tasks.lm import LMRunConfig
     from qkv.training.optim import lr_at
 
     run = tmp_path / "run"

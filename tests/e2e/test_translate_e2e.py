@@ -155,19 +155,20 @@ def test_translations_share_content_words_with_their_references(learned_run):
     """Not one chosen word in one sentence (which word a 500-step model picks depends on the CPU's
     rounding), but an aggregate: the share of the first 100 validation sentences whose greedy translation
     has a content word in common with the reference. Measured 0.42 / 0.49 / 0.48 (seeds 1337 / 1 / 2)."""
-    from qkv.cli.translate import load_seq2seq
+    from qkv import load_run
     from qkv.data.translation import multi30k_paths, read_parallel
-    from qkv.generation.seq2seq import DecodeConfig
-    from qkv.recipes.translate import translate_lines
 
     stop = set("a an the of in on at to is are and with while his her their its two three one some for by from as "
                "into near other another there it this that be being up down out".split())
     words = lambda s: {w.strip(".,!?;:\"'").lower() for w in s.split()} - stop - {""}  # noqa: E731
     src, ref = read_parallel(*multi30k_paths("de-en", "val"))
-    model, cfg, src_tok, tgt_tok = load_seq2seq(str(learned_run))
-    hyps, _ = translate_lines(model, src_tok, tgt_tok, src[:100], DecodeConfig(**{**cfg["decode"], "beam": 1}))
+    run = load_run(learned_run)
+    hyps, _ = run.translate(src[:100], run.decoding(beam=1))
     share = sum(bool(words(h) & words(r)) for h, r in zip(hyps, ref[:100], strict=True)) / 100
     assert share >= 0.25, f"only {share:.0%} of the translations share a content word with their reference"
+
+
+def test_the_run_config_is_saved_with_the_run(learned_run):
     cfg = json.loads((learned_run / "config.json").read_text())
     assert cfg["model_type"] == "seq2seq" and cfg["task"] == "translate"
     assert cfg["model"]["vocab_size"] == 1000 and cfg["train"]["label_smoothing"] == 0.1
@@ -182,13 +183,10 @@ def test_translate_from_stdin_and_file(learned_run, capsys, monkeypatch, tmp_pat
     lines = out.split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[3] == ""  # one line per input line, order kept
     # the plumbing, not the knowledge: the CLI prints what the same weights and decoder give in-process
-    from qkv.cli.translate import load_seq2seq
-    from qkv.generation.seq2seq import DecodeConfig
-    from qkv.recipes.translate import translate_lines
+    from qkv import load_run
 
-    model, cfg, src_tok, tgt_tok = load_seq2seq(str(learned_run))
-    want, _ = translate_lines(model, src_tok, tgt_tok, ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee."],
-                              DecodeConfig(**{**cfg["decode"], "beam": 2}))
+    run = load_run(learned_run)
+    want, _ = run.translate(["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee."], run.decoding(beam=2))
     assert [lines[0], lines[2]] == want
     (tmp_path / "in.txt").write_text(src, encoding="utf-8")
     rc, out2, _ = qkv(capsys, "translate", learned_run, "--beam", "2", "--input", tmp_path / "in.txt")
@@ -245,7 +243,7 @@ def test_eval_with_src_ref_files(learned_run, capsys, tmp_path):
     rc, _, err = qkv(capsys, "eval", learned_run, "--src", s, "--ref", t)
     assert_user_error(rc, err, "2 lines", "has 1")
     rc, _, err = qkv(capsys, "eval", learned_run, "--src", s)
-    assert_user_error(rc, err, "--src and --ref")
+    assert_user_error(rc, err, "both src and ref")
 
 
 def test_attention_plot(learned_run, capsys, tmp_path):
@@ -260,12 +258,19 @@ def test_attention_plot(learned_run, capsys, tmp_path):
     rc, _, err = qkv(capsys, "attention", learned_run, "--text", "hello", "--out", tmp_path / "x.png")
     assert_user_error(rc, err, "--src")
     rc, _, err = qkv(capsys, "attention", learned_run, "--src", "Hund", "--head", "9", "--out", tmp_path / "x.png")
-    assert_user_error(rc, err, "--head 9 is out of range")
+    assert_user_error(rc, err, "head 9 is out of range")
 
 
-def test_other_commands_refuse_a_seq2seq_run(learned_run, capsys):
-    rc, _, err = qkv(capsys, "generate", learned_run, "--prompt", "A")
-    assert_user_error(rc, err, "seq2seq")
+def test_other_commands_refuse_a_translation_run(learned_run, capsys, tmp_path):
+    """Each command the translate task does not offer says so in one line, naming what it needs."""
+    cases = [(["generate", learned_run, "--prompt", "A"], "is a translate run; generating text needs a GPT"),
+             (["chat", learned_run, "--prompt", "A"], "is a translate run; generating text needs a GPT"),
+             (["sample", learned_run, "--out", tmp_path / "x.png"], "sampling images needs a diffusion"),
+             (["eval", learned_run, "--n", "3"], "--n does not apply to a translate run"),
+             (["eval", learned_run, "--max-tokens", "3"], "--max-tokens does not apply to a translate run")]
+    for argv, needle in cases:
+        rc, _, err = qkv(capsys, *argv)
+        assert_user_error(rc, err, needle)
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -351,9 +356,9 @@ def test_translate_options_change_only_what_they_say(tiny_run, capsys, monkeypat
     assert qkv(capsys, "translate", tiny_run, "--input", gz)[1] == out  # .gz input reads the same
     assert qkv(capsys, "translate", tiny_run, "--input", plain, "--batch-size", "1")[1] == out  # batching is exact
     # --max-len-a 0 --max-len-b 2: at most 2 target tokens (EOS included), whatever the source length
-    from qkv.recipes.translate import load_tokenizers
+    from qkv import load_run
 
-    _, tgt_tok = load_tokenizers(tiny_run)
+    tgt_tok = load_run(tiny_run).tgt_tokenizer
     rc, short, err = qkv(capsys, "translate", tiny_run, "--input", plain, "--beam", "1", "--max-len-a", "0",
                          "--max-len-b", "2")
     assert rc == 0, err
@@ -369,9 +374,10 @@ def test_separate_vocabularies(tmp_path, capsys):
                      "--model.tie_embeddings", "false")
     assert rc == 0, err
     assert (run / "tokenizer_tgt.json").is_file()
-    from qkv.cli.translate import load_seq2seq
+    from qkv import load_run
 
-    model, cfg, src_tok, tgt_tok = load_seq2seq(str(run))
+    loaded = load_run(run)
+    model, src_tok, tgt_tok = loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer
     assert src_tok is not tgt_tok and src_tok.encode("eins") != tgt_tok.encode("eins")  # German vs English BPE
     assert model.config.src_vocab == src_tok.vocab_size and model.config.tgt_vocab == tgt_tok.vocab_size
     assert model.src_emb is not model.tgt_emb and model.lm_head.weight is not model.tgt_emb.weight

@@ -189,7 +189,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
 def test_export_qkv_trained_model_without_biases(tmp_path, capsys):
     """A model born in qkv (no biases, exact GELU, untied head, no tokenizer) exports to the same function."""
     cfg = GPTConfig(vocab_size=50, max_seq_len=32, d_model=24, n_layers=2, n_heads=3, d_ff=40, bias=False,
-                    activation="gelu", tie_weights=False, norm_eps=1e-6)
+                    activation="gelu", tie_embeddings=False, norm_eps=1e-6)
     model = GPT(cfg).eval()
     save_run(tmp_path / "run", model)
     out = convert(capsys, "--to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "export"))

@@ -24,29 +24,24 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from qkv.evaluation.attention import gpt_self_attention, plot_attention, seq2seq_alignment
-    from qkv.models.io import load_model
+    import inspect
 
-    model, cfg = load_model(args.run_dir)
-    if cfg["model_type"] == "seq2seq":
-        if args.src is None:
-            raise QKVError("a translation run needs --src \"a source sentence\"")
-        from qkv.cli.translate import decode_config
-        from qkv.recipes.translate import load_tokenizers
+    from qkv.evaluation.attention import plot_attention
+    from qkv.tasks import load_run
 
-        src_tok, tgt_tok = load_tokenizers(args.run_dir)
-        amap = seq2seq_alignment(model, src_tok, tgt_tok, args.src, decode_config(args, cfg), args.layer, args.head)
-        path = plot_attention(amap, args.out, xlabel="source tokens", ylabel="produced target tokens")
-        print(f"translation: {amap.text}")
-    elif cfg["model_type"] == "gpt":
-        if args.text is None:
-            raise QKVError("a GPT run needs --text \"some text\"")
-        from qkv.tokenizers import load_tokenizer
-
-        tok = load_tokenizer(f"{args.run_dir}/tokenizer.json")
-        amap = gpt_self_attention(model, tok, args.text, args.layer, args.head)
-        path = plot_attention(amap, args.out, xlabel="attended token (key)", ylabel="reading token (query)")
-    else:
-        raise QKVError(f"{args.run_dir} is a {cfg['model_type']} run; attention maps need a gpt or seq2seq run")
+    run_ = load_run(args.run_dir)
+    want = run_.attention_input  # what this run's attention reads: "text" (GPT) or "src" (translation)
+    if want is None:
+        run_.attention()  # the one-line error of a run without attention maps
+    given = {"text": args.text, "src": args.src}[want]
+    if given is None:
+        raise QKVError(f"a {run_.task} run needs --{want} \"...\"")
+    options = {"beam": args.beam} if args.beam is not None else {}
+    if options and "beam" not in inspect.signature(run_.attention).parameters:
+        raise QKVError(f"--beam does not apply to a {run_.task} run")
+    amap = run_.attention(given, args.layer, args.head, **options)
+    path = plot_attention(amap, args.out)
+    if amap.note:
+        print(amap.note)
     print(f"{amap.title}: {len(amap.rows)} × {len(amap.cols)} -> {path}")
     return 0

@@ -32,36 +32,14 @@ def add_parser(sub, name):
 
 def load_session(args):
     """A `ChatSession` on the run, with the command line's sampling options over the run's [sample] ones."""
-    from qkv.chat.session import ChatSession
-    from qkv.chat.template import chat_tokens
-    from qkv.generation.sampling import SamplingConfig
-    from qkv.models.io import load_model
-    from qkv.tokenizers import load_tokenizer
+    from qkv.tasks import load_run
 
-    model, cfg = load_model(args.run_dir, device=args.device)
-    if cfg["model_type"] != "gpt":
-        raise QKVError(f"{args.run_dir} is a {cfg['model_type']} run; `qkv chat` needs a GPT chat run")
-    tok = load_tokenizer(f"{args.run_dir}/tokenizer.json")
-    try:
-        chat_tokens(tok)
-    except QKVError:
-        raise QKVError(f"{args.run_dir} is not a chat run: its tokenizer has no chat template tokens "
-                       "(train one with task = \"chat\", e.g. --config configs/chat-qa-skills.toml)") from None
-    sample = cfg.get("sample", {})
-    pick = lambda v, key, default: v if v is not None else sample.get(key, default)  # noqa: E731
-    max_new = pick(args.max_new_tokens, "max_new_tokens", 64)
-    if max_new <= 0:
-        raise QKVError(f"--max-new-tokens must be positive, got {max_new}")
-    try:
-        sampling = SamplingConfig(pick(args.temperature, "temperature", 0.0), pick(args.top_k, "top_k", None),
-                                  pick(args.top_p, "top_p", None))
-    except ValueError as e:
-        raise QKVError(str(e)) from None
-    from qkv.generation.inference import prepare_for_decoding
-
-    model = prepare_for_decoding(model, args.quantize)
-    return ChatSession(model, tok, sampling, max_new, system=pick(args.system, "system", None),
-                       seed=pick(args.seed, "seed", None))
+    run_ = load_run(args.run_dir, device=args.device)
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise QKVError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    sampling = run_.sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             max_new_tokens=args.max_new_tokens, seed=args.seed, system=args.system)
+    return run_.chat(sampling, quantize=args.quantize)
 
 
 def _say(session, message: str, prefix: str = "") -> None:

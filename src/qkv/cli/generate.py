@@ -23,37 +23,21 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from qkv.generation.lm import stream_text
-    from qkv.generation.sampling import SamplingConfig
-    from qkv.models.io import load_model
-    from qkv.tokenizers import load_tokenizer
+    from qkv.tasks import load_run
 
-    model, cfg = load_model(args.run_dir, device=args.device)
-    if cfg["model_type"] != "gpt":
-        raise QKVError(f"{args.run_dir} is a {cfg['model_type']} run; `qkv generate` needs a GPT run")
-    tok = load_tokenizer(f"{args.run_dir}/tokenizer.json")
-    sample = cfg.get("sample", {})
-    pick = lambda v, key, default: v if v is not None else sample.get(key, default)  # noqa: E731
+    run_ = load_run(args.run_dir, device=args.device)
     if args.max_new_tokens is not None and args.max_new_tokens < 0:
         raise QKVError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    try:
-        sampling = SamplingConfig(pick(args.temperature, "temperature", 0.8), pick(args.top_k, "top_k", None),
-                                  pick(args.top_p, "top_p", None))
-    except ValueError as e:
-        raise QKVError(str(e)) from None
-    from qkv.generation.inference import prepare_for_decoding
-
-    model = prepare_for_decoding(model, args.quantize)
-    prompt = pick(args.prompt, "prompt", "\n")
-    if prompt == "":
-        raise QKVError("the prompt is empty; give at least one character")
-    ids = tok.encode(prompt)
-    if len(ids) > model.config.max_seq_len:
-        print(f"note: prompt has {len(ids)} tokens; only the last {model.config.max_seq_len} fit the context",
+    sampling = run_.sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             max_new_tokens=args.max_new_tokens, seed=args.seed, prompt=args.prompt)
+    pieces = run_.stream(sampling.prompt, sampling, stop=args.stop, use_cache=not args.no_cache,
+                         quantize=args.quantize)
+    n = len(run_.tokenizer.encode(sampling.prompt))
+    if n > run_.model.config.max_seq_len:
+        print(f"note: prompt has {n} tokens; only the last {run_.model.config.max_seq_len} fit the context",
               file=sys.stderr)
-    sys.stdout.write(prompt)
-    for piece in stream_text(model, tok, prompt, pick(args.max_new_tokens, "max_new_tokens", 200), sampling,
-                             seed=pick(args.seed, "seed", None), stop=args.stop, use_cache=not args.no_cache):
+    sys.stdout.write(sampling.prompt)
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -39,14 +39,15 @@ def run(args) -> int:
         raise QKVError(f"--n must be positive, got {args.n}")
     data_cfg = {"source": args.data or "digits"}
     if args.run:
-        from qkv.models.io import read_run_config
+        from qkv.config import to_dict
+        from qkv.tasks.runner import saved_run_config
 
-        saved = read_run_config(args.run)
-        if "diffusion" not in saved:
-            raise QKVError(f"{args.run} is not a diffusion run")
-        dcfg = from_dict(DiffusionConfig, saved["diffusion"], prefix="diffusion.")
+        saved = saved_run_config(args.run)
+        if saved.task != "diffusion":
+            raise QKVError(f"{args.run} is a {saved.task} run, not a diffusion run")
+        dcfg = saved.diffusion
         if args.data is None:
-            data_cfg = saved.get("data", data_cfg)
+            data_cfg = to_dict(saved.data)
     else:
         try:
             dcfg = DiffusionConfig(n_timesteps=args.timesteps, beta_schedule=args.schedule)

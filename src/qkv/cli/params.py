@@ -13,8 +13,9 @@ import json
 
 from qkv.errors import QKVError
 from qkv.evaluation.params import param_report, report_for_model
-from qkv.models.io import build_model, read_run_config
+from qkv.models.io import build_model
 from qkv.models.presets import PRESETS, get_preset
+from qkv.runs import read_config
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def run(args) -> int:
     if args.preset is not None:
         report = param_report(get_preset(args.preset), args.preset)
     else:
-        cfg = read_run_config(args.run_dir)
+        cfg = read_config(args.run_dir)
         if cfg["model_type"] != "gpt":
             raise QKVError(f"{args.run_dir}: qkv params counts GPT models, this run is {cfg['model_type']!r}")
         report = report_for_model(build_model("gpt", cfg["model"], device="meta"), str(args.run_dir))

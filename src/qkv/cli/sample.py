@@ -36,57 +36,33 @@ def add_parser(sub, name):
     p.add_argument("--device", default="cpu")
 
 
-def sample_settings(args, saved: dict):
-    """The run's [sample] section with the command-line options on top, validated."""
-    from qkv.config import from_dict
-    from qkv.recipes.diffusion import DiffusionSampleConfig
-
-    values = dict(saved.get("sample", {}))
-    if getattr(args, "sampler", None) is not None and args.steps is None:
-        values["steps"] = None  # a sampler picked here runs its own default (ddpm: every timestep)
-    for key in ("sampler", "steps", "eta", "spacing", "guidance", "seed", "n"):
-        if getattr(args, key, None) is not None:
-            values[key] = getattr(args, key)
-    if args.steps is not None and args.steps <= 0:
-        raise QKVError(f"--steps must be positive, got {args.steps}")
-    if getattr(args, "n", None) is not None and args.n <= 0:
-        raise QKVError(f"--n must be positive, got {args.n}")
-    return from_dict(DiffusionSampleConfig, values, prefix="sample.")
-
-
 def run(args) -> int:
-    from qkv.config import from_dict
     from qkv.data.images import save_grid
-    from qkv.diffusion.ddpm import DiffusionConfig
-    from qkv.diffusion.sampling import default_steps
-    from qkv.recipes.diffusion import generate, load_diffusion_run, load_run_autoencoder, make_condition
+    from qkv.tasks import load_run
 
-    s = sample_settings(args, {})  # validate the flags before loading anything
-    model, cfg, tok = load_diffusion_run(args.run_dir, use_ema=not args.no_ema, device=args.device)
-    s = sample_settings(args, cfg)
-    if args.nrow is not None and args.nrow <= 0:
-        raise QKVError(f"--nrow must be positive, got {args.nrow}")
-    if args.batch_size <= 0:
-        raise QKVError(f"--batch-size must be positive, got {args.batch_size}")
-    meta = cfg.get("data_meta", {})
-    cond, _ = make_condition(model, tok, s.n, label=args.label, prompt=args.prompt, prompts=meta.get("prompts"),
-                             class_names=meta.get("class_names"))
-    if args.prompt is not None and meta.get("prompts"):
-        seen = {w for p in meta["prompts"] for w in p.split()}
+    if args.steps is not None and args.steps <= 0:  # the flags, before loading anything
+        raise QKVError(f"--steps must be positive, got {args.steps}")
+    for flag, value in (("--n", args.n), ("--nrow", args.nrow), ("--batch-size", args.batch_size)):
+        if value is not None and value <= 0:
+            raise QKVError(f"{flag} must be positive, got {value}")
+    run_ = load_run(args.run_dir, device=args.device)
+    s = run_.image_sampling(sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
+                      guidance=args.guidance, seed=args.seed, n=args.n)
+    run_.condition(s.n, label=args.label, prompt=args.prompt)  # a bad label or prompt fails before any note
+    prompts = run_.meta.get("prompts")
+    if args.prompt is not None and prompts:
+        seen = {w for p in prompts for w in p.split()}
         new = [w for w in args.prompt.split() if w not in seen]
         if new:
             print(f"note: the prompt has words never seen in training captions ({', '.join(map(repr, new))}); "
                   "expect the model to guess", file=sys.stderr)
-    diffusion = from_dict(DiffusionConfig, cfg["diffusion"], prefix="diffusion.")
-    ae = load_run_autoencoder(args.run_dir, device=args.device)  # latent-mode runs decode with it
     t0 = time.perf_counter()
-    images = generate(model, diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
-                      guidance=s.guidance, seed=s.seed, batch_size=args.batch_size, autoencoder=ae)
+    images = run_.sample(s.n, label=args.label, prompt=args.prompt, settings=s, use_ema=not args.no_ema,
+                         batch_size=args.batch_size)
     elapsed = time.perf_counter() - t0
     width, height = save_grid(images, args.out, nrow=args.nrow)
-    steps = s.steps or default_steps(s.sampler, diffusion.n_timesteps)
     what = f"label {args.label}" if args.label is not None else f"prompt {args.prompt!r}" if args.prompt else \
         "default conditions"
-    print(f"wrote {args.out}: {s.n} images ({width}×{height} px), {s.sampler} {steps} steps, guidance {s.guidance}, "
-          f"{what}, seed {s.seed}, {elapsed:.1f} s", file=sys.stderr)
+    print(f"wrote {args.out}: {s.n} images ({width}×{height} px), {s.sampler} {run_.steps_of(s)} steps, "
+          f"guidance {s.guidance}, {what}, seed {s.seed}, {elapsed:.1f} s", file=sys.stderr)
     return 0

@@ -25,35 +25,12 @@ def add_parser(sub, name):
     p.add_argument("--device", default="cpu")
 
 
-def decode_config(args, saved: dict):
-    """The run's [decode] settings with the command-line options on top."""
-    from qkv.config import from_dict
-    from qkv.generation.seq2seq import DecodeConfig
-
-    values = dict(saved.get("decode", {}))
-    for key in ("beam", "length_penalty", "max_len_a", "max_len_b", "batch_size"):
-        if getattr(args, key, None) is not None:
-            values[key] = getattr(args, key)
-    return from_dict(DecodeConfig, values, prefix="decode.")
-
-
-def load_seq2seq(run_dir: str, device: str = "cpu"):
-    """(model, config dict, src tokenizer, tgt tokenizer) of a seq2seq run, or QKVError."""
-    from qkv.models.io import load_model
-    from qkv.recipes.translate import load_tokenizers
-
-    model, cfg = load_model(run_dir, device=device)
-    if cfg["model_type"] != "seq2seq":
-        raise QKVError(f"{run_dir} is a {cfg['model_type']} run; this needs a seq2seq (translation) run")
-    src_tok, tgt_tok = load_tokenizers(run_dir)
-    return model, cfg, src_tok, tgt_tok
-
-
 def run(args) -> int:
-    from qkv.recipes.translate import translate_lines
+    from qkv.tasks import load_run
 
-    model, cfg, src_tok, tgt_tok = load_seq2seq(args.run_dir, args.device)
-    dcfg = decode_config(args, cfg)
+    run_ = load_run(args.run_dir, device=args.device)
+    decoding = run_.decoding(beam=args.beam, length_penalty=args.length_penalty, max_len_a=args.max_len_a,
+                             max_len_b=args.max_len_b, batch_size=args.batch_size)
     if args.input:
         from qkv.data.translation import read_lines
 
@@ -67,9 +44,9 @@ def run(args) -> int:
     if not lines:
         return 0
     real = [i for i, ln in enumerate(lines) if ln]
-    hyps, cut = translate_lines(model, src_tok, tgt_tok, [lines[i] for i in real], dcfg)
+    hyps, cut = run_.translate([lines[i] for i in real], decoding)
     if cut:
-        print(f"note: {cut} source sentence(s) longer than the context ({model.config.max_seq_len} tokens) "
+        print(f"note: {cut} source sentence(s) longer than the context ({run_.model.config.max_seq_len} tokens) "
               "were truncated", file=sys.stderr)
     out = [""] * len(lines)
     for i, h in zip(real, hyps, strict=True):

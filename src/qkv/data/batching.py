@@ -3,13 +3,21 @@
 Every epoch is planned from (seed, epoch) alone: a random permutation of the examples, cut into random pools,
 each pool sorted by length and cut into batches (the subclass says how), then the batch order shuffled. So
 similar lengths share a batch while the order stays random, and the sampler's whole state is two integers
-(epoch, position). With `world_size` > 1 each rank takes every world_size-th batch of the shared plan.
+(epoch, position).
+
+With `world_size` > 1 every process follows the same plan and takes every world_size-th row of each
+batch (rows are sorted by length, so the shares are balanced): the global batch of a step is the batch a
+single process would have drawn. A batch with fewer rows than processes (the tail of a pool) is merged
+into the batch before it, so no process ever gets an empty share; that is the one way a run on several
+processes can see other batches than a run on one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from qkv.errors import QKVError
 
 
 class EpochBatches:
@@ -36,15 +44,18 @@ class EpochBatches:
         perm = rng.permutation(self.n_examples)
         batches: list[np.ndarray] = []
         for p in range(0, len(perm), self.pool):
-            batches += self._pool_batches(perm[p : p + self.pool])
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1:
-            n = len(batches) // self.world_size * self.world_size or self.world_size
-            batches = [batches[i % len(batches)] for i in range(self.rank, n, self.world_size)]
-        return batches
+            pool = self._pool_batches(perm[p : p + self.pool])
+            if self.world_size > 1:  # every process needs at least one row of every batch
+                while len(pool) > 1 and len(pool[-1]) < self.world_size:
+                    pool = pool[:-2] + [np.concatenate([pool[-2], pool[-1]])]
+                if len(pool[-1]) < self.world_size:
+                    raise QKVError(f"a batch of {len(pool[-1])} examples cannot be shared by {self.world_size} "
+                                   "processes; use more data or a larger batch")
+            batches += pool
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def __len__(self) -> int:
-        """Batches per epoch (on this rank)."""
+        """Batches per epoch."""
         return len(self._plan)
 
     def next_batch(self) -> dict:
@@ -53,7 +64,7 @@ class EpochBatches:
             self._plan = self._make_plan(self.epoch)
         idx = self._plan[self.pos]
         self.pos += 1
-        return self._collate(idx)
+        return self._collate(idx[self.rank :: self.world_size])  # this process's rows of the global batch
 
     def peek_batch(self) -> dict:
         epoch, pos, plan = self.epoch, self.pos, self._plan

@@ -33,7 +33,6 @@ function of (seed, epoch): the sampler's state is two integers and resume is exa
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -44,6 +43,9 @@ import numpy as np
 import torch
 
 from qkv.data.batching import EpochBatches
+from qkv.data.chat_template import render, targets_from
+from qkv.data.conversations import Conversation, conversation, split_of
+from qkv.data.files import read_text
 from qkv.errors import QKVError
 
 BUILTIN_SOURCES = ("qa-skills", "pydoc-qa")
@@ -93,51 +95,6 @@ class ChatDataConfig:
                 _file_kind(getattr(self, name), ValueError)
 
 
-@dataclass
-class Conversation:
-    messages: list[dict]  # [{"role": ..., "content": ...}, ...], validated
-    where: str  # where it came from, for error messages: "data.jsonl:12", "qa-skills test #3"
-    key: str  # what the split is decided by: the first user message (pydoc-qa: the function's name)
-
-
-# ------------------------------------------------------------------------------------------- validation
-def validate_messages(messages, where: str) -> list[dict]:
-    """The messages as clean ``{"role", "content"}`` dicts, or a one-line QKVError naming `where`.
-
-    Valid: ``[system?] user assistant (user assistant)*``, with non-empty user and assistant contents.
-    """
-    from qkv.chat.template import check_content
-
-    if not isinstance(messages, list) or not messages:
-        raise QKVError(f"{where}: 'messages' must be a non-empty list")
-    out = []
-    expected = ("system", "user")  # roles allowed at this position
-    for i, m in enumerate(messages):
-        at = f"{where}: message {i + 1}"
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise QKVError(f"{at}: expected an object with 'role' and 'content'")
-        role, content = m["role"], m["content"]
-        if role not in ("system", "user", "assistant"):
-            raise QKVError(f"{at}: unknown role {role!r}; valid: system, user, assistant")
-        if role not in expected:
-            raise QKVError(f"{at}: roles out of order: got {role!r}, expected {' or '.join(map(repr, expected))}")
-        check_content(content, f"{at} ({role})")
-        if role != "system" and not content.strip():
-            raise QKVError(f"{at}: empty {role} turn")
-        out.append({"role": role, "content": content})
-        expected = ("user",) if role in ("system", "assistant") else ("assistant",)
-    if out[-1]["role"] != "assistant":
-        raise QKVError(f"{where}: the conversation must end with an assistant turn, not {out[-1]['role']!r}")
-    return out
-
-
-def conversation(messages, where: str, key: str | None = None) -> Conversation:
-    """A validated `Conversation`; its key defaults to the first user message."""
-    msgs = validate_messages(messages, where)
-    first_user = next(m["content"] for m in msgs if m["role"] == "user")
-    return Conversation(msgs, where, first_user if key is None else key)
-
-
 # ------------------------------------------------------------------------------------------- reading
 def _file_kind(source: str, error: type[Exception] = QKVError) -> str:
     suffix = Path(source).suffix.lower()
@@ -147,23 +104,11 @@ def _file_kind(source: str, error: type[Exception] = QKVError) -> str:
     return suffix[1:]
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise QKVError(f"file not found: {path}")
-    data = path.read_bytes()
-    if not data.strip():
-        raise QKVError(f"{path}: file is empty")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise QKVError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
-
-
 def read_jsonl(path: str | Path) -> list[Conversation]:
     """Conversations of a JSONL file; the first bad line fails with its line number. Blank lines are skipped."""
     path = Path(path).expanduser()
     out = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -183,7 +128,7 @@ def read_qa_table(path: str | Path) -> list[Conversation]:
     """Single-turn conversations from a two-column ``question,answer`` CSV (or TSV) file."""
     path = Path(path).expanduser()
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(_read_text(path)), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(read_text(path)), delimiter=delimiter)
     out = []
     try:
         for row in reader:
@@ -210,17 +155,6 @@ def read_conversations(source: str) -> list[Conversation]:
 
 
 # ------------------------------------------------------------------------------------------- splits
-def split_of(key: str, val_fraction: float, test_fraction: float) -> str:
-    """"train", "val" or "test" for a question, from a hash of it (stable across runs and machines).
-
-    The hash is mapped to u in [0, 1): u < test_fraction -> test, then the next val_fraction -> val.
-    """
-    u = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
-    if u < test_fraction:
-        return "test"
-    return "val" if u < test_fraction + val_fraction else "train"
-
-
 def load_chat_splits(cfg: ChatDataConfig) -> dict[str, list[Conversation]]:
     """{"train": [...], "val": [...], "test": [...]} for a data config (test may be empty)."""
     if cfg.source == "qa-skills":
@@ -252,21 +186,23 @@ def load_chat_splits(cfg: ChatDataConfig) -> dict[str, list[Conversation]]:
 
 # ------------------------------------------------------------------------------------------- batches
 def collate_chat(inputs: list[list[int]], targets: list[list[int]], pad_id: int) -> dict:
-    """Right-pad a batch to its longest member: idx (B, L) with pad_id, targets (B, L) with -100, and
-    ``tokens``, the number of real (unpadded) input tokens."""
+    """Right-pad a batch to its longest member: idx (B, L) with pad_id, targets (B, L) with -100, and mask
+    (B, L), True at the real (unpadded) input tokens."""
     B, L = len(inputs), max(len(x) for x in inputs)
     idx = torch.full((B, L), pad_id, dtype=torch.long)
     tgt = torch.full((B, L), -100, dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.bool)
     for b, (x, y) in enumerate(zip(inputs, targets, strict=True)):
         idx[b, : len(x)] = torch.tensor(x, dtype=torch.long)
         tgt[b, : len(y)] = torch.tensor(y, dtype=torch.long)
-    return {"idx": idx, "targets": tgt, "tokens": sum(len(x) for x in inputs)}
+        mask[b, : len(x)] = True
+    return {"idx": idx, "targets": tgt, "mask": mask}
 
 
 class ChatBatches(EpochBatches):
     """Endless, length-bucketed, padded training batches (dicts from `collate_chat`); resumable exactly.
 
-    With `world_size` > 1 each rank takes every world_size-th batch of the shared plan (`EpochBatches`).
+    With `world_size` > 1 each rank takes its share of the rows of every batch (`EpochBatches`).
     """
 
     def __init__(self, inputs: list[list[int]], targets: list[list[int]], batch_size: int, pad_id: int, *,
@@ -292,3 +228,34 @@ def eval_chat_batches(inputs: list[list[int]], targets: list[list[int]], pad_id:
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         yield collate_chat([inputs[j] for j in idx], [targets[j] for j in idx], pad_id)
+
+
+# ------------------------------------------------------------------------------------------- encoding
+@dataclass
+class ChatExamples:
+    inputs: list[list[int]]  # rendered conversation minus its last token, each ≤ max_seq_len
+    targets: list[list[int]]  # next tokens, -100 where there is no loss
+    conversations: list[Conversation]  # the conversations kept, in the same order
+    dropped: int  # conversations longer than the context, left out (data.too_long = "drop")
+
+
+def encode_conversations(convs: list[Conversation], tok, max_seq_len: int, *, answer_only: bool = True,
+                         too_long: str = "error") -> ChatExamples:
+    """Render and encode conversations for next-token training; too long: QKVError or drop (see config)."""
+    out = ChatExamples([], [], [], 0)
+    for c in convs:
+        try:
+            ids, mask = render(c.messages, tok)
+        except QKVError as e:
+            raise QKVError(f"{c.where}: {e}") from None
+        if len(ids) - 1 > max_seq_len:
+            if too_long == "drop":
+                out.dropped += 1
+                continue
+            raise QKVError(f"{c.where}: the conversation is {len(ids)} tokens, longer than the context "
+                           f"(model.max_seq_len {max_seq_len} + 1); raise max_seq_len or set data.too_long = \"drop\"")
+        x, y = targets_from(ids, mask, answer_only)
+        out.inputs.append(x)
+        out.targets.append(y)
+        out.conversations.append(c)
+    return out

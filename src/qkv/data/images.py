@@ -49,7 +49,7 @@ class ImageDataConfig:
     seed: int = 0  # the split (and the shapes rendering)
     shapes_n: int = 12000  # shapes: how many images to render
     tokenizer: Literal["char", "bpe"] = "char"  # text conditioning: how captions become ids
-    bpe_vocab_size: int = 300  # bpe only (256 bytes + 4 specials + merges)
+    vocab_size: int = 300  # bpe only: the caption vocabulary (256 bytes + 4 specials + merges)
 
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
@@ -214,7 +214,7 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     """
     from PIL import Image
 
-    from qkv.atomic import atomic_write_bytes
+    from qkv.runs import atomic_write_bytes
 
     n, c, h, w = images.shape
     nrow = nrow or max(1, int(np.ceil(np.sqrt(n))))
@@ -232,3 +232,45 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     img.save(buf, format="PNG")
     atomic_write_bytes(Path(path), buf.getvalue())
     return img.size
+
+
+# ------------------------------------------------------------------------------------------ batches
+class ImageBatches:
+    """Random batches (with replacement) of images and their condition, from one seeded generator.
+
+    next_batch() -> {"images": (B, C, H, W), + "labels" (B,) or "text"/"text_mask" (B, S), + with
+    `n_timesteps`, the diffusion draws "t" (B,) and "noise" (B, C, H, W)} (`qkv.data.batch`). The whole global
+    batch, noise included, is drawn from the generator and each DDP rank keeps its rows, so N processes train
+    on exactly what one would; the generator's state is the data position, for exact resume.
+    """
+
+    def __init__(self, images: Tensor, cond: dict, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 n_timesteps: int | None = None):
+        if batch_size % world_size:
+            raise QKVError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
+        self.images, self.cond, self.batch_size = images, cond, batch_size
+        self.rank, self.world_size, self.n_timesteps = rank, world_size, n_timesteps
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> dict:
+        g, B = self.generator, self.batch_size
+        idx = torch.randint(self.images.size(0), (B,), generator=g)
+        batch = {"images": self.images[idx], **{k: v[idx] for k, v in self.cond.items()}}
+        if self.n_timesteps is not None:
+            batch["t"] = torch.randint(0, self.n_timesteps, (B,), generator=g)
+            batch["noise"] = torch.randn(batch["images"].shape, generator=g, dtype=batch["images"].dtype)
+        share = B // self.world_size
+        return {k: v[self.rank * share : (self.rank + 1) * share] for k, v in batch.items()}  # this rank's rows
+
+    def peek_batch(self) -> dict:
+        """The next batch without consuming it (torch.compile's trial forward)."""
+        state = self.generator.get_state()
+        batch = self.next_batch()
+        self.generator.set_state(state)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -41,7 +41,7 @@ import string
 from collections.abc import Callable
 from functools import lru_cache
 
-from qkv.data.chat import Conversation, conversation, split_of
+from qkv.data.conversations import Conversation, conversation, split_of
 from qkv.errors import QKVError
 
 # (large unit, small unit, factor): "How many {small} in {x} {large}?" and the reverse direction

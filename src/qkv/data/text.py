@@ -8,43 +8,50 @@ with ``np.memmap``; the split is nanoGPT's: the first 90% of tokens train, the l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from qkv.atomic import atomic_write_bytes
+from qkv.data.files import read_text
 from qkv.data.registry import DATASETS, resolve, stdlib_files
 from qkv.errors import QKVError
+from qkv.runs import atomic_write_bytes
+
+
+@dataclass
+class TextDataConfig:
+    """The ``[data]`` section of a language-model run."""
+
+    source: str = "tinyshakespeare"  # a dataset name (`qkv data list`), a text file or a folder of text files
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = 4096  # BPE only: size of the learned vocabulary
+    val_fraction: float = 0.1  # the last 10% of tokens validate (nanoGPT's contiguous split)
+    val_max_tokens: int | None = None  # cap the full-pass validation to the first N val tokens (None = all)
+    max_chars: int | None = None  # read only the first N characters of the corpus (quick runs, tests)
+
+    def __post_init__(self):
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.vocab_size <= 4:
+            raise ValueError(f"vocab_size must be > 4, got {self.vocab_size}")
+        if self.max_chars is not None and self.max_chars <= 0:
+            raise ValueError(f"max_chars must be positive, got {self.max_chars}")
+        if self.val_max_tokens is not None and self.val_max_tokens <= 0:
+            raise ValueError(f"val_max_tokens must be positive, got {self.val_max_tokens}")
+
 
 TEXT_SUFFIXES = {".txt", ".py", ".md", ".rst", ".text", ".csv", ".tsv", ".json", ".jsonl", ".html", ".xml", ".c",
                  ".h", ".js", ".ts", ".java", ".go", ".rs", ".toml", ".yaml", ".yml", ".tex", ".sh"}
-
-
-def decode_text(data: bytes, source: str | Path) -> str:
-    """UTF-8 text from bytes, or a `QKVError` saying why not (empty, binary, not UTF-8)."""
-    if not data.strip():
-        raise QKVError(f"{source}: file is empty")
-    if b"\x00" in data[:8192]:
-        raise QKVError(f"{source}: looks binary (contains NUL bytes), expected UTF-8 text")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise QKVError(f"{source}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
-
-
-def read_text_file(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise QKVError(f"file not found: {path}")
-    return decode_text(path.read_bytes(), path)
 
 
 def _read_folder(folder: Path) -> str:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
         raise QKVError(f"{folder}: no text files ({', '.join(sorted(TEXT_SUFFIXES)[:6])}, …) in this folder")
-    return "\n\n".join(read_text_file(p) for p in files)
+    return "\n\n".join(read_text(p) for p in files)
 
 
 def _read_pystdlib() -> str:
@@ -62,13 +69,13 @@ def load_corpus(source: str, max_chars: int | None = None) -> str:
     if source == "pystdlib":
         text = _read_pystdlib()
     elif source in DATASETS:
-        text = read_text_file(resolve(source) / "input.txt")
+        text = read_text(resolve(source) / "input.txt")
     else:
         path = Path(source).expanduser()
         if path.is_dir():
             text = _read_folder(path)
         elif path.is_file():
-            text = read_text_file(path)
+            text = read_text(path)
         else:
             raise QKVError(f"no dataset or file named {source!r}; datasets: {', '.join(DATASETS)}")
     if max_chars is not None:
@@ -98,7 +105,8 @@ def split_ids(n: int, val_fraction: float) -> int:
 
 
 class RandomWindows:
-    """Batches of (x, y) windows at random offsets, y = x shifted by one token (nanoGPT's get_batch).
+    """Batches of windows at random offsets: {"idx": x, "targets": y}, y = x shifted by one token (nanoGPT's
+    get_batch).
 
     All randomness comes from one `torch.Generator`, whose state is the data position for exact resume.
     Every DDP rank draws the same global batch and keeps its own rows, so the global batch — and the
@@ -115,15 +123,15 @@ class RandomWindows:
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> dict:
         offsets = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size,), generator=self.generator)
         share = self.batch_size // self.world_size
         offsets = offsets[self.rank * share : (self.rank + 1) * share].numpy()  # this rank's rows
         idx = offsets[:, None] + np.arange(self.block_size + 1)[None, :]  # (B, T+1)
         chunk = torch.from_numpy(self.tokens[idx].astype(np.int64))  # (B, T+1)
-        return chunk[:, :-1], chunk[:, 1:]  # x (B, T), y (B, T)
+        return {"idx": chunk[:, :-1], "targets": chunk[:, 1:]}  # (B, T) each
 
-    def peek_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def peek_batch(self) -> dict:
         """A batch drawn without moving the data position (used to try torch.compile before training)."""
         state = self.generator.get_state()
         batch = self.next_batch()
@@ -138,7 +146,8 @@ class RandomWindows:
 
 
 def full_pass_windows(tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int | None = None):
-    """Non-overlapping (x, y) windows covering the split once (the last partial window included)."""
+    """Non-overlapping windows covering the split once (the last partial window included), as batches
+    {"idx": (B, T), "targets": (B, T)} with -100 where a short window is padded."""
     n = len(tokens) - 1 if max_tokens is None else min(len(tokens) - 1, max_tokens)
     starts = list(range(0, n, block_size))
     for i in range(0, len(starts), batch_size):
@@ -150,4 +159,4 @@ def full_pass_windows(tokens: np.ndarray, block_size: int, batch_size: int, max_
         for r, (s, L) in enumerate(zip(group, lengths, strict=True)):
             chunk = torch.from_numpy(tokens[s : s + L + 1].astype(np.int64))
             x[r, :L], y[r, :L] = chunk[:-1], chunk[1:]
-        yield x, y
+        yield {"idx": x, "targets": y}

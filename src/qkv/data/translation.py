@@ -24,7 +24,6 @@ epoch is a pure function of (seed, epoch), so the sampler's state is two integer
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from qkv.data.batching import EpochBatches
+from qkv.data.files import read_text
 from qkv.errors import QKVError
 
 DIRECTIONS = ("de-en", "fr-en", "en-de", "en-fr")
@@ -92,21 +92,7 @@ def read_lines(path: str | Path) -> list[str]:
 
     Blank lines inside the file are kept (they hold a place in a line-aligned pair of files).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise QKVError(f"file not found: {path}")
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise QKVError(f"{path}: broken gzip file ({e})") from None
-    if not data.strip():
-        raise QKVError(f"{path}: file is empty")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise QKVError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    text = read_text(path)
     lines = text.split("\n")
     if lines and lines[-1].strip() == "":
         lines.pop()  # the final newline does not start another line
@@ -190,6 +176,14 @@ def make_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], max_seq_le
     return out
 
 
+def special_ids(tok) -> tuple[int, int, int]:
+    """(pad, bos, eos) ids of a target tokenizer; QKVError if it lacks one."""
+    ids = (tok.pad_id, tok.bos_id, tok.eos_id)
+    if None in ids:
+        raise QKVError("the tokenizer needs <pad>, <bos> and <eos> tokens for translation")
+    return ids
+
+
 def source_ids(tok, lines: list[str], max_seq_len: int) -> tuple[list[list[int]], int]:
     """Encoder inputs for translating `lines`: tokens (cut to max_seq_len - 1) + EOS; and how many were cut."""
     ids = encode_lines(tok, lines)
@@ -236,8 +230,8 @@ class TranslationBatches(EpochBatches):
     """Endless, length-bucketed training batches (dicts from `collate`), resumable exactly.
 
     Give `batch_tokens` (token-count batches: pairs × max(source, target + 1) length ≤ batch_tokens) or
-    `batch_sentences` (a fixed number of pairs). With `world_size` > 1 each rank takes every
-    world_size-th batch of the shared plan.
+    `batch_sentences` (a fixed number of pairs): the global batch of a step. With `world_size` > 1 each
+    rank takes its share of the rows of every batch (`EpochBatches`).
     """
 
     def __init__(self, ex: Examples, pad_id: int, bos_id: int, eos_id: int, *, batch_tokens: int | None = None,

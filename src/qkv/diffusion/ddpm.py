@@ -148,17 +148,21 @@ class DDPM:
         weight = {"eps": w0 / snr, "x0": w0, "v": w0 / (snr + 1)}[self.cfg.prediction]
         return weight.float()
 
-    def loss(self, model, x0: Tensor, cond: dict | None = None,
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+    def loss(self, model, x0: Tensor, cond: dict | None = None, generator: torch.Generator | None = None,
+             t: Tensor | None = None, noise: Tensor | None = None) -> tuple[Tensor, dict]:
         """L_simple (eq. 14): mean squared error between the denoiser's output and its target, each sample
         weighted by `loss_weights` (all ones unless ``min_snr_gamma`` is set).
 
-        t ~ U{0 … T−1} and ε ~ N(0, I) are drawn from `generator` (torch's global RNG if None).
-        Returns (loss, info) with info["t"] the (B,) timesteps drawn.
+        t ~ U{0 … T−1} and ε ~ N(0, I) are the given `t` and `noise` (the training batches draw them, so a
+        run on several processes draws what one process would), else drawn from `generator` (torch's
+        global RNG if None). Returns (loss, info) with info["t"] the (B,) timesteps.
         """
         B = x0.size(0)
-        t = torch.randint(0, self.n_timesteps, (B,), generator=generator).to(x0.device)  # (B,)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)  # (B, C, H, W)
+        if t is None:
+            t = torch.randint(0, self.n_timesteps, (B,), generator=generator)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        t, eps = t.to(x0.device), noise.to(x0.device)  # (B,), (B, C, H, W)
         x_t = self.add_noise(x0, eps, t)  # (B, C, H, W)
         pred = model(x_t, t, **(cond or {}))  # (B, C, H, W)
         if self.cfg.min_snr_gamma is None:

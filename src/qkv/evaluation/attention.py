@@ -28,6 +28,9 @@ class AttentionMap:
     cols: list[str]  # labels of the keys (source tokens, or text tokens)
     title: str
     text: str = ""  # the translation (seq2seq) or the input text (GPT)
+    xlabel: str = "keys"  # what the columns are
+    ylabel: str = "queries"  # what the rows are
+    note: str = ""  # a line to show with the picture (the translation)
 
 
 def token_label(tok, i: int) -> str:
@@ -40,12 +43,12 @@ def _pick(maps: list[Tensor], layer: int, head: int | None) -> tuple[Tensor, int
     """One layer of (1, H, Tq, Tk) maps -> (Tq, Tk) for one head or the head average."""
     n = len(maps)
     if not -n <= layer < n:
-        raise QKVError(f"--layer {layer} is out of range: the model has {n} layers (0..{n - 1}, or -1 for the last)")
+        raise QKVError(f"layer {layer} is out of range: the model has {n} layers (0..{n - 1}, or -1 for the last)")
     w = maps[layer][0]  # (H, Tq, Tk)
     if head is None:
         return w.mean(dim=0), layer % n, "mean over heads"
     if not 0 <= head < w.size(0):
-        raise QKVError(f"--head {head} is out of range: the model has {w.size(0)} heads (0..{w.size(0) - 1})")
+        raise QKVError(f"head {head} is out of range: the model has {w.size(0)} heads (0..{w.size(0) - 1})")
     return w[head], layer % n, f"head {head}"
 
 
@@ -77,7 +80,8 @@ def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int
         w = w[:-1]
     cols = [token_label(src_tok, i) for i in src_ids]
     translation = tgt_tok.decode(out_ids)
-    return AttentionMap(w.cpu(), rows, cols, f"cross-attention, decoder layer {layer}, {heads}", translation)
+    return AttentionMap(w.cpu(), rows, cols, f"cross-attention, decoder layer {layer}, {heads}", translation,
+                        "source tokens", "produced target tokens", f"translation: {translation}")
 
 
 @torch.no_grad()
@@ -92,11 +96,13 @@ def gpt_self_attention(model, tok, text: str, layer: int = -1, head: int | None 
     idx = torch.tensor([ids], device=next(model.parameters()).device)  # (1, T)
     w, layer, heads = _pick(model.attention_maps(idx), layer, head)
     labels = [token_label(tok, i) for i in ids]
-    return AttentionMap(w.cpu(), labels, labels, f"self-attention, layer {layer}, {heads}", text)
+    return AttentionMap(w.cpu(), labels, labels, f"self-attention, layer {layer}, {heads}", text,
+                        "attended token (key)", "reading token (query)")
 
 
-def plot_attention(amap: AttentionMap, out: str | Path, xlabel: str = "keys", ylabel: str = "queries") -> Path:
-    """Write the map as a heatmap PNG (darker = more weight); returns the path."""
+def plot_attention(amap: AttentionMap, out: str | Path, xlabel: str | None = None, ylabel: str | None = None) -> Path:
+    """Write the map as a heatmap PNG (darker = more weight); returns the path. Axis labels: the map's own."""
+    xlabel, ylabel = xlabel or amap.xlabel, ylabel or amap.ylabel
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,4 +1,7 @@
-"""Exact-match accuracy of a chat model: greedy replies against reference answers, turn by turn.
+"""A chat model's scores: the answer-only loss, and exact-match accuracy of greedy replies, turn by turn.
+
+`answer_loss` is the mean NLL per assistant token (the tokens the model is trained to produce) over every
+conversation once, padded batches and all.
 
 Every assistant turn of a conversation is scored from the *reference* history before it (teacher forcing
 across turns), so a follow-up is judged on its own and not on an earlier mistake. The first assistant
@@ -12,10 +15,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from qkv.chat.session import greedy_reply
+from qkv.generation.chat import greedy_reply
 from qkv.generation.inference import for_decoding
+
+
+@torch.no_grad()
+def answer_loss(model: nn.Module, ex, pad_id: int) -> tuple[float, int]:
+    """(mean NLL per answer token, answer tokens) over every conversation of `ex` (`qkv.data.chat.ChatExamples`:
+    its inputs and targets, -100 off the answers) once."""
+    from qkv.data.chat import eval_chat_batches
+
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in eval_chat_batches(ex.inputs, ex.targets, pad_id):
+        logits, _ = model(batch["idx"].to(device))  # (B, L, V)
+        y = batch["targets"].to(device)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100,
+                                 reduction="sum").item()
+        count += int((y != -100).sum())
+    return total / max(1, count), count
 
 
 @torch.no_grad()

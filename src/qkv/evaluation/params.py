@@ -11,7 +11,7 @@ components. The rows therefore always sum to ``model.num_params()``, whatever th
 
 Conventions
 -----------
-- Tied weights are counted once: with ``tie_weights`` the LM head row shows 0 and says "tied to tok_emb".
+- Tied weights are counted once: with ``tie_embeddings`` the LM head row shows 0 and says "tied to tok_emb".
 - Biases are folded into the row of their matrix (shape ``768×768 + 768``); a layer's norms (norm1, norm2,
   weights and biases) share one row.
 - Non-embedding parameters N exclude the token and learned position tables (Kaplan et al. 2020, §2.1).
@@ -265,7 +265,7 @@ def report_for_model(model: GPT, name: str = "GPT") -> ParamReport:
         raise AssertionError(f"rows sum to {sum(r.count for r in rows)}, model has {total}")
 
     non_embedding = model.num_params(non_embedding=True)
-    untied_head = 0 if cfg.tie_weights else model.lm_head.weight.numel()
+    untied_head = 0 if cfg.tie_embeddings else model.lm_head.weight.numel()
     d_attn = cfg.n_heads * cfg.head_dim
     flops_fwd = (
         2 * (non_embedding - untied_head)

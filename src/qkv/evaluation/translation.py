@@ -10,14 +10,15 @@
   ``BLEU(lowercase=True, tokenize="13a")``: 13a splits punctuation like the Moses tokenizer (and keeps
   hyphenated words whole, as Moses does by default); it runs ~0.5–1.5 above sacreBLEU on this data. It is
   not comparable with sacreBLEU and is always labelled.
-- **loss / perplexity**: mean NLL per target token (EOS included, padding excluded), ppl = exp(loss).
+- **loss / perplexity**: `corpus_loss`, the mean NLL per target token of the references, teacher-forced
+  (EOS included, padding excluded); perplexity = exp(loss) (`qkv.evaluation.perplexity`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
+import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 TOK_LC_LABEL = "tokenized (13a), lower-cased BLEU (for comparison with older papers)"
@@ -65,6 +66,18 @@ def translation_scores(hyps: list[str], refs: list[str]) -> dict:
             "bleu_tok_lc": asdict(tokenized_lc_bleu(hyps, refs))}
 
 
-def perplexity(loss: float) -> float:
-    """exp(loss), capped to stay finite for a diverged model."""
-    return math.exp(min(loss, 50.0))
+
+@torch.no_grad()
+def corpus_loss(model, ex, pad_id: int, bos_id: int, eos_id: int) -> tuple[float, int]:
+    """(mean NLL per target token, number of target tokens) over every pair of `ex` once (EOS counted)."""
+    from qkv.data.translation import eval_batches
+
+    device = model.lm_head.weight.device
+    total, count = 0.0, 0
+    for batch in eval_batches(ex, pad_id, bos_id, eos_id):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
+                                                   ignore_index=-100, reduction="sum").item()
+        count += int((batch["tgt_out"] != -100).sum())
+    return total / max(1, count), count

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from qkv.generation.sampling import SamplingConfig, sample_next
+from qkv.generation.sampling import TokenSampling, sample_next
 from qkv.generation.streaming import stream_pieces
 
 
@@ -21,7 +21,7 @@ def generate_ids(
     model: nn.Module,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
-    sampling: SamplingConfig | None = None,
+    sampling: TokenSampling | None = None,
     *,
     generator: torch.Generator | None = None,
     stop_ids: Sequence[int] = (),
@@ -34,7 +34,7 @@ def generate_ids(
     tokenizer can decode; a model with more embedding rows (GPT-2's vocabulary padded to 50,304, a
     converted checkpoint) never produces the others — their logits are set to −inf before sampling.
     """
-    sampling = sampling or SamplingConfig()
+    sampling = sampling or TokenSampling()
     if len(prompt_ids) == 0:
         raise ValueError("the prompt must hold at least one token")
     ctx = model.config.max_seq_len
@@ -70,7 +70,7 @@ def stream_text(
     tokenizer,
     prompt: str,
     max_new_tokens: int,
-    sampling: SamplingConfig | None = None,
+    sampling: TokenSampling | None = None,
     *,
     seed: int | None = None,
     stop: Sequence[str] = (),

@@ -17,6 +17,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     from torch.ao.quantization import quantize_dynamic
 
     q = copy.deepcopy(model).cpu().eval()
-    if getattr(q.config, "tie_weights", False):
-        q.lm_head.weight = nn.Parameter(q.tok_emb.weight.detach().clone())  # untie: the head gets its own int8 copy
+    if q.config.tie_embeddings:  # untie: the head gets its own int8 copy, the embedding stays fp32
+        q.lm_head.weight = nn.Parameter(q.lm_head.weight.detach().clone())
     return quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)

@@ -14,10 +14,18 @@ from torch import Tensor
 
 
 @dataclass
-class SamplingConfig:
+class TokenSampling:
+    """How a GPT (or chat) run picks its next tokens, and how many: the ``[sample]`` section of lm and chat
+    runs, the defaults of `qkv generate` and `qkv chat`, the options of the playground. (Encoder–decoder
+    decoding, greedy or beam, is `qkv.generation.seq2seq.SequenceDecoding`.)"""
+
     temperature: float = 0.8  # 0 = greedy
     top_k: int | None = None  # keep the k most likely tokens (None = all)
     top_p: float | None = None  # keep the smallest set with total probability ≥ top_p (None = all)
+    max_new_tokens: int = 300  # the most tokens generated (a chat reply also ends at <|end|>)
+    seed: int | None = 1337  # the sampling generator's seed; None: fresh randomness every time
+    prompt: str = "\n"  # lm runs: what the sample printed after training (and `qkv generate`) continues
+    system: str | None = None  # chat runs: a system message before every conversation
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -26,6 +34,8 @@ class SamplingConfig:
             raise ValueError(f"top_k must be positive, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
@@ -42,7 +52,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
-def sample_next(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> Tensor:
+def sample_next(logits: Tensor, cfg: TokenSampling, generator: torch.Generator | None = None) -> Tensor:
     """logits (B, V) of the last position -> next token ids (B,)."""
     if cfg.temperature == 0.0:
         return logits.argmax(dim=-1)

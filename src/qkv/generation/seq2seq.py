@@ -35,7 +35,11 @@ LengthNorm = Literal["gnmt", "simple"]
 
 
 @dataclass
-class DecodeConfig:
+class SequenceDecoding:
+    """How an encoder–decoder turns a source into a target: greedy (beam 1) or beam search, the length
+    penalty and limit, the batch. The ``[decode]`` section of translation runs and the defaults of
+    `qkv translate` / `qkv eval`. (GPT sampling is `qkv.generation.sampling.TokenSampling`.)"""
+
     beam: int = 4  # beam size; 1 = greedy
     length_penalty: float = 0.6  # α of the length penalty (0 = raw log-probability)
     length_norm: LengthNorm = "gnmt"  # gnmt: ((5 + n) / 6)^α; simple: n^α
@@ -134,7 +138,7 @@ def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int
 
 
 @torch.no_grad()
-def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig,
+def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: SequenceDecoding,
                 vocab_size: int | None = None) -> list[Hypothesis]:
     """Batched beam search. src (B, S), src_mask (B, S) -> the best `Hypothesis` of each sentence.
 
@@ -202,7 +206,7 @@ def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, 
     return [max(f, key=lambda h: h.score) for f in finished]
 
 
-def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: DecodeConfig,
+def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: SequenceDecoding,
                  vocab_size: int | None = None) -> list[list[int]]:
     """Greedy when cfg.beam == 1, else beam search: B lists of ids (no BOS, no EOS)."""
     if cfg.beam == 1:
@@ -211,7 +215,7 @@ def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int,
     return [h.tokens for h in beam_search(model, src, src_mask, bos_id, eos_id, cfg, vocab_size)]
 
 
-def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg: DecodeConfig,
+def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg: SequenceDecoding,
                   vocab_size: int | None = None) -> list[list[int]]:
     """Decode source id lists (each ending with EOS, each ≤ max_seq_len) in length-sorted batches;
     results come back in input order. vocab_size: the target tokenizer's size (see `greedy_decode`)."""
@@ -233,3 +237,17 @@ def translate_ids(model, sources: list[list[int]], bos_id: int, eos_id: int, cfg
                                             vocab_size), strict=True):
             out[i] = ids
     return out
+
+
+@torch.no_grad()
+def translate_lines(model, src_tok, tgt_tok, lines: list[str], cfg: SequenceDecoding) -> tuple[list[str], int]:
+    """Translate source sentences -> (detokenized translations in input order, sources cut to the context)."""
+    from qkv.data.translation import source_ids, special_ids
+
+    was_training = model.training
+    model.eval()
+    _, bos, eos = special_ids(tgt_tok)
+    srcs, cut = source_ids(src_tok, lines, model.config.max_seq_len)
+    out = [tgt_tok.decode(ids) for ids in translate_ids(model, srcs, bos, eos, cfg, tgt_tok.vocab_size)]
+    model.train(was_training)
+    return out, cut

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 @dataclass
 class AutoencoderConfig:
-    image_size: int | None = None  # H = W; None: set from the data by the recipe
+    image_size: int | None = None  # H = W; None: set from the data by the task
     in_channels: int | None = None  # C; None: set from the data
     width: int = 32  # channels of the first stage; each further stage doubles it
     downsample: int = 2  # stride-2 stages: the latent grid is H / 2^downsample

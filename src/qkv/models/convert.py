@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from qkv.config import from_dict, load_json
+from qkv.config import from_dict
 from qkv.errors import QKVError
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.io import (
@@ -50,6 +50,7 @@ from qkv.models.io import (
     load_weights,
     save_run,
 )
+from qkv.runs import load_json
 
 HF_CONFIG = "config.json"
 HF_SAFETENSORS = "model.safetensors"
@@ -138,7 +139,7 @@ def gpt2_config_to_qkv(hf: dict) -> GPTConfig:
         "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
         "activation": ACTIVATION_FROM_HF[act],
         "pos_encoding": "learned",
-        "tie_weights": hf.get("tie_word_embeddings", True),
+        "tie_embeddings": hf.get("tie_word_embeddings", True),
     }, prefix="model.")
 
 
@@ -173,7 +174,7 @@ def qkv_to_gpt2_config(cfg: GPTConfig, bos_id: int | None = None, eos_id: int | 
         "bos_token_id": bos_id,
         "eos_token_id": eos_id,
         "pad_token_id": None,
-        "tie_word_embeddings": cfg.tie_weights,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "dtype": "float32",
     }
 
@@ -206,7 +207,7 @@ def gpt2_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
     for i in range(cfg.n_layers):
         shapes.update({f"h.{i}.{k}": s for k, s in block.items()})
     shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
-    if not cfg.tie_weights:
+    if not cfg.tie_embeddings:
         shapes["lm_head.weight"] = (V, C)
     return shapes
 
@@ -220,7 +221,7 @@ def gpt2_state_dict_to_qkv(
     tied, and with the old ``attn.bias``/``attn.masked_bias`` buffers.
     """
     sd = {k.removeprefix("transformer."): v for k, v in hf_sd.items() if not k.endswith(IGNORED_SUFFIXES)}
-    if cfg.tie_weights:
+    if cfg.tie_embeddings:
         head = sd.pop("lm_head.weight", None)  # a tied head is wte itself; HF may or may not save it
         if head is not None and tuple(head.shape) != (cfg.vocab_size, cfg.d_model):
             raise QKVError(
@@ -252,7 +253,7 @@ def gpt2_state_dict_to_qkv(
         for name, weight, bias in (("q", q, qb), ("k", k, kb), ("v", v, vb)):
             out[f"{b}attn.{name}_proj.weight"] = weight.contiguous()
             out[f"{b}attn.{name}_proj.bias"] = bias.contiguous()
-    if not cfg.tie_weights:
+    if not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     return out
 
@@ -281,7 +282,7 @@ def qkv_to_gpt2_state_dict(model: GPT) -> dict[str, Tensor]:
             [sd[f"{b}attn.{n}_proj.weight"] for n in "qkv"], dim=0
         ).t()  # (3C, C) -> (C, 3C)
         out[h + "attn.c_attn.bias"] = torch.cat([get(f"{b}attn.{n}_proj.bias", (C,)) for n in "qkv"])  # (3C,)
-    if not cfg.tie_weights:
+    if not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     expected = gpt2_shapes(cfg)
     assert out.keys() == expected.keys(), sorted(set(out) ^ set(expected))

@@ -2,7 +2,7 @@
 
     idx ─ tok_emb (+ pos_emb) ─ [ TransformerBlock (causal self-attention, MLP) ] × n_layers ─ norm_f ─ lm_head ─ logits
 
-Trained to predict token t+1 from tokens ≤ t. With ``tie_weights`` the output projection reuses the
+Trained to predict token t+1 from tokens ≤ t. With ``tie_embeddings`` the output projection reuses the
 token-embedding matrix (Press & Wolf 2017), which for GPT-2 saves 38.6M of its 124M parameters.
 
 Shape legend: B batch, T sequence length, C d_model, V vocab size, H heads, D head dim.
@@ -43,7 +43,7 @@ class GPTConfig:
     activation: Activation = "gelu"  # GPT-2 uses "gelu_tanh"
     pos_encoding: PosEncoding = "learned"
     rope_base: float = 10000.0
-    tie_weights: bool = True  # lm_head.weight is tok_emb.weight
+    tie_embeddings: bool = True  # lm_head.weight is tok_emb.weight
 
     def __post_init__(self):
         for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads"):
@@ -92,7 +92,7 @@ class GPT(nn.Module):
         )
         self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_weights:
+        if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self._init_weights()
 

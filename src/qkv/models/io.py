@@ -1,29 +1,34 @@
-"""Run directories: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` (no pickle anywhere).
+"""A model in a run directory: ``config.json`` names its type and config, ``model.safetensors`` its weights.
 
 ``config.json`` holds ``{"model_type": "gpt", "model": {...GPTConfig...}, ...}`` plus whatever else the
-run recorded (``train``, ``data`` sections). Loading rebuilds the model from its config and checks
-every tensor name and shape before copying, so a checkpoint that disagrees with its config is an
-error naming the first mismatching key.
+run recorded (``task``, ``train``, ``data`` sections; `qkv.runs` owns the file names and the writes).
+Loading rebuilds the model from its config and checks every tensor name and shape before copying, so a
+checkpoint that disagrees with its config is an error naming the first mismatching key. Configs saved
+under an older name of a field (`LEGACY_NAMES`) still load.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qkv.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
-from qkv.config import from_dict, load_json, to_dict
+from qkv.config import from_dict, to_dict
 from qkv.errors import QKVError
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.dit import DiT, DiTConfig
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from qkv.runs import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_save_tensors,
+    atomic_write_json,
+    load_tensors,
+    read_config,
+)
 
 # model_type -> (config class, model class)
 MODEL_TYPES: dict[str, tuple[type, type]] = {
@@ -31,9 +36,8 @@ MODEL_TYPES: dict[str, tuple[type, type]] = {
     "autoencoder": (AutoencoderConfig, Autoencoder),
 }
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
+# model_type -> {old field name: new one}: run directories written before a rename still load
+LEGACY_NAMES: dict[str, dict[str, str]] = {"gpt": {"tie_weights": "tie_embeddings"}}
 
 
 def model_type_of(model: nn.Module) -> str:
@@ -43,29 +47,19 @@ def model_type_of(model: nn.Module) -> str:
     raise TypeError(f"unknown model class {type(model).__name__}")
 
 
+def model_config_dict(model_type: str, model_cfg: dict) -> dict:
+    """A saved model section with any field saved under an older name renamed (`LEGACY_NAMES`)."""
+    renames = LEGACY_NAMES.get(model_type, {})
+    return {renames.get(k, k): v for k, v in model_cfg.items()}
+
+
 def build_model(model_type: str, model_cfg: dict, device: str | torch.device | None = None) -> nn.Module:
     if model_type not in MODEL_TYPES:
         raise QKVError(f"unknown model_type {model_type!r}; valid: {', '.join(MODEL_TYPES)}")
     cfg_cls, model_cls = MODEL_TYPES[model_type]
-    cfg = from_dict(cfg_cls, model_cfg, prefix="model.")
+    cfg = from_dict(cfg_cls, model_config_dict(model_type, model_cfg), prefix="model.")
     with torch.device(device or "cpu"):
         return model_cls(cfg)
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def weights_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -118,28 +112,12 @@ def save_run(run_dir: str | Path, model: nn.Module, tokenizer=None, extra_config
     return run_dir
 
 
-def read_run_config(run_dir: str | Path) -> dict:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise QKVError(f"run directory not found: {run_dir}")
-    cfg = load_json(run_dir / CONFIG_FILE)
-    if "model_type" not in cfg or "model" not in cfg:
-        raise QKVError(f"{run_dir / CONFIG_FILE}: not a qkv run config (needs 'model_type' and 'model')")
-    return cfg
-
-
 def load_model(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly. Returns (model, config)."""
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
+    cfg = read_config(run_dir)
     model = build_model(cfg["model_type"], cfg["model"], device)
     path = run_dir / WEIGHTS_FILE
-    if not path.is_file():
-        raise QKVError(f"{run_dir}: no {WEIGHTS_FILE} (an unfinished run?)")
-    try:
-        tensors = load_file(str(path), device=str(device or "cpu"))
-    except (SafetensorError, OSError) as e:
-        raise QKVError(f"{path}: cannot read safetensors file ({e})") from None
-    load_weights(model, tensors, source=str(path))
+    load_weights(model, load_tensors(path, device=str(device or "cpu")), source=str(path))
     model.eval()
     return model, cfg

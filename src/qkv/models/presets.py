@@ -22,14 +22,14 @@ from qkv.models.gpt import GPTConfig
 def _gpt2(n_layers: int, d_model: int, n_heads: int) -> GPTConfig:
     return GPTConfig(
         vocab_size=50257, max_seq_len=1024, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-        activation="gelu_tanh", bias=True, tie_weights=True,
+        activation="gelu_tanh", bias=True, tie_embeddings=True,
     )
 
 
 def _gpt3(n_layers: int, d_model: int, n_heads: int, d_head: int) -> GPTConfig:
     return GPTConfig(
         vocab_size=50257, max_seq_len=2048, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-        d_head=d_head, d_ff=4 * d_model, activation="gelu_tanh", bias=True, tie_weights=True,
+        d_head=d_head, d_ff=4 * d_model, activation="gelu_tanh", bias=True, tie_embeddings=True,
     )
 
 

@@ -208,28 +208,41 @@ class Seq2Seq(nn.Module):
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         return self.drop(x + self.pos_emb(positions))  # (B, T, C)
 
-    def encode(self, src: Tensor, src_mask: Tensor, need_weights: bool = False):
-        """src (B, S) ids, src_mask (B, S) bool (True = real token) -> memory (B, S, C).
-
-        With need_weights: (memory, [per-layer self-attention maps (B, H, S, S)]).
-        """
-        x = self._embed(self.src_emb, src)  # (B, S, C)
-        maps = []
-        for blk in self.encoder:
-            x, w = blk(x, causal=False, key_mask=src_mask, need_weights=need_weights)
-            maps.append(w["self"])
-        memory = self.enc_norm(x)  # (B, S, C)
-        return (memory, maps) if need_weights else memory
+    def encode(self, src: Tensor, src_mask: Tensor) -> Tensor:
+        """src (B, S) ids, src_mask (B, S) bool (True = real token) -> memory (B, S, C)."""
+        return self._encoder(src, src_mask, need_weights=False)[0]
 
     def decode(self, memory: Tensor, src_mask: Tensor, tgt: Tensor, cache: Seq2SeqCache | None = None,
-               need_weights: bool = False, last_only: bool = False):
+               last_only: bool = False) -> Tensor:
         """memory (B, S, C), src_mask (B, S), tgt (B, T) ids -> logits (B, T, V).
 
         cache: decoding state; `tgt` holds the T new positions after the `cache.length` already decoded,
         and the cross-attention keys/values are taken from the cache once it holds them.
         last_only: logits of the last position only, (B, 1, V).
-        need_weights: (logits, {"self": [(B, H, T, T_total)], "cross": [(B, H, T, S)]} per layer).
         """
+        return self._decoder(memory, src_mask, tgt, cache, last_only, need_weights=False)[0]
+
+    def attention_maps(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> dict[str, list[Tensor]]:
+        """Every attention weight of a teacher-forced pass, per layer: {"encoder": [(B, H, S, S)],
+        "self": [(B, H, T, T)] (decoder, causal), "cross": [(B, H, T, S)]}; each row sums to 1."""
+        memory, enc = self._encoder(src, src_mask, need_weights=True)
+        _, dec = self._decoder(memory, src_mask, tgt_in, None, False, need_weights=True)
+        return {"encoder": enc, **dec}
+
+    def cross_attention_maps(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> list[Tensor]:
+        """Cross-attention weights of every decoder layer: a list of (B, H, T, S), each row summing to 1."""
+        return self.attention_maps(src, src_mask, tgt_in)["cross"]
+
+    def _encoder(self, src: Tensor, src_mask: Tensor, need_weights: bool) -> tuple[Tensor, list[Tensor]]:
+        x = self._embed(self.src_emb, src)  # (B, S, C)
+        maps = []
+        for blk in self.encoder:
+            x, w = blk(x, causal=False, key_mask=src_mask, need_weights=need_weights)
+            maps.append(w["self"])
+        return self.enc_norm(x), maps  # (B, S, C)
+
+    def _decoder(self, memory: Tensor, src_mask: Tensor, tgt: Tensor, cache: Seq2SeqCache | None, last_only: bool,
+                 need_weights: bool) -> tuple[Tensor, dict[str, list[Tensor]]]:
         start = cache.length if cache is not None else 0
         x = self._embed(self.tgt_emb, tgt, start)  # (B, T, C)
         maps: dict[str, list[Tensor]] = {"self": [], "cross": []}
@@ -244,8 +257,7 @@ class Seq2Seq(nn.Module):
         x = self.dec_norm(x)  # (B, T, C)
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
-        logits = self.lm_head(x)  # (B, T, V)
-        return (logits, maps) if need_weights else logits
+        return self.lm_head(x), maps  # (B, T, V)
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
@@ -279,11 +291,6 @@ class Seq2Seq(nn.Module):
         """Keep rows `index` of every cache tensor (beam search); returns the same cache object."""
         cache.reorder(index)
         return cache
-
-    def cross_attention_maps(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> list[Tensor]:
-        """Cross-attention weights of every decoder layer: a list of (B, H, T, S), each row summing to 1."""
-        memory = self.encode(src, src_mask)
-        return self.decode(memory, src_mask, tgt_in, need_weights=True)[1]["cross"]
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # shared (tied) tensors are counted once

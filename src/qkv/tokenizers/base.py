@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qkv.config import load_json
 from qkv.errors import QKVError
+from qkv.runs import load_json
 
 FORMAT_VERSION = 1
 
@@ -124,7 +124,7 @@ class Tokenizer(ABC):
         """Write this tokenizer as one JSON file, atomically (readers see the old file or the new one)."""
         # Imported here: qkv.models.io pulls in torch and the models, which `tokenizers` must not need
         # at import time (imports point one way: tokenizers depends only on config/errors).
-        from qkv.atomic import atomic_write_json
+        from qkv.runs import atomic_write_json
 
         atomic_write_json(Path(path), {"kind": self.kind, "version": FORMAT_VERSION, **self._state()})
 

@@ -272,7 +272,7 @@ class BPETokenizer(Tokenizer):
         `from_gpt2_files` restores them. GPT-2 tooling (``tokenizers.ByteLevelBPETokenizer.from_file``,
         ``transformers`` GPT-2 tokenizers) reads these files.
         """
-        from qkv.atomic import atomic_write_bytes
+        from qkv.runs import atomic_write_bytes
 
         directory = Path(directory)
         vocab = self._tok.get_vocab(with_added_tokens=True)

@@ -1,11 +1,11 @@
 """Trainer state on disk: everything besides the weights that an exact resume needs.
 
-    <run_dir>/model.safetensors     weights (written by `qkv.models.io.save_run`)
+    <run_dir>/model.safetensors     weights (written by the task's save)
     <run_dir>/optimizer.safetensors optimizer moments, data-sampler and RNG states (tensors)
-    <run_dir>/trainer_state.json    step, elapsed time, Python/NumPy RNG, optimizer scalars (written last)
+    <run_dir>/trainer_state.json    step, the schedule's clock, Python/NumPy RNG, optimizer scalars (last)
 
-Every file is written atomically (temp file, fsync, rename) and stamped with the step; loading checks
-the stamps agree, so a crash between two writes is reported instead of resuming from a mixed state.
+Every file is written atomically (`qkv.runs`) and stamped with the step; loading checks the stamps agree,
+so a crash between two writes is reported instead of resuming from a mixed state.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 
-from qkv.atomic import atomic_write_json
-from qkv.config import load_json
 from qkv.errors import QKVError
-from qkv.models.io import WEIGHTS_FILE, atomic_save_tensors
-
-STATE_FILE = "trainer_state.json"
-OPTIM_FILE = "optimizer.safetensors"
+from qkv.runs import OPTIM_FILE, STATE_FILE, WEIGHTS_FILE, atomic_save_tensors, atomic_write_json, file_step, load_json
 
 
 def rng_state() -> tuple[dict, dict]:
@@ -71,14 +66,6 @@ def save_trainer_state(run_dir: Path, step: int, optimizer: torch.optim.Optimize
     atomic_write_json(run_dir / STATE_FILE, {"step": step, "optim_scalars": scalars, "rng": rng_js, **extra})
 
 
-def _file_step(path: Path) -> int:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return int((f.metadata() or {}).get("step", -1))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise QKVError(f"{path}: unreadable checkpoint file ({e})") from None
-
-
 def load_trainer_state(run_dir: Path) -> tuple[dict, dict]:
     """(json state, tensors) of a run dir, after checking that weights and trainer state are from one step."""
     run_dir = Path(run_dir)
@@ -86,7 +73,7 @@ def load_trainer_state(run_dir: Path) -> tuple[dict, dict]:
         if not (run_dir / name).is_file():
             raise QKVError(f"{run_dir}: no {name}; nothing to resume (was the first checkpoint ever written?)")
     state = load_json(run_dir / STATE_FILE)
-    steps = {name: _file_step(run_dir / name) for name in (OPTIM_FILE, WEIGHTS_FILE)}
+    steps = {name: file_step(run_dir / name) for name in (OPTIM_FILE, WEIGHTS_FILE)}
     if any(s != state.get("step") for s in steps.values()):
         raise QKVError(f"{run_dir}: checkpoint files are from different steps ({steps}, state {state.get('step')}); "
                        "a save was interrupted")

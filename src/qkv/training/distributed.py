@@ -57,6 +57,15 @@ def mean_across(value: float, info: DistInfo, device: torch.device) -> float:
     return t.item() / info.world_size
 
 
+def sum_across(value: float, info: DistInfo, device: torch.device) -> float:
+    """`value` summed over every process (itself on one process)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item()
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+from qkv.runs import PLOT_FILE, read_metrics
 
 
 def plot_losses(run_dir: Path, out: Path | None = None) -> Path | None:
@@ -20,7 +15,7 @@ def plot_losses(run_dir: Path, out: Path | None = None) -> Path | None:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir / "metrics.jsonl")
+    records = read_metrics(run_dir)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     if not train:
         return None
@@ -37,7 +32,7 @@ def plot_losses(run_dir: Path, out: Path | None = None) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(out or run_dir / "loss.png")
+    out = Path(out or run_dir / PLOT_FILE)
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

@@ -3,12 +3,16 @@
 It is handed:
 
 - a model;
-- a loss function ``loss_fn(model, batch) -> (loss, info)``. It must not change any state besides the
-  model's activations: ``info["tokens"]`` counts the batch for throughput, and any ``info[name] = (total,
-  count)`` pair is summed by the loop, which hands the means since the last evaluation to ``evaluate``
-  (translation logs its unsmoothed training NLL that way). So a trial call (torch.compile's) leaves no trace;
-- a batch source with ``next_batch()`` / ``state_dict()`` / ``load_state_dict()`` (and optionally
-  ``peek_batch()``);
+- a loss function ``loss_fn(model, batch) -> (loss, info)``: the mean over the batch's loss terms (target
+  tokens, images). It must not change any state besides the model's activations: ``info["tokens"]`` counts
+  the batch for throughput, and any ``info[name] = (total, count)`` pair is summed by the loop (over
+  processes too), which hands the means since the last evaluation to ``evaluate`` (translation logs its
+  unsmoothed training NLL that way). So a trial call (torch.compile's) leaves no trace;
+- optionally ``loss_terms(batch) -> int``, how many terms that mean averages. The loop then weights each
+  micro-batch and process by it, so a step's loss and gradient are the mean over every term of the global
+  batch, however it is split (micro-batches, processes); without it every micro-batch weighs the same;
+- a batch source (`BatchSource`: ``next_batch()`` -> a batch dict (`qkv.data.batch`), ``state_dict()``,
+  ``load_state_dict()``, optionally ``peek_batch()``);
 - an optional ``evaluate(model, full, train_means) -> metrics`` (``full``: also the slow figures);
 - a ``save_model(model, step)`` that writes weights, config and tokenizer;
 - an optional ``on_step(model, step)``, run after every optimizer step (diffusion updates its weight
@@ -35,7 +39,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from qkv.data.batch import to_device
 from qkv.errors import QKVError
+from qkv.runs import METRICS_FILE, append_jsonl, atomic_write_bytes
 from qkv.training import distributed
 from qkv.training.checkpoint import (
     data_state_of,
@@ -48,8 +54,6 @@ from qkv.training.checkpoint import (
 from qkv.training.config import TrainConfig
 from qkv.training.optim import build_optimizer, lr_at
 from qkv.training.precision import resolve_precision
-
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Trainer:
         device: torch.device | None = None,
         log: Callable[[str], None] | None = None,
         on_step: Callable[[nn.Module, int], None] | None = None,
+        loss_terms: Callable[[dict], int] | None = None,
     ):
         self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, train_data, cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -85,6 +90,7 @@ class Trainer:
         self.device = device or distributed.pick_device(cfg.device, self.dist.local_rank)
         self._log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
         self.on_step = on_step  # called with (raw model, step) after every optimizer step (e.g. an EMA)
+        self.loss_terms = loss_terms  # batch -> number of terms its mean loss averages (None: all alike)
 
     def log(self, msg: str) -> None:
         if self.dist.is_main:
@@ -99,8 +105,7 @@ class Trainer:
 
     def _write_metrics(self, record: dict) -> None:
         if self.dist.is_main and self.run_dir is not None:
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(self.run_dir / METRICS_FILE, record)
 
     def _trim_metrics(self, step: int) -> None:
         """After a resume, forget lines logged past the checkpoint (they will be logged again)."""
@@ -108,7 +113,7 @@ class Trainer:
         if not self.dist.is_main or path is None or not path.exists():
             return
         keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+        atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode("utf-8"))
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
@@ -167,15 +172,21 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
+            # the step's micro-batches, and how many loss terms each holds in the global batch
+            batches = [to_device(self.data.next_batch(), device) for _ in range(cfg.grad_accum)]
+            counts = [self.loss_terms(b) for b in batches] if self.loss_terms else [1] * cfg.grad_accum
+            total = distributed.sum_across(float(sum(counts)), self.dist, device)
             loss_total = 0.0
-            for micro in range(cfg.grad_accum):
-                batch = _to_device(self.data.next_batch(), device)
+            for micro, (batch, n) in enumerate(zip(batches, counts, strict=True)):
                 sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
                 with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
                     loss, info = self.loss_fn(model, batch)
-                scaled = loss / cfg.grad_accum
+                # weight n / total of the global mean; DDP averages the processes' gradients, hence × world.
+                # Written as a division: with equal micro-batches it is exactly loss / grad_accum
+                share = total / (n * self.dist.world_size)
+                scaled = loss / share
                 (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_total += loss.item() / cfg.grad_accum
+                loss_total += loss.item() / share
                 tokens_since += int(info.get("tokens", 0)) * self.dist.world_size
                 for name, value in info.items():
                     if isinstance(value, tuple):  # (total, count): a running mean the loop keeps
@@ -215,7 +226,9 @@ class Trainer:
             if step % cfg.eval_interval == 0 or last:
                 if self.evaluate is not None:
                     model.eval()
-                    means = {k: t / c for k, (t, c) in running.items() if c}
+                    sums = {k: distributed.sum_across(t, self.dist, device) for k, (t, _) in sorted(running.items())}
+                    counts_ = {k: distributed.sum_across(c, self.dist, device) for k, (_, c) in sorted(running.items())}
+                    means = {k: sums[k] / counts_[k] for k in sums if counts_[k]}
                     running.clear()
                     metrics = self.evaluate(raw, step % full_eval_every == 0 or last, means)
                     model.train()
@@ -263,25 +276,13 @@ class Trainer:
         try:
             compiled = torch.compile(raw)
             # compile errors surface on the first call: try one forward now and fall back if it fails
-            batch = _to_device(self.data.peek_batch() if hasattr(self.data, "peek_batch") else None, self.device)
+            batch = self.data.peek_batch() if hasattr(self.data, "peek_batch") else None
             if batch is not None:
                 with torch.no_grad():
-                    self.loss_fn(compiled, batch)
+                    self.loss_fn(compiled, to_device(batch, self.device))
             return compiled
         except Exception as e:  # noqa: BLE001 - any backend failure means: run eager
             self.log(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); running eager")
             return raw
         finally:
             set_rng_state(tensors, js)
-
-
-def _to_device(batch, device: torch.device):
-    if batch is None:
-        return None
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qkv.chat.session import ChatSession
-from qkv.chat.template import (
+from qkv.data.chat import ChatBatches, ChatExamples, collate_chat
+from qkv.data.chat_template import (
     END,
     SPECIAL_TOKENS,
     USER,
@@ -27,10 +27,11 @@ from qkv.chat.template import (
     render_text,
     targets_from,
 )
-from qkv.data.chat import ChatBatches, collate_chat
 from qkv.errors import QKVError
+from qkv.evaluation.chat import answer_loss
+from qkv.generation.chat import ChatSession
 from qkv.models.gpt import GPT, GPTConfig
-from qkv.recipes.chat import ChatExamples, answer_loss, chat_loss, grow_vocab
+from qkv.tasks.chat import chat_loss, grow_vocab
 from qkv.tokenizers import train_bpe, train_char
 from qkv.training.config import TrainConfig
 from qkv.training.trainer import Trainer
@@ -229,7 +230,7 @@ def test_answer_loss_equals_a_per_conversation_loop(answer_only):
 def test_grow_vocab_keeps_old_rows_and_logits(tie):
     """Growing the vocabulary copies every old embedding and LM-head row (and every other weight) bit for bit,
     starts the new rows at the mean of the old ones, and so keeps the logits of the old ids."""
-    base = GPT(GPTConfig(vocab_size=20, max_seq_len=16, d_model=32, n_layers=1, n_heads=2, tie_weights=tie))
+    base = GPT(GPTConfig(vocab_size=20, max_seq_len=16, d_model=32, n_layers=1, n_heads=2, tie_embeddings=tie))
     grown = grow_vocab(base, 24)
     assert grown.config.vocab_size == 24 and grown.tok_emb.weight.shape == (24, 32)
     assert (grown.lm_head.weight is grown.tok_emb.weight) == tie

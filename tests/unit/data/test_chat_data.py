@@ -8,18 +8,18 @@ import re
 import pytest
 import torch
 
-from qkv.chat.template import add_chat_tokens, chat_tokens
 from qkv.data.chat import (
     ChatBatches,
     ChatDataConfig,
+    encode_conversations,
     load_chat_splits,
     read_conversations,
-    split_of,
-    validate_messages,
 )
+from qkv.data.chat_template import add_chat_tokens, chat_tokens
+from qkv.data.conversations import split_of, validate_messages
 from qkv.data.qa_skills import pydoc_pairs, pydoc_qa, qa_skills
 from qkv.errors import QKVError
-from qkv.recipes.chat import chat_tokenizer, encode_conversations
+from qkv.tasks.chat import chat_tokenizer
 from qkv.tokenizers import train_char
 
 
@@ -257,7 +257,7 @@ def test_batches_pad_to_the_batch_and_resume_exactly():
         b = data.next_batch()
         lengths = (b["idx"] != 0).sum(1)
         assert b["idx"].shape[1] == lengths.max()  # padded to the longest in the batch, not the context
-        assert b["tokens"] == lengths.sum()
+        assert torch.equal(b["mask"].sum(1), lengths)  # the mask marks the real (unpadded) tokens
         assert ((b["targets"] != -100).sum(1) == 1).all()  # padding never gets a target
         seen += lengths.tolist()
         assert lengths.max() - lengths.min() <= 1  # sorted pools put similar lengths together

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from qkv.cli.main import main
+from qkv.data.files import decode_text
 from qkv.data.registry import DATASETS, DatasetInfo, RemoteFile, resolve, verify
-from qkv.data.text import RandomWindows, decode_text, full_pass_windows, load_corpus
+from qkv.data.text import RandomWindows, full_pass_windows, load_corpus
 from qkv.errors import QKVError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -114,7 +115,9 @@ def test_load_corpus_named_dataset(data_dir):
 
 def test_random_windows_shapes_and_shift():
     tokens = np.arange(1000, dtype=np.uint16)  # token i has value i, so a window is a run of consecutive ids
-    x, y = RandomWindows(tokens, block_size=16, batch_size=5, seed=0).next_batch()
+    b = RandomWindows(tokens, block_size=16, batch_size=5, seed=0).next_batch()
+    x, y = b["idx"], b["targets"]
+    assert set(b) == {"idx", "targets"}
     assert x.shape == y.shape == (5, 16) and x.dtype == y.dtype == torch.int64
     assert torch.equal(y, x + 1)  # y is x shifted by one token
     assert torch.equal(x[:, 1:], x[:, :-1] + 1)  # every row is a contiguous window
@@ -130,9 +133,9 @@ def test_random_windows_state_dict_reproduces_the_batches():
     expected = [a.next_batch() for _ in range(3)]
     b = RandomWindows(tokens, 8, 4, seed=99)  # a different seed: only the loaded state decides
     b.load_state_dict(state)
-    for (xe, ye), (xb, yb) in zip(expected, (b.next_batch() for _ in range(3)), strict=True):
-        assert torch.equal(xe, xb) and torch.equal(ye, yb)
-    assert not torch.equal(RandomWindows(tokens, 8, 4, seed=99).next_batch()[0], expected[0][0])
+    for e, got in zip(expected, (b.next_batch() for _ in range(3)), strict=True):
+        assert torch.equal(e["idx"], got["idx"]) and torch.equal(e["targets"], got["targets"])
+    assert not torch.equal(RandomWindows(tokens, 8, 4, seed=99).next_batch()["idx"], expected[0]["idx"])
 
 
 def test_random_windows_ddp_ranks_split_the_global_batch():
@@ -140,11 +143,11 @@ def test_random_windows_ddp_ranks_split_the_global_batch():
     full = RandomWindows(tokens, 8, 12, seed=3)
     ranks = [RandomWindows(tokens, 8, 12, seed=3, rank=r, world_size=3) for r in range(3)]
     for _ in range(4):
-        xs, ys = full.next_batch()
+        whole = full.next_batch()
         parts = [w.next_batch() for w in ranks]
-        assert all(p[0].shape == (4, 8) for p in parts)
-        assert torch.equal(torch.cat([p[0] for p in parts]), xs)  # rank r holds rows 4r..4r+3, in order
-        assert torch.equal(torch.cat([p[1] for p in parts]), ys)
+        assert all(p["idx"].shape == (4, 8) for p in parts)
+        assert torch.equal(torch.cat([p["idx"] for p in parts]), whole["idx"])  # rank r holds rows 4r..4r+3
+        assert torch.equal(torch.cat([p["targets"] for p in parts]), whole["targets"])
 
 
 def test_random_windows_errors():
@@ -163,7 +166,8 @@ def test_random_windows_errors():
 def test_full_pass_windows_cover_every_target_once(n, block, batch, max_tokens):
     tokens = np.arange(n, dtype=np.uint16)
     targets = []
-    for x, y in full_pass_windows(tokens, block, batch, max_tokens):
+    for b in full_pass_windows(tokens, block, batch, max_tokens):
+        x, y = b["idx"], b["targets"]
         assert x.shape == y.shape and x.shape[0] <= batch and x.shape[1] <= block
         real = y != -100
         assert torch.equal(y[real], x[real] + 1)  # each target is the token after its input

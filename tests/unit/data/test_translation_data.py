@@ -195,14 +195,42 @@ def test_epochs_differ_and_resume_is_exact():
     assert any(len(x) != len(y) or not np.array_equal(x, y) for x, y in zip(plan0, plan1, strict=False))
 
 
-def test_ranks_get_disjoint_batches():
+def test_ranks_share_the_rows_of_the_global_batches():
+    """Under DDP every process follows the single-process plan and keeps every world-th row of each batch:
+    the two ranks' rows of a step are exactly the batch one process trains on (30 batches of 10: no tail to
+    merge)."""
     ex = _random_examples(300)
-    r0 = TranslationBatches(ex, PAD, BOS, EOS, batch_sentences=10, seed=0, rank=0, world_size=2)
-    r1 = TranslationBatches(ex, PAD, BOS, EOS, batch_sentences=10, seed=0, rank=1, world_size=2)
-    assert len(r0) == len(r1) == 15
-    ids0 = {int(i) for b in r0._plan for i in b}
-    ids1 = {int(i) for b in r1._plan for i in b}
-    assert not ids0 & ids1 and len(ids0 | ids1) == 300
+    one = TranslationBatches(ex, PAD, BOS, EOS, batch_sentences=10, seed=0)
+    ranks = [TranslationBatches(ex, PAD, BOS, EOS, batch_sentences=10, seed=0, rank=r, world_size=2)
+             for r in range(2)]
+    for _ in range(len(one) + 3):  # into the second epoch
+        whole, parts = one.next_batch(), [r.next_batch() for r in ranks]
+        assert [p["src"].size(0) for p in parts] == [5, 5]
+        assert sorted(_real(parts[0]) + _real(parts[1])) == sorted(_real(whole))
+
+
+def test_token_batches_under_ddp_cover_an_epoch_with_no_empty_share():
+    ex = _random_examples(300)
+    ranks = [TranslationBatches(ex, PAD, BOS, EOS, batch_tokens=300, seed=0, rank=r, world_size=2) for r in range(2)]
+    seen = []
+    for _ in range(len(ranks[0])):
+        parts = [r.next_batch() for r in ranks]
+        assert all(p["src"].size(0) >= 1 for p in parts)
+        seen += [x for p in parts for x in _real(p)]
+    assert sorted(seen) == sorted(tuple(s) for s in ex.src)
+
+
+def _real(b) -> list[tuple]:
+    return [tuple(s[m].tolist()) for s, m in zip(b["src"], b["src_mask"], strict=True)]
+
+
+def test_a_batch_smaller_than_the_processes_is_merged_not_emptied():
+    ex = _random_examples(21)  # 21 pairs in batches of 10: the tail batch has 1 row
+    ranks = [TranslationBatches(ex, PAD, BOS, EOS, batch_sentences=10, seed=0, rank=r, world_size=2) for r in range(2)]
+    sizes = sorted(len(b) for b in ranks[0]._plan)
+    assert sizes == [10, 11]  # the 1-row tail joined the batch before it
+    seen = [x for _ in range(len(ranks[0])) for r in ranks for x in _real(r.next_batch())]
+    assert sorted(seen) == sorted(tuple(s) for s in ex.src)  # still every pair once per epoch
 
 
 def test_budget_smaller_than_longest_pair_is_an_error():

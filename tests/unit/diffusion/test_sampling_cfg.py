@@ -1,4 +1,4 @@
-"""Classifier-free guidance in `qkv.diffusion.sampling.sample` and `qkv.recipes.diffusion.generate`, exactly.
+"""Classifier-free guidance in `qkv.diffusion.sampling.sample` and `qkv.diffusion.generate.generate`, exactly.
 
 A stub denoiser predicts x̂_0 = its label, whatever x_t and t are (``prediction = "x0"``, no clipping). The
 last DDIM step lands on the clean image (ᾱ = 1 before the first timestep), so it returns x̂_0 itself:
@@ -96,7 +96,7 @@ def test_generate_guides_against_the_models_null_condition():
     """`generate` (the entry point of `qkv sample` and `qkv eval`) asks the model for its null condition:
     with the stub scaled by 1/20 (so the pixel clamp leaves it alone), w = 0 gives the null prediction
     0.5 for every row, w = 1 the label's own (0.1, 0.25), w = 2 gives 0.5 + 2·(label/20 − 0.5)."""
-    from qkv.recipes.diffusion import generate
+    from qkv.diffusion.generate import generate
 
     cond = {"labels": LABELS}
     for w, want in ((0.0, [0.5, 0.5]), (1.0, [0.1, 0.25]), (2.0, [-0.3, 0.0])):

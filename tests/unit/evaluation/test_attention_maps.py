@@ -5,7 +5,7 @@ import torch
 
 from qkv.errors import QKVError
 from qkv.evaluation.attention import gpt_self_attention, plot_attention, seq2seq_alignment
-from qkv.generation.seq2seq import DecodeConfig
+from qkv.generation.seq2seq import SequenceDecoding
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.tokenizers import train_bpe, train_char
@@ -20,7 +20,7 @@ def test_alignment_has_one_row_per_produced_token(bpe, tmp_path):
     torch.manual_seed(0)
     m = Seq2Seq(Seq2SeqConfig(vocab_size=bpe.vocab_size, max_seq_len=32, d_model=32, n_heads=4,
                               n_encoder_layers=1, n_decoder_layers=2, dropout=0.0)).eval()
-    cfg = DecodeConfig(beam=2, max_len_a=0.0, max_len_b=6)
+    cfg = SequenceDecoding(beam=2, max_len_a=0.0, max_len_b=6)
     amap = seq2seq_alignment(m, bpe, bpe, "Ein Mann fährt Fahrrad.", cfg, layer=0, head=None)
     src_ids = bpe.encode("Ein Mann fährt Fahrrad.")
     assert len(amap.cols) == len(src_ids) + 1 and amap.cols[-1] == "<eos>"
@@ -35,9 +35,9 @@ def test_alignment_has_one_row_per_produced_token(bpe, tmp_path):
     with Image.open(out) as im:  # a real picture: PNG, a plausible size, more than one colour
         assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 150
         assert len(set(im.convert("L").tobytes())) > 2
-    with pytest.raises(QKVError, match="--layer 2 is out of range"):
+    with pytest.raises(QKVError, match="layer 2 is out of range"):
         seq2seq_alignment(m, bpe, bpe, "Ein Mann", cfg, layer=2)
-    with pytest.raises(QKVError, match="--head 4 is out of range"):
+    with pytest.raises(QKVError, match="head 4 is out of range"):
         seq2seq_alignment(m, bpe, bpe, "Ein Mann", cfg, head=4)
     with pytest.raises(QKVError, match="empty"):
         seq2seq_alignment(m, bpe, bpe, "  ", cfg)

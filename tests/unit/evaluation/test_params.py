@@ -49,7 +49,7 @@ def test_gpt2_sizes_match_transformers(preset, n_layer, n_embd, n_head):
 VARIANTS = {
     **PRESETS,
     "untied-rope-nobias": GPTConfig(vocab_size=97, max_seq_len=64, d_model=32, n_layers=3, n_heads=4,
-                                    pos_encoding="rope", tie_weights=False, bias=False, norm="rmsnorm"),
+                                    pos_encoding="rope", tie_embeddings=False, bias=False, norm="rmsnorm"),
     "sinusoidal-dhead": GPTConfig(vocab_size=50, max_seq_len=16, d_model=24, n_layers=2, n_heads=2, d_head=8,
                                   d_ff=40, pos_encoding="sinusoidal"),
 }
@@ -104,7 +104,7 @@ def test_table_shows_units_and_embedding_share(capsys):
 
 
 def test_run_dir(tmp_path, capsys):
-    cfg = GPTConfig(vocab_size=40, max_seq_len=16, d_model=16, n_layers=2, n_heads=2, tie_weights=False)
+    cfg = GPTConfig(vocab_size=40, max_seq_len=16, d_model=16, n_layers=2, n_heads=2, tie_embeddings=False)
     model = GPT(cfg)
     save_run(tmp_path / "run", model)
     assert params_json(capsys, str(tmp_path / "run"))["total"] == model.num_params()

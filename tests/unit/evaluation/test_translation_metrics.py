@@ -3,7 +3,8 @@
 import pytest
 import sacrebleu
 
-from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, perplexity, sacre_bleu, tokenized_lc_bleu
+from qkv.evaluation.perplexity import perplexity
+from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, sacre_bleu, tokenized_lc_bleu
 
 HYPS = ["A man is riding a bike.", "Two dogs play in the snow!", "a girl in a RED dress", "The sun."]
 REFS = ["A man rides a bicycle.", "Two dogs are playing in the snow.", "A girl in a red dress.", "Sunset."]

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from qkv.generation.seq2seq import (
-    DecodeConfig,
+    SequenceDecoding,
     beam_search,
     greedy_decode,
     length_penalty,
@@ -132,7 +132,7 @@ def test_greedy_matches_per_sentence_reference_and_no_cache():
 def test_beam_one_is_greedy(vocab, seed):
     m = random_model(vocab=vocab, seed=seed, weight_std=0.2)
     src, mask = _src([7, 4, 2, 5, 6], vocab=vocab, seed=seed)
-    cfg = DecodeConfig(beam=1, max_len_a=1.0, max_len_b=3, length_penalty=1.0)
+    cfg = SequenceDecoding(beam=1, max_len_a=1.0, max_len_b=3, length_penalty=1.0)
     greedy = greedy_decode(m, src, mask, BOS, EOS, cfg.max_len_a, cfg.max_len_b)
     assert [h.tokens for h in beam_search(m, src, mask, BOS, EOS, cfg)] == greedy
 
@@ -177,8 +177,8 @@ def test_wide_beam_finds_the_exhaustive_optimum():
     lengths_seen, narrow_misses = set(), 0
     for norm, alpha in [("gnmt", 0.6), ("simple", 1.0), ("simple", 0.0), ("gnmt", 2.0)]:
         # 128 ≥ 27 live prefixes × 4 continuations: nothing is ever pruned, EOS always ranks in the top `beam`
-        cfg = DecodeConfig(beam=128, length_penalty=alpha, length_norm=norm, max_len_a=0.0, max_len_b=max_len)
-        narrow = DecodeConfig(beam=2, length_penalty=alpha, length_norm=norm, max_len_a=0.0, max_len_b=max_len)
+        cfg = SequenceDecoding(beam=128, length_penalty=alpha, length_norm=norm, max_len_a=0.0, max_len_b=max_len)
+        narrow = SequenceDecoding(beam=2, length_penalty=alpha, length_norm=norm, max_len_a=0.0, max_len_b=max_len)
         wide, small = beam_search(m, src, mask, BOS, EOS, cfg), beam_search(m, src, mask, BOS, EOS, narrow)
         greedy = greedy_decode(m, src, mask, BOS, EOS, 0.0, max_len)
         for i in range(4):
@@ -204,7 +204,7 @@ def test_beam_improves_on_greedy_somewhere():
     least once (and never a worse one: with α = 0 the greedy path is among what beam search could keep)."""
     m = random_model(vocab=12, seed=5, head_std=0.2, dtype=torch.float64)
     src, mask = _src([6, 5, 4, 3, 6, 5, 4, 3], vocab=12, seed=11)
-    cfg = DecodeConfig(beam=8, length_penalty=0.0, max_len_a=0.0, max_len_b=5)
+    cfg = SequenceDecoding(beam=8, length_penalty=0.0, max_len_a=0.0, max_len_b=5)
     beams = beam_search(m, src, mask, BOS, EOS, cfg)
     greedy = greedy_decode(m, src, mask, BOS, EOS, 0.0, 5)
     better = 0
@@ -221,18 +221,18 @@ def test_translate_ids_keeps_input_order_across_batches():
     src, mask = _src([7, 2, 5, 3, 6])
     sources = [src[i, : int(mask[i].sum())].tolist() for i in range(5)]
     for beam in (1, 3):
-        cfg = DecodeConfig(beam=beam, max_len_a=1.0, max_len_b=2, batch_size=2)
+        cfg = SequenceDecoding(beam=beam, max_len_a=1.0, max_len_b=2, batch_size=2)
         batched = translate_ids(m, sources, BOS, EOS, cfg)
         one_by_one = [translate_ids(m, [s], BOS, EOS, cfg)[0] for s in sources]
         assert batched == one_by_one
-    assert translate_ids(m, [], BOS, EOS, DecodeConfig()) == []
+    assert translate_ids(m, [], BOS, EOS, SequenceDecoding()) == []
 
 
 def test_decode_config_validation():
     for kw in (dict(beam=0), dict(length_penalty=-1.0), dict(length_norm="avg"), dict(batch_size=0),
                dict(max_len_a=-1.0)):
         with pytest.raises(ValueError):
-            DecodeConfig(**kw)
+            SequenceDecoding(**kw)
 
 
 def test_max_lengths_cap_at_context():

@@ -5,15 +5,14 @@ padded 50,304, a converted checkpoint): generation, chat and translation never p
 import pytest
 import torch
 
-from qkv.chat.session import ChatSession, stream_reply
-from qkv.chat.template import add_chat_tokens, render
+from qkv.data.chat_template import add_chat_tokens, render
+from qkv.generation.chat import ChatSession, stream_reply
 from qkv.generation.inference import TransposedLinear, for_decoding, prepare_for_decoding
 from qkv.generation.lm import generate_ids, generate_text
-from qkv.generation.sampling import SamplingConfig
-from qkv.generation.seq2seq import DecodeConfig
+from qkv.generation.sampling import TokenSampling
+from qkv.generation.seq2seq import SequenceDecoding, translate_lines
 from qkv.models import GPT, GPTConfig
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from qkv.recipes.translate import translate_lines
 from qkv.tokenizers import train_bpe, train_char
 
 
@@ -24,7 +23,7 @@ def test_decoding_copy_computes_the_trained_model(bias, tie):
     from, with biases (converted GPT-2 weights) and without, tied head or not; the model is untouched."""
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=40, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, bias=bias,
-                      tie_weights=tie)).eval()
+                      tie_embeddings=tie)).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0.0, 0.2)  # non-zero biases too, or the bias branch would add zeros
@@ -65,12 +64,13 @@ def favour_extra_rows(model, norm, n_real: int) -> None:
 def test_generation_never_emits_an_id_the_tokenizer_lacks():
     tok = train_char("abcdefgh")  # 8 ids; the model has 12 rows
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=12, max_seq_len=16, d_model=16, n_layers=1, n_heads=2, tie_weights=False)).eval()
+    model = GPT(GPTConfig(vocab_size=12, max_seq_len=16, d_model=16, n_layers=1, n_heads=2,
+                          tie_embeddings=False)).eval()
     favour_extra_rows(model, model.norm_f, tok.vocab_size)
     with torch.no_grad():
         logits = model(torch.tensor([tok.encode("abc")]))[0][0, -1]
     assert int(logits.argmax()) >= tok.vocab_size  # unmasked, greedy would pick an extra row
-    for sampling in (SamplingConfig(temperature=0.0), SamplingConfig(temperature=1.0)):
+    for sampling in (TokenSampling(temperature=0.0), TokenSampling(temperature=1.0)):
         ids = list(generate_ids(model, tok.encode("abc"), 30, sampling, vocab_size=tok.vocab_size,
                                 generator=torch.Generator().manual_seed(0)))
         assert all(i < tok.vocab_size for i in ids)
@@ -83,14 +83,14 @@ def test_chat_never_emits_an_id_the_tokenizer_lacks():
     add_chat_tokens(tok)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size + 5, max_seq_len=64, d_model=16, n_layers=1, n_heads=2,
-                          tie_weights=False)).eval()
+                          tie_embeddings=False)).eval()
     favour_extra_rows(model, model.norm_f, tok.vocab_size)
     with torch.no_grad():
         model.lm_head.weight[tok.encode("b")[0]] = 0.5  # the best real token, after the extra rows
     ids, _ = render([{"role": "user", "content": "abc?"}], tok, add_generation_prompt=True)
-    reply = "".join(stream_reply(model, tok, ids, 20, SamplingConfig(temperature=0.0)))
+    reply = "".join(stream_reply(model, tok, ids, 20, TokenSampling(temperature=0.0)))
     assert reply == "b" * 20
-    session = ChatSession(model, tok, SamplingConfig(temperature=1.0), 20, seed=3)
+    session = ChatSession(model, tok, TokenSampling(temperature=1.0), 20, seed=3)
     assert set("".join(session.reply("abc?"))) <= set("abcdefgh ?")
 
 
@@ -102,5 +102,5 @@ def test_translation_never_emits_an_id_the_target_tokenizer_lacks(beam):
                                   n_decoder_layers=1, n_heads=2, dropout=0.0, tie_embeddings=False,
                                   pad_id=tok.pad_id)).eval()
     favour_extra_rows(model, model.dec_norm, tok.vocab_size)
-    out, _ = translate_lines(model, tok, tok, ["ein mann", "zwei hunde"], DecodeConfig(beam=beam, max_len_b=5))
+    out, _ = translate_lines(model, tok, tok, ["ein mann", "zwei hunde"], SequenceDecoding(beam=beam, max_len_b=5))
     assert len(out) == 2 and all(o for o in out)  # decoding an extra id raised before

@@ -12,7 +12,7 @@ from torch import nn
 
 from qkv.generation.lm import generate_ids, generate_text, stream_text
 from qkv.generation.quantize import quantize_int8
-from qkv.generation.sampling import SamplingConfig, filter_logits, sample_next
+from qkv.generation.sampling import TokenSampling, filter_logits, sample_next
 from qkv.generation.streaming import TextStream, stream_pieces
 from qkv.models import GPT, GPTConfig
 from qkv.tokenizers import train_bpe, train_char
@@ -64,7 +64,7 @@ def naive_sliding(model: GPT, prompt: list[int], n: int) -> list[int]:
 
 def test_greedy_is_argmax():
     logits = torch.randn(6, 50)
-    assert torch.equal(sample_next(logits, SamplingConfig(temperature=0.0)), logits.argmax(dim=-1))
+    assert torch.equal(sample_next(logits, TokenSampling(temperature=0.0)), logits.argmax(dim=-1))
 
 
 def test_top_k_keeps_exactly_the_k_largest():
@@ -76,7 +76,7 @@ def test_top_k_keeps_exactly_the_k_largest():
     assert torch.equal(kept.gather(-1, top), logits.gather(-1, top))  # kept logits unchanged
     assert torch.equal(filter_logits(logits, top_k=50), logits) and torch.equal(filter_logits(logits, top_k=99), logits)
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_next(logits, SamplingConfig(1.0, top_k=2), g) for _ in range(300)])  # (300, 4)
+    draws = torch.stack([sample_next(logits, TokenSampling(1.0, top_k=2), g) for _ in range(300)])  # (300, 4)
     allowed = logits.topk(2, dim=-1).indices  # (4, 2)
     assert all(set(draws[:, r].tolist()) <= set(allowed[r].tolist()) for r in range(4))
 
@@ -111,7 +111,7 @@ def test_top_p_works_per_row_and_with_top_k():
 
 def test_seeded_sampling_is_reproducible():
     logits = torch.randn(3, 40)
-    cfg = SamplingConfig(temperature=1.5, top_k=20, top_p=0.95)
+    cfg = TokenSampling(temperature=1.5, top_k=20, top_p=0.95)
     draw = lambda seed: torch.stack(  # noqa: E731
         [sample_next(logits, cfg, g) for g in [torch.Generator().manual_seed(seed)] for _ in range(50)])
     assert torch.equal(draw(7), draw(7))
@@ -120,7 +120,7 @@ def test_seeded_sampling_is_reproducible():
 
 def test_seeded_generation_is_reproducible():
     model, tok = lively_gpt(max_seq_len=16), LETTERS
-    cfg = SamplingConfig(temperature=1.0)
+    cfg = TokenSampling(temperature=1.0)
     a = generate_text(model, tok, "BCD", 20, cfg, seed=5)
     assert a == generate_text(model, tok, "BCD", 20, cfg, seed=5)
     assert a != generate_text(model, tok, "BCD", 20, cfg, seed=6)
@@ -133,7 +133,7 @@ def _ids_as_text(ids) -> str:
 @pytest.mark.parametrize("kw", [{"temperature": -0.1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}])
 def test_sampling_config_validation(kw):
     with pytest.raises(ValueError):
-        SamplingConfig(**kw)
+        TokenSampling(**kw)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_sampling_config_validation(kw):
 
 def test_cached_and_uncached_greedy_agree_within_the_context():
     model, prompt = lively_gpt(max_seq_len=8), [1, 2, 3]
-    greedy = SamplingConfig(temperature=0.0)
+    greedy = TokenSampling(temperature=0.0)
     expected = naive_greedy(model, prompt, 5)  # 3 + 5 = 8 tokens: exactly the context
     assert len(set(expected)) > 1, "a constant continuation would make the comparison vacuous"
     assert list(generate_ids(model, prompt, 5, greedy, use_cache=True)) == expected
@@ -156,7 +156,7 @@ def test_cached_generation_slides_its_window_exactly(pos, prompt):
     the last half-context each time it fills) must equal full forwards over the same windows, token for
     token; the uncached path always reads the last 8 tokens."""
     model = lively_gpt(max_seq_len=8, pos_encoding=pos)
-    greedy = SamplingConfig(temperature=0.0)
+    greedy = TokenSampling(temperature=0.0)
     cached = list(generate_ids(model, prompt, 30, greedy, use_cache=True))
     assert cached == naive_sliding(model, prompt, 30)
     assert len(set(cached[10:])) > 1, "a constant tail would make the comparison after the slides vacuous"
@@ -167,7 +167,7 @@ def test_generation_stops_after_a_stop_id():
     model, prompt = lively_gpt(max_seq_len=8), [1, 2, 3]
     free = naive_greedy(model, prompt, 6)
     stop = free[3]
-    got = list(generate_ids(model, prompt, 6, SamplingConfig(temperature=0.0), stop_ids=[stop]))
+    got = list(generate_ids(model, prompt, 6, TokenSampling(temperature=0.0), stop_ids=[stop]))
     assert got == free[: free.index(stop) + 1]
 
 
@@ -208,7 +208,7 @@ def test_stream_text_yields_whole_characters_across_byte_tokens(ascii_bpe):
     assert len(ids) == 1 + 2 + 3 + 1 + 4 + 1  # one token per byte
     assert "\ufffd" in ascii_bpe.decode(ids[:2])  # the first byte of é alone is not a character
     model = Scripted(ids, ascii_bpe.vocab_size)
-    pieces = list(stream_text(model, ascii_bpe, "x", len(ids), SamplingConfig(temperature=0.0), use_cache=False))
+    pieces = list(stream_text(model, ascii_bpe, "x", len(ids), TokenSampling(temperature=0.0), use_cache=False))
     assert pieces == list(text)  # each piece is one whole character, never half of one
 
 
@@ -216,7 +216,7 @@ def test_stream_text_stop_string_after_multibyte_characters(ascii_bpe):
     text = "é€ END €"
     ids = ascii_bpe.encode(text)
     model = Scripted(ids, ascii_bpe.vocab_size)
-    out = generate_text(model, ascii_bpe, "x", len(ids), SamplingConfig(temperature=0.0), stop=[" END"],
+    out = generate_text(model, ascii_bpe, "x", len(ids), TokenSampling(temperature=0.0), stop=[" END"],
                         use_cache=False)
     assert out == "é€"
 
@@ -243,7 +243,7 @@ def test_streaming_a_long_generation_decodes_each_id_once(ascii_bpe):
     text = ("héllo wörld 🙂 " * 300)[:3000]
     ids = ascii_bpe.encode(text)[:3000]
     tok = CountingTokenizer(ascii_bpe)
-    out = generate_text(Scripted(ids, ascii_bpe.vocab_size), tok, "x", len(ids), SamplingConfig(temperature=0.0),
+    out = generate_text(Scripted(ids, ascii_bpe.vocab_size), tok, "x", len(ids), TokenSampling(temperature=0.0),
                         stop=["NEVER THERE"], use_cache=False)
     assert out == ascii_bpe.decode(ids)
     assert tok.ids_decoded <= len(ids) + 1  # +1: the prompt is encoded, never decoded
@@ -282,7 +282,7 @@ def test_text_stream_never_splits_an_emoji(ascii_bpe):
 def test_stream_text_matches_generate_ids():
     model = lively_gpt(max_seq_len=16)
     tok = LETTERS
-    greedy = SamplingConfig(temperature=0.0)
+    greedy = TokenSampling(temperature=0.0)
     ids = list(generate_ids(model, tok.encode("ABC"), 20, greedy))
     assert generate_text(model, tok, "ABC", 20, greedy) == _ids_as_text(ids)
 
@@ -346,5 +346,5 @@ def test_int8_cached_decoding_follows_the_int8_model():
     for i in range(16):
         c = F.cosine_similarity(full[i], steps[i], dim=0).item()
         assert c > 0.995, f"position {i}: cosine {c:.5f}"
-    ids = list(generate_ids(q, [1, 2, 3], 40, SamplingConfig(temperature=0.0)))  # slides twice past 16
+    ids = list(generate_ids(q, [1, 2, 3], 40, TokenSampling(temperature=0.0)))  # slides twice past 16
     assert len(ids) == 40

@@ -61,10 +61,10 @@ def test_rope_needs_even_head_dim():
 
 
 def test_tie_weights_shares_storage():
-    tied = GPT(tiny(tie_weights=True))
+    tied = GPT(tiny(tie_embeddings=True))
     assert tied.lm_head.weight is tied.tok_emb.weight
     assert tied.lm_head.weight.data_ptr() == tied.tok_emb.weight.data_ptr()
-    untied = GPT(tiny(tie_weights=False))
+    untied = GPT(tiny(tie_embeddings=False))
     assert untied.lm_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
     assert untied.num_params() - tied.num_params() == V * 32  # the shared matrix is counted once
 

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from qkv.data.translation import make_examples
+from qkv.evaluation.translation import corpus_loss
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from qkv.recipes.translate import corpus_loss, smoothed_loss
+from qkv.tasks.translate import smoothed_loss
 
 PAD, BOS, EOS = 0, 1, 2
 

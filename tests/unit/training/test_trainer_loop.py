@@ -187,7 +187,7 @@ class RandomBatches(FixedBatches):
 def noisy_loss(model, batch):
     """A loss that draws from torch's global RNG (as dropout and diffusion's noise do) and reports a
     running statistic through info, as translation's unsmoothed NLL does."""
-    x, y = batch
+    x, y = batch["idx"], batch["targets"]
     loss = model(x, y)[1] * (1.0 + 0.1 * torch.rand(()))
     return loss, {"tokens": x.numel(), "nll": (loss.item() * x.numel(), x.numel())}
 

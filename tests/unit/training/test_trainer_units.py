@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
-from qkv.atomic import atomic_write_bytes, atomic_write_json
 from qkv.config import from_dict
 from qkv.errors import QKVError
 from qkv.models import GPT, GPTConfig
-from qkv.models.io import atomic_save_tensors, save_run
-from qkv.training.checkpoint import OPTIM_FILE, STATE_FILE, load_trainer_state
+from qkv.models.io import save_run
+from qkv.runs import OPTIM_FILE, STATE_FILE, atomic_save_tensors, atomic_write_bytes, atomic_write_json
+from qkv.training.checkpoint import load_trainer_state
 from qkv.training.config import TrainConfig
 from qkv.training.optim import build_optimizer, lr_at, param_groups
 from qkv.training.trainer import Trainer
@@ -45,7 +45,7 @@ class FixedBatches:
         i = self.pos
         self.pos = (self.pos + self.micro) % len(self.x)
         self.calls += 1
-        return self.x[i : i + self.micro], self.y[i : i + self.micro]
+        return {"idx": self.x[i : i + self.micro], "targets": self.y[i : i + self.micro]}
 
     def state_dict(self) -> dict:
         return {"pos": torch.tensor([self.pos])}
@@ -55,8 +55,7 @@ class FixedBatches:
 
 
 def lm_loss(model, batch):
-    x, y = batch
-    return model(x, y)[1], {"tokens": x.numel()}
+    return model(batch["idx"], batch["targets"])[1], {"tokens": batch["idx"].numel()}
 
 
 # ---------------------------------------------------------------------------------------------------------

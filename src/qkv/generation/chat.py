@@ -17,15 +17,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from qkv.chat.template import chat_tokens, render
+from qkv.data.chat_template import chat_tokens, render
 from qkv.errors import QKVError
 from qkv.generation.lm import generate_ids
-from qkv.generation.sampling import SamplingConfig
+from qkv.generation.sampling import TokenSampling
 from qkv.generation.streaming import stream_pieces
 
 
 def stream_reply(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_tokens: int,
-                 sampling: SamplingConfig | None = None, generator: torch.Generator | None = None) -> Iterator[str]:
+                 sampling: TokenSampling | None = None, generator: torch.Generator | None = None) -> Iterator[str]:
     """Yield the reply to a rendered prompt as text pieces, stopping at the end-of-turn token.
 
     At most ``min(max_new_tokens, context - len(prompt_ids))`` tokens are generated.
@@ -35,7 +35,7 @@ def stream_reply(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_token
     budget = min(max_new_tokens, model.config.max_seq_len - len(prompt_ids))
     if budget <= 0:
         return
-    ids = generate_ids(model, prompt_ids, budget, sampling or SamplingConfig(temperature=0.0), generator=generator,
+    ids = generate_ids(model, prompt_ids, budget, sampling or TokenSampling(temperature=0.0), generator=generator,
                        stop_ids=stops, vocab_size=tok.vocab_size)
     yield from stream_pieces((t for t in ids if t not in stops), tok)
 
@@ -49,9 +49,9 @@ def greedy_reply(model: nn.Module, tok, messages: Sequence[dict], max_new_tokens
 class ChatSession:
     """A conversation with a model: ``for piece in session.reply("Hi"): print(piece, end="")``."""
 
-    def __init__(self, model: nn.Module, tok, sampling: SamplingConfig | None = None, max_new_tokens: int = 64,
+    def __init__(self, model: nn.Module, tok, sampling: TokenSampling | None = None, max_new_tokens: int = 64,
                  system: str | None = None, seed: int | None = None):
-        self.model, self.tok, self.sampling = model, tok, sampling or SamplingConfig(temperature=0.0)
+        self.model, self.tok, self.sampling = model, tok, sampling or TokenSampling(temperature=0.0)
         self.max_new_tokens, self.system = max_new_tokens, system
         chat_tokens(tok)  # fail now, not at the first message, if this is not a chat tokenizer
         self.generator = torch.Generator(device=next(model.parameters()).device)

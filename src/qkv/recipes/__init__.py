@@ -1,1 +1,0 @@
-"""Recipes wire one task together: its data, model, loss and evaluation, around the shared Trainer."""

@@ -1,0 +1,219 @@
+"""What a task is: one object that knows its run config, data, tokenizers, model, loss, evaluation and summary
+(`Task`), and one object that serves a trained run for inference (`Run`).
+
+Training a task (`qkv.tasks.runner.run_task`) calls the hooks of `Task` in this order, on every process:
+
+    read_data()                     read and validate the data; nothing is written yet
+    make_tokenizers()               fresh run, main process: build the tokenizer(s), write them
+    load_tokenizers()               resume, or the other processes after the main one wrote them
+    build_model()                   the model, seeded, sized to the tokenizer(s) and data
+    batches(rows, rank, world)      this process's share of the global batches (`qkv.data.batch`)
+    -> Trainer(model, loss, batches, evaluate, save, on_step, loss_terms).fit()
+    summary(result), samples()      main process, when training ends: the lines `qkv train` prints
+
+A trained run comes back as a `Run` (`qkv.load_run(path)`): the model in eval mode, its tokenizer(s), its
+typed run config, and the inference calls of its task (`generate`, `translate`, `chat`, `sample`,
+`attention`, `evaluate`) with typed arguments. A call the task does not offer is a one-line QKVError naming
+the tasks that do. The CLI, the web playground and explain mode all go through these two objects.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from qkv.config import from_dict, to_dict
+from qkv.errors import QKVError
+from qkv.models.io import save_run
+from qkv.training.distributed import DistInfo
+from qkv.training.trainer import TrainResult
+
+
+@dataclass
+class Context:
+    """Where and how a task trains: what `run_task` knows and every hook may read."""
+
+    run_dir: Path
+    dist: DistInfo = field(default_factory=DistInfo)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    resume: bool = False
+    init_from: Path | None = None  # another run to start from (lm, chat)
+    fit_vocab: bool = True  # size the model's vocabulary to the tokenizer's (False: the config set it)
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def say(self, msg: str) -> None:
+        """A note for the user, from the main process only."""
+        if self.dist.is_main:
+            self.log(msg)
+
+
+class Task:
+    """One kind of run. A subclass sets the class attributes and implements the hooks (module docstring)."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]  # the run config dataclass: task, model, data, train, ... sections
+    run_class: ClassVar[type[Run]]  # what `qkv.load_run` gives back for this task
+    supports_init_from: ClassVar[bool] = False
+    fitted_model_fields: ClassVar[tuple[str, ...]] = ()  # [model] fields the task sets from tokenizers and data
+    # section -> {old setting name: new name}: run directories saved before a rename still load and resume
+    legacy_names: ClassVar[dict[str, dict[str, str]]] = {}
+    data_option: ClassVar[str] = "source"  # the [data] setting `qkv train --data X` sets
+
+    def __init__(self, cfg: Any, ctx: Context):
+        self.cfg, self.ctx = cfg, ctx
+        self.meta: dict = {}  # what the data turned out to be: saved as config.json's "data_meta"
+        self.model: nn.Module | None = None
+
+    # ------------------------------------------------------------------------------------------ preparing
+    def read_data(self) -> None:
+        """Read and validate the data (every process). Raise QKVError on bad input; write nothing."""
+
+    def make_tokenizers(self) -> None:
+        """Fresh run, main process: build the tokenizer(s) and write them into the run directory."""
+
+    def load_tokenizers(self) -> None:
+        """Resume, or a process other than the main one: read the tokenizer(s) from the run directory."""
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def batches(self, rows: int, rank: int, world: int):
+        """This process's batch source; `rows` is the global micro-batch (train.batch_size / grad_accum)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def loss_terms(self, batch: dict) -> int:
+        """How many terms the mean loss of `batch` averages (target tokens, images)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, full: bool, train_means: dict) -> dict:
+        return {}
+
+    on_step: Callable[[nn.Module, int], None] | None = None  # set by tasks that update state after each step
+
+    def saved_config(self) -> dict:
+        """Every run-config section but the model's (written from the model itself), and the data meta."""
+        return {k: v for k, v in to_dict(self.cfg).items() if k != "model"} | {"data_meta": self.meta}
+
+    def save(self, model: nn.Module, step: int) -> None:
+        """A checkpoint: config.json and model.safetensors, stamped with the step (tokenizers are written once)."""
+        save_run(self.ctx.run_dir, model, extra_config=self.saved_config(), metadata={"step": str(step)})
+
+    # ------------------------------------------------------------------------------------------ finishing
+    def after_training(self, model: nn.Module) -> None:
+        """Every process, when the Trainer is done (the autoencoder records its latent statistics here)."""
+
+    def weights_note(self) -> str:
+        """Said after the weights' path in the run's file list (diffusion: where the EMA weights are)."""
+        return ""
+
+    def summary(self, result: TrainResult) -> list[str]:
+        """The lines `qkv train` prints after training (main process)."""
+        return [f"trained {result.step} steps in {result.elapsed_s:.1f} s ({result.stopped_by})"]
+
+    def samples(self) -> list[str]:
+        """What the trained model makes, printed unless --no-sample (main process)."""
+        return []
+
+    def next_command(self) -> str:
+        return f"evaluate it: qkv eval {self.ctx.run_dir}"
+
+
+@dataclass
+class Trained:
+    """What `run_task` returns: the task (with its tokenizers and data), the trained model, the result."""
+
+    task: Task
+    model: nn.Module
+    result: TrainResult
+    is_main: bool
+
+
+class Run:
+    """A trained run, loaded for inference. Subclasses add the calls their task offers."""
+
+    task: ClassVar[str]
+    attention_input: ClassVar[str | None] = None  # what `attention` reads: "text" (GPT) or "src" (translation)
+
+    def __init__(self, path: Path, config: Any, saved: dict, model: nn.Module):
+        self.path, self.config, self.saved, self.model = Path(path), config, saved, model
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", **options) -> Run:
+        raise NotImplementedError
+
+    @staticmethod
+    def typed_config(config_class: type, saved: dict, legacy_names: dict | None = None) -> Any:
+        """The run config rebuilt from config.json's sections (defaults for sections an older run lacks)."""
+        return from_dict(config_class, config_sections(config_class, saved, legacy_names, with_model=False))
+
+    @property
+    def meta(self) -> dict:
+        return self.saved.get("data_meta") or {}
+
+    def _unsupported(self, what: str, tasks: str) -> QKVError:
+        return QKVError(f"{self.path} is a {self.task} run; {what} needs a {tasks} run")
+
+    # the inference calls; a task's Run overrides the ones it offers
+    def generate(self, *args, **kwargs):
+        raise self._unsupported("generating text", "GPT (lm or chat)")
+
+    def stream(self, *args, **kwargs):
+        raise self._unsupported("generating text", "GPT (lm or chat)")
+
+    def chat(self, *args, **kwargs):
+        raise self._unsupported("chatting", "chat")
+
+    def translate(self, *args, **kwargs):
+        raise self._unsupported("translating", "translation (seq2seq)")
+
+    def decoding(self, **changes):
+        raise self._unsupported("translating", "translation (seq2seq)")
+
+    def sampling(self, **changes):
+        raise self._unsupported("generating text", "GPT (lm or chat)")
+
+    def image_sampling(self, **changes):
+        raise self._unsupported("sampling images", "diffusion (dit)")
+
+    def sample(self, *args, **kwargs):
+        raise self._unsupported("sampling images", "diffusion (dit)")
+
+    def attention(self, *args, **kwargs):
+        raise self._unsupported("an attention map", "gpt or seq2seq")
+
+    def evaluate(self, **options) -> dict:
+        raise self._unsupported("evaluation", "trained")
+
+    def report(self, result: dict) -> str:
+        """`evaluate`'s result as the lines `qkv eval` prints."""
+        return str(result)
+
+
+def config_sections(config_class: type, saved: dict, legacy_names: dict | None = None,
+                    with_model: bool = True) -> dict:
+    """The sections of a saved config.json that `config_class` has, with renamed settings brought up to date."""
+    from dataclasses import fields
+
+    from qkv.models.io import model_config_dict
+
+    names = {f.name for f in fields(config_class)} - (set() if with_model else {"model"})
+    out = {}
+    for k, v in saved.items():
+        if k not in names:
+            continue
+        if k == "model":
+            v = model_config_dict(saved["model_type"], v)
+        elif isinstance(v, dict) and k in (legacy_names or {}):
+            v = {legacy_names[k].get(name, name): value for name, value in v.items()}
+        out[k] = v
+    return out

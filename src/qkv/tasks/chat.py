@@ -1,0 +1,322 @@
+"""The chat task (``task = "chat"``): conversations -> chat template -> answer-only loss on a GPT; exact match.
+
+``qkv train --config configs/chat-qa-skills.toml``. Two ways to start:
+
+- **from scratch**: a character tokenizer over the chat data (plus printable ASCII and ``<unk>``, so any
+  typed message encodes) gains the template tokens, and a GPT is built from ``[model]``;
+- **from a base run** (``init_from``, any GPT run, e.g. the pystdlib demo): its tokenizer gains the template
+  tokens — appended, so every existing id keeps its meaning — and its weights are loaded. If the base model's
+  vocabulary has no rows for the new ids, the token embedding (and the LM head, tied to it) grows by that
+  many rows, initialised to the mean embedding (Hewitt 2021), and a note says so. The model shape comes from
+  the base run; ``[model]`` is ignored. A base tokenizer that cannot encode the chat data (a character
+  vocabulary without digits, say) is a one-line error before anything is written.
+
+Loss: cross-entropy on the assistant tokens only (their content and ``<|end|>``); every other target is
+-100 (`qkv.data.chat_template`). ``train.answer_only = false`` puts the loss on every token instead (the
+ablation). A batch with no target left raises `QKVError` instead of producing a NaN loss.
+
+Evaluation: ``val_loss``/``val_ppl`` are the answer-only NLL per assistant token over the whole validation
+split (answer-only even in the ablation, so both are comparable); full evaluations add exact match on the
+first ``data.em_conversations`` validation conversations (``val_em_single``, ``val_em_followup``). The test
+split is scored once, after training (`qkv train` prints it) and by ``qkv eval RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from qkv.data.chat import ChatBatches, ChatDataConfig, encode_conversations, load_chat_splits, read_conversations
+from qkv.data.chat_template import add_chat_tokens, chat_tokens
+from qkv.errors import QKVError
+from qkv.evaluation.chat import answer_loss, exact_match
+from qkv.evaluation.perplexity import perplexity
+from qkv.generation.sampling import TokenSampling
+from qkv.models.gpt import GPT, GPTConfig
+from qkv.runs import TOKENIZER_FILE
+from qkv.tasks.base import Task
+from qkv.tasks.lm import LMRun, base_model_config, base_tokenizer
+from qkv.training.config import TrainConfig
+
+
+@dataclass
+class ChatTrainConfig(TrainConfig):
+    """`TrainConfig` plus the loss setting of this task."""
+
+    answer_only: bool = True  # loss on assistant tokens only; false = on every token (the ablation)
+
+
+@dataclass
+class ChatRunConfig:
+    task: Literal["chat"] = "chat"
+    model: GPTConfig = field(default_factory=lambda: GPTConfig(vocab_size=128, max_seq_len=128, d_model=128,
+                                                                 n_layers=4, n_heads=4, bias=False))
+    data: ChatDataConfig = field(default_factory=ChatDataConfig)
+    train: ChatTrainConfig = field(default_factory=ChatTrainConfig)
+    # greedy by default: the answers of qa-skills are exact
+    sample: TokenSampling = field(default_factory=lambda: TokenSampling(temperature=0.0, max_new_tokens=64))
+
+
+def chat_tokenizer(splits: dict):
+    """A character tokenizer for chat data from scratch: its characters, printable ASCII, <unk>, template tokens."""
+    from qkv.tokenizers import train_char
+
+    text = "".join(m["content"] for convs in splits.values() for c in convs for m in c.messages)
+    tok = train_char(text + string.printable, unk=True)
+    add_chat_tokens(tok)
+    return tok
+
+
+def grow_vocab(model: GPT, vocab_size: int) -> GPT:
+    """`model` with `vocab_size` embedding rows (and LM-head rows); old rows are kept, new rows are the mean
+    of the old ones (Hewitt 2021: new tokens start as an "average" token, not as noise the head might favour)."""
+    old = model.config.vocab_size
+    if vocab_size <= old:
+        return model
+    grown = GPT(replace(model.config, vocab_size=vocab_size))
+    sd = model.state_dict()
+    with torch.no_grad():
+        for name in ("tok_emb.weight", "lm_head.weight"):
+            w = sd[name]  # (V_old, C)
+            sd[name] = torch.cat([w, w.mean(dim=0, keepdim=True).expand(vocab_size - old, -1)])  # (V, C)
+    grown.load_state_dict(sd, strict=True)
+    return grown.to(next(model.parameters()).device)
+
+
+def chat_loss(model, batch: dict):
+    """Mean cross-entropy over the targets that are not -100; QKVError if there are none."""
+    idx, targets = batch["idx"], batch["targets"]  # (B, L), (B, L)
+    n = int((targets != -100).sum())
+    if n == 0:
+        raise QKVError("a training batch has no tokens to learn from: every target is masked (-100). "
+                       "Each conversation needs a non-empty assistant turn inside the context")
+    _, loss = model(idx, targets)
+    return loss, {"tokens": int(batch["mask"].sum()), "answer_tokens": n}
+
+
+def em_metrics(model, tok, convs: list, prefix: str) -> dict:
+    """Exact match as flat metrics: {prefix}_em_single / {prefix}_em_followup (omitted when there are none)."""
+    em = exact_match(model, tok, convs)
+    return {f"{prefix}_em_{k}": em[k] for k in ("single", "followup") if em[k] is not None}
+
+
+class ChatTask(Task):
+    name = "chat"
+    config_class = ChatRunConfig
+    supports_init_from = True
+    fitted_model_fields = ("vocab_size",)
+
+    # ------------------------------------------------------------------------------------------ preparing
+    def read_data(self) -> None:
+        self.splits = load_chat_splits(self.cfg.data)
+        self.notes: list[str] = []
+        if self.ctx.init_from is not None:
+            self.cfg.model = base_model_config(self.ctx.init_from)  # the base model's shape
+
+    def make_tokenizers(self) -> None:
+        """Build the tokenizer and encode every split with it (all checks), then write it."""
+        init_from = self.ctx.init_from
+        if init_from is not None:
+            tok = base_tokenizer(init_from)
+            base_size = tok.vocab_size
+            added = add_chat_tokens(tok)
+            if added:
+                self.notes.append(f"{init_from}'s tokenizer had no chat tokens: added {', '.join(added)} as ids "
+                                  f"{base_size}..{tok.vocab_size - 1} (existing ids unchanged)")
+        else:
+            tok = chat_tokenizer(self.splits)
+        self.tok = tok
+        self._encode()
+        for note in self.notes:
+            self.ctx.say(f"note: {note}")
+        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+
+    def load_tokenizers(self) -> None:
+        from qkv.tokenizers import load_tokenizer
+
+        self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+        self._encode()
+
+    def _fit_vocab(self) -> None:
+        cfg, ctx, tok = self.cfg, self.ctx, self.tok
+        if ctx.init_from is not None:
+            if cfg.model.vocab_size < tok.vocab_size:
+                self.notes.append(f"grew the token embedding (tied with lm_head: {cfg.model.tie_embeddings}) from "
+                                  f"{cfg.model.vocab_size} to {tok.vocab_size} rows for the new tokens")
+                cfg.model = replace(cfg.model, vocab_size=tok.vocab_size)
+        elif ctx.fit_vocab and not ctx.resume:
+            cfg.model = replace(cfg.model, vocab_size=tok.vocab_size)
+        if cfg.model.vocab_size < tok.vocab_size:
+            raise QKVError(f"model.vocab_size {cfg.model.vocab_size} < tokenizer vocabulary {tok.vocab_size}")
+
+    def _encode(self) -> None:
+        cfg, d, T = self.cfg, self.cfg.data, self.cfg.model.max_seq_len
+        self._fit_vocab()
+        try:
+            self.train_ex = encode_conversations(self.splits["train"], self.tok, T, answer_only=cfg.train.answer_only,
+                                                 too_long=d.too_long)
+            self.val_ex = encode_conversations(self.splits["val"], self.tok, T, too_long=d.too_long)
+            self.test_ex = encode_conversations(self.splits["test"], self.tok, T, too_long=d.too_long)
+        except QKVError as e:
+            if self.ctx.init_from is None or self.ctx.resume:
+                raise
+            raise QKVError(f"{e} (with the tokenizer of {self.ctx.init_from})") from None
+        for name, ex in (("training", self.train_ex), ("validation", self.val_ex), ("test", self.test_ex)):
+            if ex.dropped:
+                self.notes.append(f"dropped {ex.dropped:,} {name} conversation(s) longer than the context ({T} tokens)")
+        if not self.train_ex.inputs or not self.val_ex.inputs:
+            raise QKVError(f"no {'training' if not self.train_ex.inputs else 'validation'} conversation fits the "
+                           f"context ({T} tokens)")
+
+    def build_model(self):
+        from qkv.models.io import load_model
+        from qkv.runs import read_config
+
+        ctx, tok = self.ctx, self.tok
+        self.pad_id = chat_tokens(tok).end  # any id works: padded positions have target -100 after the real ones
+        init_from = str(ctx.init_from) if ctx.init_from is not None else None
+        if ctx.resume:
+            init_from = read_config(ctx.run_dir).get("data_meta", {}).get("init_from")
+        self.meta = {"source": self.cfg.data.source, "vocab_size": tok.vocab_size, "init_from": init_from,
+                     **{f"{s}_conversations": len(ex.inputs) for s, ex in (("train", self.train_ex),
+                                                                            ("val", self.val_ex),
+                                                                            ("test", self.test_ex))},
+                     "train_tokens": int(sum(map(len, self.train_ex.inputs))),
+                     "train_answer_tokens": int(sum(sum(t != -100 for t in y) for y in self.train_ex.targets))}
+        if ctx.resume:
+            return load_model(ctx.run_dir)[0]
+        if ctx.init_from is not None:
+            return grow_vocab(load_model(ctx.init_from)[0], self.cfg.model.vocab_size)
+        return GPT(self.cfg.model)
+
+    def batches(self, rows: int, rank: int, world: int):
+        return ChatBatches(self.train_ex.inputs, self.train_ex.targets, rows, self.pad_id,
+                           pool_batches=self.cfg.data.pool_batches, seed=self.cfg.train.seed, rank=rank,
+                           world_size=world)
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, model, batch):
+        return chat_loss(model, batch)
+
+    def loss_terms(self, batch) -> int:
+        return int((batch["targets"] != -100).sum())
+
+    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+        out = {}
+        out["val_loss"], _ = answer_loss(model, self.val_ex, self.pad_id)
+        out["val_ppl"] = perplexity(out["val_loss"])
+        em_convs = self.val_ex.conversations[: self.cfg.data.em_conversations]
+        if full and em_convs:
+            out.update(em_metrics(model, self.tok, em_convs, "val"))
+        return out
+
+    # ------------------------------------------------------------------------------------------ finishing
+    def summary(self, result) -> list[str]:
+        lines = super().summary(result)
+        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        if last:
+            lines.append(f"val answer loss {last['val_loss']:.4f} (NLL per assistant token) | "
+                         f"ppl {last['val_ppl']:.3f}")
+        tests = self.test_ex.conversations
+        if tests:
+            em = em_metrics(self.model, self.tok, tests, "test")
+            shown = " | ".join(f"{k.split('_')[-1]} {v:.1%}" for k, v in em.items())
+            lines.append(f"test exact match ({len(tests)} unseen conversations, greedy): {shown}")
+        return lines
+
+    def samples(self):
+        from qkv.generation.chat import greedy_reply
+
+        tests = self.test_ex.conversations
+        if not tests:
+            return
+        yield "--- sample replies (test questions) " + "-" * 35 + "\n"
+        for conv in tests[:3]:
+            k = next(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+            reply = greedy_reply(self.model, self.tok, conv.messages[:k], self.cfg.sample.max_new_tokens)
+            yield (f"user: {conv.messages[k - 1]['content']}\nbot:  {reply}   "
+                   f"(reference: {conv.messages[k]['content']})\n")
+        yield "-" * 71 + "\n"
+
+    def next_command(self) -> str:
+        run = self.ctx.run_dir
+        return f"talk to it: qkv chat {run}   (or: qkv chat {run} --prompt \"What is 17 + 25?\")"
+
+
+class ChatRun(LMRun):
+    """A trained chat model: a session that keeps the history, and its scores (`qkv.load_run`)."""
+
+    task = "chat"
+    config_class = ChatRunConfig
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", **options):
+        run = super().load(path, device, **options)
+        try:
+            chat_tokens(run.tokenizer)
+        except QKVError:
+            raise QKVError(f"{path} is not a chat run: its tokenizer has no chat template tokens "
+                           "(train one with task = \"chat\", e.g. --config configs/chat-qa-skills.toml)") from None
+        return run
+
+    def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None):
+        """A `ChatSession` on this run (history kept, trimmed from the front when the context fills)."""
+        from qkv.generation.chat import ChatSession
+
+        s = sampling or self.config.sample
+        if s.max_new_tokens <= 0:
+            raise QKVError(f"max_new_tokens must be positive, got {s.max_new_tokens}")
+        return ChatSession(self.decoder(quantize), self.tokenizer, s, s.max_new_tokens, system=s.system, seed=s.seed)
+
+    def evaluate(self, data: str | None = None, max_pairs: int | None = None) -> dict:
+        """Answer-only loss and perplexity, and greedy exact match, single-turn and follow-up.
+
+        Without `data`: loss on the run's validation split, exact match on its test split (regenerated or re-read
+        from the run's data config). With `data` (a .jsonl/.csv/.tsv file): both on that file.
+        """
+        from qkv.data.chat import encode_conversations as encode
+
+        if max_pairs is not None and max_pairs <= 0:
+            raise QKVError(f"max_pairs must be positive, got {max_pairs}")
+        tok, T, d = self.tokenizer, self.model.config.max_seq_len, self.config.data
+        pad_id = chat_tokens(tok).end
+        if data:
+            loss_convs = em_convs = read_conversations(data)
+            source = data
+        else:
+            splits = load_chat_splits(d)
+            loss_convs, em_convs = splits["val"], splits["test"]
+            source = f"{d.source} (val loss, test exact match)"
+        if max_pairs is not None:
+            loss_convs, em_convs = loss_convs[:max_pairs], em_convs[:max_pairs]
+        loss_ex = encode(loss_convs, tok, T, too_long=d.too_long)
+        # with data both figures score the same conversations: encode (and count what is dropped) once
+        em_ex = loss_ex if data else encode(em_convs, tok, T, too_long=d.too_long)
+        if not loss_ex.inputs:
+            raise QKVError(f"{source}: no conversation fits the context ({T} tokens)")
+        loss, n_tok = answer_loss(self.model, loss_ex, pad_id)
+        em = exact_match(self.model, tok, em_ex.conversations)
+        return {"source": source, "conversations": len(loss_ex.inputs), "answer_tokens": n_tok, "loss": loss,
+                "perplexity": perplexity(loss), "em_conversations": len(em_ex.conversations),
+                "em_single": em["single"], "em_followup": em["followup"], "n_single": em["n_single"],
+                "n_followup": em["n_followup"], "errors": em["errors"],
+                "dropped": loss_ex.dropped + (0 if em_ex is loss_ex else em_ex.dropped)}
+
+    def report(self, r: dict) -> str:
+        fmt = lambda v, n: "n/a" if v is None else f"{v:.1%} of {n}"  # noqa: E731
+        lines = [f"{r['source']}: answer loss {r['loss']:.4f} nats/token | perplexity {r['perplexity']:.3f} "
+                 f"({r['answer_tokens']:,} assistant tokens in {r['conversations']:,} conversations)",
+                 f"exact match (greedy): single-turn {fmt(r['em_single'], r['n_single'])} | "
+                 f"follow-up {fmt(r['em_followup'], r['n_followup'])}"]
+        lines += [f"  miss ({e['turn']}): {e['question']!r} -> {e['reply']!r}, expected {e['reference']!r}"
+                  for e in r["errors"]]
+        if r["dropped"]:
+            lines.append(f"note: {r['dropped']} conversation(s) longer than the context were left out")
+        return "\n".join(lines)
+
+
+ChatTask.run_class = ChatRun

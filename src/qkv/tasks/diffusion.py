@@ -1,0 +1,452 @@
+"""The diffusion task (``task = "diffusion"``): images (+ labels or captions) -> DiT denoiser, with an EMA.
+
+``qkv train --config configs/digits-dit.toml``. The run directory holds config.json (model, data, train,
+diffusion, sample and latent sections), model.safetensors (the trained weights, what an exact resume needs),
+ema.safetensors (their moving average, what sampling uses), tokenizer.json (text conditioning only), the
+trainer state, metrics.jsonl, loss.png, samples.png — and, in latent mode (`LatentConfig`), autoencoder/:
+the autoencoder's own run (`qkv.tasks.autoencoder`), which sampling and evaluation use to decode.
+
+Each training batch carries its timesteps and noise (`qkv.data.images.ImageBatches`): drawn for the global
+batch, so N processes train on exactly what one would. Logged at every evaluation: ``val_loss`` and
+``val_loss_ema`` — the training objective (`DDPM.loss`) on the held-out images, with timesteps and noise from
+a fixed seed so successive evaluations are comparable — and, on full evaluations when ``sample.eval_samples``
+> 0, the sample quality figures of `qkv.evaluation.diffusion` for the EMA weights (sample accuracy or prompt
+adherence, Fréchet distance).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from qkv.config import from_dict
+from qkv.data.batch import condition_of
+from qkv.data.captions import encode_captions, train_caption_tokenizer
+from qkv.data.images import ImageBatches, ImageDataConfig, ImageSet, load_images, save_grid
+from qkv.diffusion.ddpm import DDPM, DiffusionConfig
+from qkv.diffusion.generate import ImageSampling, generate, make_condition
+from qkv.diffusion.sampling import default_steps
+from qkv.errors import QKVError
+from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
+from qkv.models.dit import DiT, DiTConfig
+from qkv.runs import (
+    AUTOENCODER_DIR,
+    CONFIG_FILE,
+    EMA_FILE,
+    SAMPLES_FILE,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_save_tensors,
+    file_step,
+    load_json,
+    load_tensors,
+)
+from qkv.tasks.base import Run, Task
+from qkv.training.config import TrainConfig
+from qkv.training.ema import EMA
+
+
+@dataclass
+class DiffusionTrainConfig(TrainConfig):
+    """`TrainConfig` plus the weight average sampling uses."""
+
+    ema_decay: float = 0.999  # θ_ema ← d·θ_ema + (1 − d)·θ after every step, d warmed up (see training/ema.py)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class LatentConfig:
+    """Latent ("stable") mode: train an autoencoder first, then run diffusion on its latents.
+
+    The autoencoder (`qkv.tasks.autoencoder`) trains for `steps` updates on reconstruction MSE, in
+    RUN/autoencoder/ (its own config, weights and metrics); the images are then encoded once, the DiT is sized
+    to the latent grid (H / 2^downsample, `latent_channels`), and every sample is decoded back to pixels.
+    `train.max_minutes` budgets the diffusion phase only.
+    """
+
+    enabled: bool = False
+    width: int = 32  # autoencoder channels of the first stage (doubling per stage)
+    downsample: int = 2  # stride-2 stages: latents are H / 2^downsample on a side
+    latent_channels: int = 4
+    steps: int = 1500  # autoencoder updates
+    batch_size: int = 64
+    lr: float = 2e-3
+
+    def __post_init__(self):
+        if self.steps <= 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError("latent.steps, latent.batch_size and latent.lr must be positive")
+        AutoencoderConfig(width=self.width, downsample=self.downsample, latent_channels=self.latent_channels)
+
+
+@dataclass
+class DiffusionRunConfig:
+    task: Literal["diffusion"] = "diffusion"
+    model: DiTConfig = field(default_factory=DiTConfig)
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sample: ImageSampling = field(default_factory=ImageSampling)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+
+    def __post_init__(self):
+        if self.latent.enabled and self.diffusion.clip_sample:
+            raise ValueError("latent mode needs diffusion.clip_sample = false: the sampler would clamp the "
+                             "standardised latents to [-1, 1], the range of pixels")
+
+
+def dataset_condition(model_cfg: DiTConfig, data: ImageSet, tok) -> dict:
+    """The per-image condition tensors the model trains on."""
+    if model_cfg.conditioning == "class":
+        return {"labels": data.labels}
+    if model_cfg.conditioning == "text":
+        ids, mask = encode_captions(tok, data.captions, model_cfg.max_seq_len)
+        return {"text": ids, "text_mask": mask}
+    return {}
+
+
+@torch.no_grad()
+def validation_loss(model, diffusion: DDPM, images: torch.Tensor, cond: dict, seed: int = 0,
+                    batch_size: int = 256) -> float:
+    """`DDPM.loss` over the held-out images, t and ε from a fixed seed (comparable across evaluations)."""
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for lo in range(0, images.size(0), batch_size):
+        x = images[lo : lo + batch_size].to(device)
+        c = {k: v[lo : lo + batch_size].to(device) for k, v in cond.items()}
+        loss, _ = diffusion.loss(model, x, c, generator=g)
+        total += loss.item() * x.size(0)
+    return total / images.size(0)
+
+
+@torch.no_grad()
+def encode_images(ae: Autoencoder, data: ImageSet, batch_size: int = 512) -> ImageSet:
+    """The same set with every image replaced by its standardised latent (N, c, h, h)."""
+    device = next(ae.parameters()).device
+    z = torch.cat([ae.encode(data.images[i : i + batch_size].to(device)).cpu()
+                   for i in range(0, len(data), batch_size)])
+    return replace(data, images=z)
+
+
+def read_ema(run_dir: Path) -> dict:
+    """The EMA tensors of a run being resumed; QKVError if missing or from another step than the weights."""
+    path = run_dir / EMA_FILE
+    if not path.is_file():
+        raise QKVError(f"{run_dir}: no {EMA_FILE}; cannot resume a diffusion run without its weight average")
+    step, state_step = file_step(path), load_json(run_dir / STATE_FILE).get("step")
+    if step != state_step:
+        raise QKVError(f"{path} is from step {step} but the trainer state from step {state_step}; "
+                       "a save was interrupted")
+    return load_tensors(path)
+
+
+class DiffusionTask(Task):
+    name = "diffusion"
+    config_class = DiffusionRunConfig
+    fitted_model_fields = ("image_size", "in_channels", "n_classes", "vocab_size", "pad_id", "bos_id")
+    legacy_names = {"data": {"bpe_vocab_size": "vocab_size"}}
+
+    # ------------------------------------------------------------------------------------------ preparing
+    def read_data(self) -> None:
+        cfg = self.cfg
+        self.train_set, self.val_set = load_images(cfg.data)
+        self.text = cfg.model.conditioning == "text"
+        if self.text and self.train_set.captions is None:
+            raise QKVError(f"model.conditioning = 'text' needs captions; {cfg.data.source} has labels only "
+                           "(use conditioning = 'class', or data.source = 'shapes')")
+        H, factor = self.train_set.images.shape[-1], 2**cfg.latent.downsample
+        if cfg.latent.enabled and H % factor:
+            raise QKVError(f"image size {H} is not divisible by 2^latent.downsample = {factor}")
+        self.tok = None
+
+    def make_tokenizers(self) -> None:
+        if self.text:
+            self.tok = train_caption_tokenizer(self.train_set.captions, self.cfg.data.tokenizer,
+                                               self.cfg.data.vocab_size)
+            self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            self.tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+
+    def load_tokenizers(self) -> None:
+        from qkv.tokenizers import load_tokenizer
+
+        if self.text:
+            self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+
+    def _autoencoder(self) -> Autoencoder:
+        """Latent mode, phase 1: the autoencoder of RUN/autoencoder/, trained by its own task (or, on resume,
+        the finished one loaded)."""
+        from qkv.models.io import load_model
+        from qkv.tasks.autoencoder import AutoencoderRunConfig, AutoencoderTask
+        from qkv.tasks.runner import train_task
+
+        cfg, ctx = self.cfg, self.ctx
+        ae_dir = ctx.run_dir / AUTOENCODER_DIR
+        if ctx.resume:
+            if not (ae_dir / WEIGHTS_FILE).is_file() or not load_json(ae_dir / CONFIG_FILE).get("latent_stats"):
+                raise QKVError(f"{ae_dir}: the autoencoder phase did not finish; start the run again without resume")
+            return load_model(ae_dir, device=ctx.device)[0]
+        lc, t = cfg.latent, cfg.train
+        ae_cfg = AutoencoderRunConfig(
+            model=AutoencoderConfig(width=lc.width, downsample=lc.downsample, latent_channels=lc.latent_channels),
+            data=cfg.data,
+            train=TrainConfig(max_steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, min_lr=lc.lr / 10,
+                              warmup_steps=min(100, lc.steps // 10), weight_decay=0.0, grad_clip=1.0,
+                              eval_interval=lc.steps, log_interval=min(50, lc.steps), seed=t.seed, device=t.device,
+                              precision="fp32", threads=t.threads, progress=t.progress))
+        ae_ctx = replace(ctx, run_dir=ae_dir, init_from=None)
+        ctx.say("latent mode: training the autoencoder first")
+        return train_task(AutoencoderTask(ae_cfg, ae_ctx, images=(self.train_set, self.val_set)), ctx.log).model
+
+    def build_model(self):
+        from qkv.models.io import load_model
+
+        cfg, ctx = self.cfg, self.ctx
+        self.pixels = (self.train_set, self.val_set)  # the judge of sample quality reads pixels
+        self.ae = None
+        train, val = self.train_set, self.val_set
+        if cfg.latent.enabled:
+            self.ae = self._autoencoder().eval().requires_grad_(False)
+            train, val = encode_images(self.ae, train), encode_images(self.ae, val)
+        if not ctx.resume:
+            cfg.model = self._fit_model_config(cfg.model, train)
+        self.train_cond = dataset_condition(cfg.model, train, self.tok)
+        self.val_cond = dataset_condition(cfg.model, val, self.tok)
+        self.train_images, self.val_images = train.images, val.images
+        self.prompts = sorted(set(train.captions)) if self.text else None
+        self.meta = {"source": cfg.data.source, "train_images": len(train), "val_images": len(val),
+                     "image_shape": list(self.train_set.images.shape[1:]), "class_names": train.class_names,
+                     **({"prompts": self.prompts} if self.prompts else {}), **train.meta}
+        torch.manual_seed(cfg.train.seed)  # after the autoencoder phase: the DiT's initial weights on every process
+        model = load_model(ctx.run_dir)[0] if ctx.resume else DiT(cfg.model)
+        model.train()
+        self.ema = EMA(model, cfg.train.ema_decay)
+        if ctx.resume:
+            self.ema.load_state_dict(read_ema(ctx.run_dir))
+        self.ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.diffusion = DDPM(cfg.diffusion)
+        self.judge = None
+        return model
+
+    def _fit_model_config(self, cfg: DiTConfig, train: ImageSet) -> DiTConfig:
+        """The model config sized to the data (image size, channels, classes) and the caption tokenizer."""
+        _, C, H, W = train.images.shape
+        if H != W:
+            raise QKVError(f"images must be square, got {H}×{W}")
+        if H % cfg.patch_size:
+            raise QKVError(f"image size {H} is not divisible by model.patch_size {cfg.patch_size}")
+        new = replace(cfg, image_size=H, in_channels=C)
+        if cfg.conditioning == "class":
+            new = replace(new, n_classes=len(train.class_names))
+        if cfg.conditioning == "text":
+            new = replace(new, vocab_size=self.tok.vocab_size, pad_id=self.tok.pad_id, bos_id=self.tok.bos_id)
+        return new
+
+    def batches(self, rows: int, rank: int, world: int):
+        return ImageBatches(self.train_images, self.train_cond, rows, seed=self.cfg.train.seed, rank=rank,
+                            world_size=world, n_timesteps=self.cfg.diffusion.n_timesteps)
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, model, batch):
+        loss, _ = self.diffusion.loss(model, batch["images"], condition_of(batch), t=batch["t"], noise=batch["noise"])
+        return loss, {"tokens": batch["images"].size(0)}  # counted in images: metrics' tokens_per_s is images/s
+
+    def loss_terms(self, batch) -> int:
+        return batch["images"].size(0)
+
+    def on_step(self, model, step: int) -> None:
+        self.ema.update(model)
+
+    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+        from qkv.evaluation.diffusion import score_samples, train_judge
+
+        cfg, s = self.cfg, self.cfg.sample
+        self.ema_model.to(next(model.parameters()).device)
+        self.ema.copy_to(self.ema_model)
+        out = {"val_loss": validation_loss(model, self.diffusion, self.val_images, self.val_cond),
+               "val_loss_ema": validation_loss(self.ema_model, self.diffusion, self.val_images, self.val_cond)}
+        if full and s.eval_samples and cfg.model.conditioning != "none":
+            if self.judge is None:
+                self.judge = train_judge(*self.pixels, seed=cfg.data.seed)
+                self.ctx.say(f"eval classifier: held-out accuracy {self.judge.val_accuracy}")
+            cond, what = make_condition(self.ema_model, self.tok, s.eval_samples, prompts=self.prompts)
+            if what["targets"] is not None:
+                imgs = generate(self.ema_model, cfg.diffusion, cond, s.eval_samples, sampler="ddim", steps=20,
+                                guidance=s.guidance, spacing=s.spacing, seed=s.seed, autoencoder=self.ae)
+                scores = score_samples(self.judge, imgs, what["targets"])
+                out.update({k: v for k, v in scores.items() if isinstance(v, float)})
+        return out
+
+    def save(self, model, step: int) -> None:
+        super().save(model, step)
+        atomic_save_tensors(self.ctx.run_dir / EMA_FILE, self.ema.state_dict(), metadata={"step": str(step)})
+
+    def after_training(self, model) -> None:
+        self.ema.copy_to(self.ema_model)
+
+    # ------------------------------------------------------------------------------------------ finishing
+    def weights_note(self) -> str:
+        return f" (EMA: {self.ctx.run_dir / EMA_FILE})"
+
+    def summary(self, result) -> list[str]:
+        lines = super().summary(result)
+        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        if last:
+            lines.append(f"val loss {last['val_loss']:.4f} | EMA weights {last['val_loss_ema']:.4f} "
+                         f"(MSE of the {self.cfg.diffusion.prediction} prediction on held-out images)")
+            quality = {k: v for k, v in last.items() if k.endswith(("accuracy", "adherence")) or k == "fd"}
+            if quality:
+                lines.append("samples (DDIM-20, EMA): " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+        return lines
+
+    def samples(self):
+        s = self.cfg.sample
+        model = self.ema_model.cpu()
+        cond, _ = make_condition(model, self.tok, s.n, prompts=self.prompts)
+        images = generate(model, self.cfg.diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                          spacing=s.spacing, guidance=s.guidance, seed=s.seed,
+                          autoencoder=self.ae.cpu() if self.ae is not None else None)
+        path = self.ctx.run_dir / SAMPLES_FILE
+        width, height = save_grid(images, path)
+        yield (f"samples: {path} ({s.n} images, {width}×{height} px, {s.sampler}, guidance {s.guidance})\n")
+
+    def next_command(self) -> str:
+        return f"sample more: qkv sample {self.ctx.run_dir} --n 64 --out grid.png"
+
+
+class DiffusionRun(Run):
+    """A trained denoiser: sample images for labels or prompts, score the samples (`qkv.load_run`).
+
+    `model` holds the EMA weights when the run has them (what sampling uses), `raw_model` the trained ones.
+    """
+
+    task = "diffusion"
+    config_class = DiffusionRunConfig
+
+    def __init__(self, path, config, saved, model, raw_model, tokenizer, autoencoder):
+        super().__init__(path, config, saved, model)
+        self.raw_model, self.tokenizer, self.autoencoder = raw_model, tokenizer, autoencoder
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", **options):
+        from qkv.models.io import load_model, load_weights
+        from qkv.tokenizers import load_tokenizer
+
+        path = Path(path)
+        raw, saved = load_model(path, device=device)
+        if saved["model_type"] != "dit":
+            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a diffusion (dit) run")
+        model = raw
+        if (path / EMA_FILE).is_file():
+            tensors = load_tensors(path / EMA_FILE, device=device)
+            tensors.pop("_ema_updates", None)
+            model = copy.deepcopy(raw)
+            load_weights(model, tensors, source=str(path / EMA_FILE))
+            model.eval()
+        tok = load_tokenizer(path / TOKENIZER_FILE) if raw.config.conditioning == "text" else None
+        ae = load_model(path / AUTOENCODER_DIR, device=device)[0] if (path / AUTOENCODER_DIR).is_dir() else None
+        config = cls.typed_config(cls.config_class, saved, DiffusionTask.legacy_names)
+        config.model = raw.config
+        return cls(path, config, saved, model, raw, tok, ae)
+
+    def denoiser(self, use_ema: bool = True):
+        return self.model if use_ema else self.raw_model
+
+    def image_sampling(self, **changes) -> ImageSampling:
+        """The run's [sample] settings with `changes` (None values ignored) on top; QKVError if invalid."""
+        from qkv.config import to_dict
+
+        values = to_dict(self.config.sample) | {k: v for k, v in changes.items() if v is not None}
+        if changes.get("sampler") is not None and changes.get("steps") is None:
+            values["steps"] = None  # a sampler picked here runs its own default (ddpm: every timestep)
+        return from_dict(ImageSampling, values, prefix="sample.")
+
+    def condition(self, n: int, label: int | None = None, prompt: str | None = None) -> tuple[dict, dict]:
+        """The condition inputs for `n` images of `label` or `prompt` (default: every class or training prompt
+        in turn), and what was asked for (`qkv.diffusion.generate.make_condition`)."""
+        return make_condition(self.model, self.tokenizer, n, label=label, prompt=prompt,
+                              prompts=self.meta.get("prompts"), class_names=self.meta.get("class_names"))
+
+    def sample(self, n: int | None = None, label: int | None = None, prompt: str | None = None,
+               settings: ImageSampling | None = None, use_ema: bool = True, batch_size: int = 256,
+               progress=None) -> torch.Tensor:
+        """(n, C, H, W) images in [-1, 1] (decoded from latents in latent mode)."""
+        s = settings or self.config.sample
+        n = n or s.n
+        cond, _ = self.condition(n, label, prompt)
+        return generate(self.denoiser(use_ema), self.config.diffusion, cond, n, sampler=s.sampler, steps=s.steps,
+                        eta=s.eta, spacing=s.spacing, guidance=s.guidance, seed=s.seed, batch_size=batch_size,
+                        progress=progress, autoencoder=self.autoencoder)
+
+    def steps_of(self, s: ImageSampling) -> int:
+        return s.steps or default_steps(s.sampler, self.config.diffusion.n_timesteps)
+
+    def evaluate(self, n: int = 200, sampler: str | None = None, steps: int | None = None,
+                 guidance: float | None = None, seed: int | None = None, sweep: bool = False, use_ema: bool = True,
+                 classifier_steps: int = 400, progress=None) -> dict:
+        """Sample quality: a classifier trained on the run's real training split reads `n` samples per setting
+        (sample accuracy for class runs, prompt adherence for shapes) and a Fréchet distance of its features.
+        `sweep`: DDIM 10/20/50 and DDPM-T at the run's guidance, then guidance 1/2/3/5 at DDIM-50."""
+        from qkv.evaluation.diffusion import score_samples, train_judge
+
+        if n <= 0:
+            raise QKVError(f"n must be positive, got {n}")
+        if steps is not None and steps <= 0:
+            raise QKVError(f"steps must be positive, got {steps}")
+        s = self.image_sampling(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
+        base = {"sampler": s.sampler, "steps": s.steps, "guidance": s.guidance, "eta": s.eta, "spacing": s.spacing}
+        if sweep:
+            settings = [{**base, "sampler": "ddim", "steps": k} for k in (10, 20, 50)]
+            settings += [{**base, "sampler": "ddpm", "steps": None, "eta": 0.0}]
+            settings += [{**base, "sampler": "ddim", "steps": 50, "guidance": w} for w in (1.0, 2.0, 3.0, 5.0)]
+        else:
+            settings = [base]
+        model = self.denoiser(use_ema)
+        if progress is not None:
+            progress(f"{self.path}: scoring {n} samples per setting ({'EMA' if use_ema else 'raw'} weights)")
+        if model.config.conditioning == "none":
+            raise QKVError("evaluation scores conditional runs (sample accuracy, prompt adherence); this run is "
+                           "unconditional")
+        data = self.config.data
+        train, val = load_images(data)
+        judge = train_judge(train, val, steps=classifier_steps, seed=data.seed)
+        cond, what = self.condition(n)
+        if what["targets"] is None:
+            raise QKVError("the run's prompts are not shapes captions; prompt adherence needs data.source = 'shapes'")
+        rows = []
+        for st in settings:
+            t0 = time.perf_counter()
+            images = generate(model, self.config.diffusion, cond, n, sampler=st["sampler"], steps=st["steps"],
+                              eta=st["eta"], spacing=st["spacing"], guidance=st["guidance"], seed=s.seed,
+                              autoencoder=self.autoencoder)
+            row = {**st, "seconds": time.perf_counter() - t0, **score_samples(judge, images, what["targets"])}
+            rows.append(row)
+            if progress is not None:
+                progress(self.report_row(row))
+        return {"data": f"{data.source}: {len(train):,} training / {len(val):,} held-out real images",
+                "classifier": {"val_accuracy": judge.val_accuracy, "trained_on": len(train)},
+                "ema": use_ema, "rows": rows}
+
+    def report_row(self, row: dict) -> str:
+        steps = row["steps"] or default_steps(row["sampler"], self.config.diffusion.n_timesteps)
+        main = (f"sample accuracy {row['sample_accuracy']:6.1%}" if "sample_accuracy" in row else
+                f"prompt adherence {row['prompt_adherence']:6.1%} (shape {row['shape_accuracy']:.1%}, colour "
+                f"{row['colour_accuracy']:.1%}, position {row['position_accuracy']:.1%})")
+        return (f"{row['sampler']:>4}-{steps:<4} guidance {row['guidance']:<4g} {main} | FD {row['fd']:7.2f} "
+                f"(real vs real {row['fd_real']:.2f}) | {row['n_samples']} images in {row['seconds']:.1f} s")
+
+    def report(self, r: dict) -> str:
+        acc = ", ".join(f"{k} {v:.1%}" for k, v in r["classifier"]["val_accuracy"].items())
+        return f"judge: a CNN trained on {r['data']}; held-out accuracy {acc}"
+
+
+DiffusionTask.run_class = DiffusionRun

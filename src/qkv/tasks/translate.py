@@ -1,0 +1,304 @@
+"""The translation task (``task = "translate"``): parallel text -> joint BPE -> encoder–decoder, label-smoothed.
+
+``qkv train --config configs/multi30k-de-en.toml``. The run directory holds config.json (model, data, train
+and decode sections), model.safetensors, tokenizer.json (the joint BPE; with separate vocabularies also
+tokenizer_tgt.json), the trainer state, metrics.jsonl and loss.png. The training pairs are re-read and
+re-encoded from the configured files on resume (deterministic).
+
+Logged: the training loss is the label-smoothed cross-entropy that is optimised; every evaluation also logs
+the unsmoothed training NLL and perplexity since the previous evaluation (``train_nll``, ``train_ppl``), the
+validation NLL and perplexity (``val_loss``, ``val_ppl``) and, on full evaluations, sacreBLEU and chrF++ of
+greedy translations of the first ``data.bleu_val_pairs`` validation sentences.
+
+Batches are token-count batches (``data.batch_tokens``: pairs × longest side ≤ the budget) or
+``train.batch_size`` sentences, per step: under torchrun the processes share each batch's rows, and the
+loss is the mean over every target token of the step, however the rows are split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from qkv.data.translation import (
+    TranslationBatches,
+    TranslationDataConfig,
+    encode_lines,
+    load_split,
+    make_examples,
+    multi30k_paths,
+    read_parallel,
+    special_ids,
+)
+from qkv.errors import QKVError
+from qkv.evaluation.perplexity import perplexity
+from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, corpus_loss, sacre_bleu, translation_scores
+from qkv.generation.seq2seq import SequenceDecoding, translate_lines
+from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from qkv.runs import TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes
+from qkv.tasks.base import Run, Task
+from qkv.training.config import TrainConfig
+
+
+@dataclass
+class TranslateTrainConfig(TrainConfig):
+    """`TrainConfig` plus the loss setting of this task."""
+
+    label_smoothing: float = 0.1  # ε: the target gets 1 - ε (+ ε/V), every token ε/V (Szegedy et al. 2016)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class TranslateRunConfig:
+    task: Literal["translate"] = "translate"
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    data: TranslationDataConfig = field(default_factory=TranslationDataConfig)
+    train: TranslateTrainConfig = field(default_factory=TranslateTrainConfig)
+    decode: SequenceDecoding = field(default_factory=SequenceDecoding)
+
+
+def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Label-smoothed cross-entropy and the plain NLL, both means over targets != -100, and their count.
+
+    loss = (1 - ε)·NLL + ε·mean_v(−log p_v)  (the same as ``F.cross_entropy(label_smoothing=ε)``).
+    """
+    logp = logits.float().log_softmax(dim=-1).flatten(0, 1)  # (B·T, V)
+    t = targets.flatten()  # (B·T,)
+    real = t != -100
+    n = int(real.sum())
+    logp, t = logp[real], t[real]  # (n, V), (n,)
+    nll = -logp.gather(1, t[:, None]).squeeze(1).mean()
+    if eps == 0.0:
+        return nll, nll, n
+    return (1.0 - eps) * nll + eps * (-logp.mean(dim=-1).mean()), nll, n
+
+
+def load_tokenizers(run_dir: str | Path):
+    """(source tokenizer, target tokenizer) of a translation run; the same object for a joint vocabulary."""
+    from qkv.tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    src_tok = load_tokenizer(run_dir / TOKENIZER_FILE)
+    tgt_path = run_dir / TGT_TOKENIZER_FILE
+    return src_tok, (load_tokenizer(tgt_path) if tgt_path.is_file() else src_tok)
+
+
+class TranslateTask(Task):
+    name = "translate"
+    config_class = TranslateRunConfig
+    fitted_model_fields = ("vocab_size", "src_vocab_size", "tgt_vocab_size", "pad_id")
+    data_option = "dataset"
+
+    # ------------------------------------------------------------------------------------------ preparing
+    def read_data(self) -> None:
+        self.train_src, self.train_tgt, self.train_name = load_split(self.cfg.data, "train")
+        self.val_src, self.val_tgt, self.val_name = load_split(self.cfg.data, "val")
+
+    def make_tokenizers(self) -> None:
+        from qkv.tokenizers import train_bpe
+
+        run_dir, d = self.ctx.run_dir, self.cfg.data
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.model.separate_vocabs:
+            self.src_tok = train_bpe(self.train_src, vocab_size=d.vocab_size)
+            self.tgt_tok = train_bpe(self.train_tgt, vocab_size=d.vocab_size)
+            self.tgt_tok.save(run_dir / TGT_TOKENIZER_FILE)
+        else:
+            self.src_tok = self.tgt_tok = train_bpe(self.train_src + self.train_tgt, vocab_size=d.vocab_size)
+        self.src_tok.save(run_dir / TOKENIZER_FILE)
+
+    def load_tokenizers(self) -> None:
+        self.src_tok, self.tgt_tok = load_tokenizers(self.ctx.run_dir)
+
+    def build_model(self):
+        from qkv.models.io import load_model
+
+        cfg, ctx = self.cfg, self.ctx
+        self.pad, self.bos, self.eos = special_ids(self.tgt_tok)
+        if not ctx.resume:
+            cfg.model = self._fit_model_config(cfg.model)
+        T = cfg.model.max_seq_len
+        self.train_ex = make_examples(encode_lines(self.src_tok, self.train_src),
+                                      encode_lines(self.tgt_tok, self.train_tgt), T, self.eos)
+        self.val_ex = make_examples(encode_lines(self.src_tok, self.val_src), encode_lines(self.tgt_tok, self.val_tgt),
+                                    T, self.eos)
+        if not self.val_ex.src:
+            raise QKVError(f"{self.val_name}: no validation pairs")
+        for name, ex, total in (("training", self.train_ex, len(self.train_src)),
+                                ("validation", self.val_ex, len(self.val_src))):
+            if ex.truncated:
+                ctx.say(f"note: {ex.truncated:,} of {total:,} {name} pairs are longer than the context ({T} tokens) "
+                        "and were truncated")
+            if ex.skipped:
+                ctx.say(f"note: {ex.skipped:,} of {total:,} {name} pairs have an empty side and were skipped")
+        self.meta = {"train": self.train_name, "val": self.val_name, "train_pairs": len(self.train_ex.src),
+                     "val_pairs": len(self.val_ex.src), "train_truncated": self.train_ex.truncated,
+                     "src_vocab_size": self.src_tok.vocab_size, "tgt_vocab_size": self.tgt_tok.vocab_size,
+                     "src_tokens": int(sum(map(len, self.train_ex.src))),
+                     "tgt_tokens": int(sum(map(len, self.train_ex.tgt)))}
+        return load_model(ctx.run_dir)[0] if ctx.resume else Seq2Seq(cfg.model)
+
+    def _fit_model_config(self, cfg: Seq2SeqConfig) -> Seq2SeqConfig:
+        """The model config sized to the tokenizer(s), with their pad id."""
+        pad = self.tgt_tok.pad_id
+        if cfg.separate_vocabs:
+            if self.src_tok.pad_id != pad:
+                raise QKVError("source and target tokenizers disagree on the <pad> id")
+            return replace(cfg, src_vocab_size=self.src_tok.vocab_size, tgt_vocab_size=self.tgt_tok.vocab_size,
+                           pad_id=pad)
+        return replace(cfg, vocab_size=self.src_tok.vocab_size, pad_id=pad)
+
+    def batches(self, rows: int, rank: int, world: int):
+        d = self.cfg.data
+        return TranslationBatches(self.train_ex, self.pad, self.bos, self.eos, batch_tokens=d.batch_tokens,
+                                  batch_sentences=None if d.batch_tokens else rows, pool_batches=d.pool_batches,
+                                  seed=self.cfg.train.seed, rank=rank, world_size=world)
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, model, batch):
+        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
+        # (total, count): the Trainer keeps the unsmoothed NLL's running mean until the next evaluation
+        return loss, {"tokens": int(batch["src_mask"].sum()) + n, "nll": (nll.item() * n, n)}
+
+    def loss_terms(self, batch) -> int:
+        return int((batch["tgt_out"] != -100).sum())
+
+    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+        out = {}
+        if "nll" in train_means:
+            out["train_nll"] = train_means["nll"]
+            out["train_ppl"] = perplexity(out["train_nll"])
+        out["val_loss"], _ = corpus_loss(model, self.val_ex, self.pad, self.bos, self.eos)
+        out["val_ppl"] = perplexity(out["val_loss"])
+        n = self.cfg.data.bleu_val_pairs
+        if full and n and self.val_src:
+            hyps, _ = translate_lines(model, self.src_tok, self.tgt_tok, self.val_src[:n],
+                                      replace(self.cfg.decode, beam=1))
+            out["val_bleu"] = sacre_bleu(hyps, self.val_tgt[:n]).score
+            out["val_chrf++"] = chrf_pp(hyps, self.val_tgt[:n]).score
+        return out
+
+    # ------------------------------------------------------------------------------------------ finishing
+    def summary(self, result) -> list[str]:
+        lines = super().summary(result)
+        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        bleu = next((e for e in reversed(result.evals) if "val_bleu" in e), None)
+        if last:
+            lines.append(f"val loss {last['val_loss']:.4f} (NLL per target token) | ppl {last['val_ppl']:.2f}")
+        if bleu:
+            lines.append(f"val BLEU {bleu['val_bleu']:.2f} | chrF++ {bleu['val_chrf++']:.2f} "
+                         f"(sacreBLEU, greedy, first {self.cfg.data.bleu_val_pairs} validation sentences)")
+        return lines
+
+    def samples(self):
+        hyps, _ = translate_lines(self.model, self.src_tok, self.tgt_tok, self.val_src[:3], self.cfg.decode)
+        yield "--- sample translations (validation) " + "-" * 34 + "\n"
+        for s, r, h in zip(self.val_src[:3], self.val_tgt[:3], hyps, strict=True):
+            yield f"src: {s}\nref: {r}\nout: {h}\n\n"
+        yield "-" * 71 + "\n"
+
+    def next_command(self) -> str:
+        return f"translate: qkv translate {self.ctx.run_dir} --beam {self.cfg.decode.beam} < sentences.txt"
+
+
+class TranslationRun(Run):
+    """A trained encoder–decoder: translate, draw its cross-attention, score it (`qkv.load_run`)."""
+
+    task = "translate"
+    config_class = TranslateRunConfig
+    attention_input = "src"
+
+    def __init__(self, path, config, saved, model, src_tok, tgt_tok):
+        super().__init__(path, config, saved, model)
+        self.src_tokenizer, self.tgt_tokenizer = src_tok, tgt_tok
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", **options):
+        from qkv.models.io import load_model
+
+        model, saved = load_model(path, device=device)
+        if saved["model_type"] != "seq2seq":
+            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a seq2seq (translation) run")
+        config = cls.typed_config(cls.config_class, saved)
+        config.model = model.config
+        return cls(path, config, saved, model, *load_tokenizers(path))
+
+    def decoding(self, **changes) -> SequenceDecoding:
+        """The run's [decode] settings with `changes` (None values ignored) on top; QKVError if invalid."""
+        from qkv.config import from_dict, to_dict
+
+        values = to_dict(self.config.decode) | {k: v for k, v in changes.items() if v is not None}
+        return from_dict(SequenceDecoding, values, prefix="decode.")
+
+    def translate(self, lines: list[str], decoding: SequenceDecoding | None = None) -> tuple[list[str], int]:
+        """(translations in input order, how many sources were cut to the context)."""
+        dcfg = decoding or self.config.decode
+        return translate_lines(self.model, self.src_tokenizer, self.tgt_tokenizer, lines, dcfg)
+
+    def attention(self, text: str, layer: int = -1, head: int | None = None, beam: int | None = None):
+        """Cross-attention of one decoder layer while translating `text` (with the run's decoding, or `beam`):
+        source tokens × produced tokens."""
+        from qkv.evaluation.attention import seq2seq_alignment
+
+        return seq2seq_alignment(self.model, self.src_tokenizer, self.tgt_tokenizer, text, self.decoding(beam=beam),
+                                 layer, head)
+
+    def evaluate(self, data: str | None = None, split: str = "test_2016_flickr", src: str | None = None,
+                 ref: str | None = None, beam: int | None = None, length_penalty: float | None = None,
+                 max_pairs: int | None = None, hyps_out: str | None = None) -> dict:
+        """sacreBLEU, chrF++ and the tokenized lower-cased BLEU of the translations of `split` (Multi30k) or of
+        `src` against `ref`, with the teacher-forced loss and perplexity of the references."""
+        if (src is None) != (ref is None):
+            raise QKVError("give both src and ref (line-aligned files), or neither")
+        if max_pairs is not None and max_pairs <= 0:
+            raise QKVError(f"max_pairs must be positive, got {max_pairs}")
+        if src:
+            src_path, ref_path, source = src, ref, f"{src} -> {ref}"
+        else:
+            dataset = data or self.config.data.dataset
+            if dataset != "multi30k":
+                raise QKVError(f"unknown parallel dataset {dataset!r}; use multi30k, or src and ref files")
+            direction = self.config.data.direction
+            src_path, ref_path = multi30k_paths(direction, split)
+            source = f"multi30k {direction} {split}"
+        srcs, refs = read_parallel(src_path, ref_path)
+        if max_pairs:
+            srcs, refs = srcs[:max_pairs], refs[:max_pairs]
+        dcfg = self.decoding(beam=beam, length_penalty=length_penalty)
+        hyps, cut = self.translate(srcs, dcfg)
+        if hyps_out:
+            atomic_write_bytes(Path(hyps_out), "".join(h.replace("\n", " ") + "\n" for h in hyps).encode("utf-8"))
+        pad, bos, eos = special_ids(self.tgt_tokenizer)
+        ex = make_examples(encode_lines(self.src_tokenizer, srcs), encode_lines(self.tgt_tokenizer, refs),
+                           self.model.config.max_seq_len, eos, skip_empty=False)
+        loss, n_tok = corpus_loss(self.model, ex, pad, bos, eos)
+        scores = translation_scores(hyps, refs)
+        scores["bleu_tok_lc"]["label"] = TOK_LC_LABEL
+        return {"source": source, "sentences": len(srcs), "beam": dcfg.beam, "length_penalty": dcfg.length_penalty,
+                "length_norm": dcfg.length_norm, **scores, "loss": loss, "perplexity": perplexity(loss),
+                "target_tokens": n_tok, "truncated_sources": cut}
+
+    def report(self, r: dict) -> str:
+        decoding = "greedy" if r["beam"] == 1 else \
+            f"beam {r['beam']}, {r['length_norm']} length penalty {r['length_penalty']}"
+        lines = [f"{r['source']}: {r['sentences']:,} sentences, {decoding}",
+                 f"sacreBLEU {r['bleu']['score']:6.2f}  {r['bleu']['signature']}",
+                 f"chrF++    {r['chrf++']['score']:6.2f}  {r['chrf++']['signature']}",
+                 f"{TOK_LC_LABEL}: {r['bleu_tok_lc']['score']:.2f}  {r['bleu_tok_lc']['signature']}",
+                 f"loss {r['loss']:.4f} nats/target token | perplexity {r['perplexity']:.3f} "
+                 f"(references, teacher-forced, {r['target_tokens']:,} tokens)"]
+        if r["truncated_sources"]:
+            lines.append(f"note: {r['truncated_sources']} source sentence(s) longer than the context "
+                         f"({self.model.config.max_seq_len} tokens) were truncated")
+        return "\n".join(lines)
+
+
+TranslateTask.run_class = TranslationRun
