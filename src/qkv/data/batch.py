@@ -14,6 +14,7 @@
     text_mask   (B, L)         bool    True at real caption tokens                                  diffusion
     t           (B,)           long    diffusion timesteps drawn for these images                   diffusion
     noise       (B, C, H, W)   float   the ε drawn for these images                                 diffusion
+    cond_drop   (B,)           bool    images whose condition is dropped (classifier-free guidance) diffusion
 
 (ae: the autoencoder task.) A batch source draws the *global* batch of a step (every process draws the
 same one) and keeps its own rows, so a run on N processes sees the batches of a run on one. What a batch

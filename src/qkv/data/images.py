@@ -239,17 +239,18 @@ class ImageBatches:
     """Random batches (with replacement) of images and their condition, from one seeded generator.
 
     next_batch() -> {"images": (B, C, H, W), + "labels" (B,) or "text"/"text_mask" (B, S), + with
-    `n_timesteps`, the diffusion draws "t" (B,) and "noise" (B, C, H, W)} (`qkv.data.batch`). The whole global
-    batch, noise included, is drawn from the generator and each DDP rank keeps its rows, so N processes train
-    on exactly what one would; the generator's state is the data position, for exact resume.
+    `n_timesteps`, the diffusion draws "t" (B,), "noise" (B, C, H, W) and, with `cond_dropout`, "cond_drop" (B,)}
+    (`qkv.data.batch`). The whole global batch, its randomness included, is drawn from the generator and each
+    DDP rank keeps its rows, so N processes train on exactly what one would; the generator's state is the data
+    position, for exact resume.
     """
 
     def __init__(self, images: Tensor, cond: dict, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 n_timesteps: int | None = None):
+                 n_timesteps: int | None = None, cond_dropout: float = 0.0):
         if batch_size % world_size:
             raise QKVError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.images, self.cond, self.batch_size = images, cond, batch_size
-        self.rank, self.world_size, self.n_timesteps = rank, world_size, n_timesteps
+        self.rank, self.world_size, self.n_timesteps, self.cond_dropout = rank, world_size, n_timesteps, cond_dropout
         self.generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self) -> dict:
@@ -259,6 +260,8 @@ class ImageBatches:
         if self.n_timesteps is not None:
             batch["t"] = torch.randint(0, self.n_timesteps, (B,), generator=g)
             batch["noise"] = torch.randn(batch["images"].shape, generator=g, dtype=batch["images"].dtype)
+            if self.cond and self.cond_dropout > 0:  # which images train unconditionally (classifier-free guidance)
+                batch["cond_drop"] = torch.rand(B, generator=g) < self.cond_dropout
         share = B // self.world_size
         return {k: v[self.rank * share : (self.rank + 1) * share] for k, v in batch.items()}  # this rank's rows
 

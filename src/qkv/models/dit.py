@@ -271,11 +271,13 @@ class DiT(nn.Module):
             return {"text": text, "text_mask": mask}
         return {}
 
-    def _drop_condition(self, cond: dict, batch: int, device: torch.device) -> dict:
-        """Training only: replace each sample's condition by the null one with probability cond_dropout."""
+    def _drop_condition(self, cond: dict, batch: int, device: torch.device, drop: Tensor | None = None) -> dict:
+        """Training only: replace each sample's condition by the null one — where `drop` (B,) says, else with
+        probability cond_dropout, drawn here."""
         if not (self.training and self.config.cond_dropout > 0 and cond):
             return cond
-        drop = torch.rand(batch, device=device) < self.config.cond_dropout  # (B,)
+        if drop is None:
+            drop = torch.rand(batch, device=device) < self.config.cond_dropout  # (B,)
         null = self.null_condition(cond)
         return {k: torch.where(drop.view(-1, *([1] * (v.dim() - 1))), null[k], v) for k, v in cond.items()}
 
@@ -305,14 +307,15 @@ class DiT(nn.Module):
         return x.reshape(B, C, g * p, g * p)  # (B, C, H, W)
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None, text: Tensor | None = None,
-                text_mask: Tensor | None = None) -> Tensor:
+                text_mask: Tensor | None = None, cond_drop: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W) noisy images, t: (B,) integer timesteps; labels (B,) or text/text_mask (B, S).
 
         Returns the (B, C, H, W) prediction. In training mode the condition is dropped at random
-        (`cond_dropout`); in eval mode it is used as given.
+        (`cond_dropout`; `cond_drop` (B,) bool gives the draw, as the training batches do); in eval mode it is
+        used as given.
         """
         B = x.size(0)
-        cond = self._drop_condition(self._check_condition(labels, text, text_mask), B, x.device)
+        cond = self._drop_condition(self._check_condition(labels, text, text_mask), B, x.device, cond_drop)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)             # (B, N, D)
         x = x + self.pos_embed                                          # (B, N, D)
         c = self.t_embedder(t)                                          # (B, D)

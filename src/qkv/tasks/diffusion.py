@@ -253,11 +253,13 @@ class DiffusionTask(Task):
 
     def batches(self, rows: int, rank: int, world: int):
         return ImageBatches(self.train_images, self.train_cond, rows, seed=self.cfg.train.seed, rank=rank,
-                            world_size=world, n_timesteps=self.cfg.diffusion.n_timesteps)
+                            world_size=world, n_timesteps=self.cfg.diffusion.n_timesteps,
+                            cond_dropout=self.cfg.model.cond_dropout)
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, model, batch):
-        loss, _ = self.diffusion.loss(model, batch["images"], condition_of(batch), t=batch["t"], noise=batch["noise"])
+        cond = condition_of(batch) | ({"cond_drop": batch["cond_drop"]} if "cond_drop" in batch else {})
+        loss, _ = self.diffusion.loss(model, batch["images"], cond, t=batch["t"], noise=batch["noise"])
         return loss, {"tokens": batch["images"].size(0)}  # counted in images: metrics' tokens_per_s is images/s
 
     def loss_terms(self, batch) -> int:

@@ -7,8 +7,8 @@
 Example::
 
     tok = train_char("hello world")
-    tok.save(run_dir / "tokenizer.json")
-    assert load_tokenizer(run_dir / "tokenizer.json").encode("hello") == tok.encode("hello")
+    tok.save("tok.json")
+    assert load_tokenizer("tok.json").encode("hello") == tok.encode("hello")
 """
 
 from qkv.tokenizers.base import Tokenizer, load_tokenizer

@@ -10,9 +10,7 @@ Everything runs on one thread.
 """
 
 import gzip
-import io
 import json
-import os
 import re
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 import sacrebleu
 import torch
 
+from helpers import assert_picture, assert_user_error, metrics, qkv
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -60,65 +59,16 @@ TINY_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data."""
-    folder = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (folder / "multi30k" / "train.de.gz").is_file():
-        pytest.fail(f"multi30k not found under {folder}; set QKV_DATA_DIR (make test does)")
-    return folder
-
-
-@pytest.fixture(autouse=True)
-def _offline_data(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("QKV_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))  # nothing may be downloaded or cached
-
-
-@pytest.fixture(scope="module")
-def learned_run(data_dir, tmp_path_factory) -> Path:
+def learned_run(shared_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("translate") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QKV_DATA_DIR", str(data_dir))
+        mp.setenv("QKV_DATA_DIR", str(shared_data))
         mp.setenv("QKV_CACHE_DIR", str(run.parent / "cache"))
         assert main(["train", "--config", PRESET, "--out", str(run), "--no-sample", *LEARN_ARGS]) == 0
     return run
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def qkv(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
-    """Run `qkv argv...` in-process: (exit code, stdout, stderr)."""
-    if stdin is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-def assert_picture(path: Path, min_size: tuple[int, int] = (200, 150)) -> None:
-    """A real PNG of a plausible size with more than one colour (a blank or empty figure fails)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as im:
-        assert im.format == "PNG" and im.size[0] >= min_size[0] and im.size[1] >= min_size[1], im.size
-        assert np.ptp(np.asarray(im.convert("L"))) > 0, f"{path} is a single colour"
-
-
-def assert_user_error(rc: int, err: str, *needles: str) -> None:
-    """Exit code 2, one line on stderr naming the problem, no traceback."""
-    assert rc == 2, f"exit code {rc}, stderr: {err}"
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-
-
 def pairs(tmp_path: Path, n: int = 60, gz: bool = False) -> tuple[Path, Path]:
     """n synthetic line-aligned "translations" (the target spells the source's numbers in words)."""
     words = "null eins zwei drei vier fünf sechs sieben acht neun".split()
@@ -201,14 +151,15 @@ def test_translate_empty_stdin_prints_nothing(learned_run, capsys, monkeypatch, 
     assert (rc, out) == (0, "")
 
 
-def test_eval_bleu_equals_sacrebleu_on_the_same_files(learned_run, capsys, tmp_path, data_dir):
+def test_eval_bleu_equals_sacrebleu_on_the_same_files(learned_run, capsys, tmp_path, shared_data):
     hyps_file = tmp_path / "hyps.txt"
     rc, out, err = qkv(capsys, "eval", learned_run, "--data", "multi30k", "--split", "test_2016_flickr",
                        "--beam", "2", "--max-pairs", "120", "--json", "--hyps-out", hyps_file)
     assert rc == 0, err
     res = json.loads(out)
     hyps = hyps_file.read_text(encoding="utf-8").split("\n")[:-1]
-    refs = gzip.decompress((data_dir / "multi30k" / "test_2016_flickr.en.gz").read_bytes()).decode().split("\n")[:120]
+    refs_gz = shared_data / "multi30k" / "test_2016_flickr.en.gz"
+    refs = gzip.decompress(refs_gz.read_bytes()).decode().split("\n")[:120]
     assert len(hyps) == 120 == res["sentences"]
     assert res["bleu"]["score"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
     assert res["chrf++"]["score"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import assert_picture, assert_user_error, metrics, qkv, run_or_fail
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -70,21 +71,6 @@ LEARN_ARGS = ["--data.max_chars", "200000", "--model.max_seq_len", "64", "--trai
 
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data."""
-    folder = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (folder / "tinyshakespeare" / "input.txt").is_file():
-        pytest.fail(f"tinyshakespeare not found under {folder}; set QKV_DATA_DIR (make test does)")
-    return folder
-
-
-@pytest.fixture(autouse=True)
-def _offline_data(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("QKV_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))  # nothing may be downloaded or cached
-
-
-@pytest.fixture(scope="module")
 def tiny_toml(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("config") / "tiny.toml"
     path.write_text(TINY_TOML, encoding="utf-8")
@@ -92,9 +78,9 @@ def tiny_toml(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def learned_run(tiny_toml, data_dir, tmp_path_factory) -> Path:
+def learned_run(tiny_toml, shared_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("learned") / "run"
-    env = {"QKV_DATA_DIR": str(data_dir), "QKV_CACHE_DIR": str(run.parent / "cache")}
+    env = {"QKV_DATA_DIR": str(shared_data), "QKV_CACHE_DIR": str(run.parent / "cache")}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
@@ -103,22 +89,10 @@ def learned_run(tiny_toml, data_dir, tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def qkv(capsys, *argv) -> tuple[int, str, str]:
-    """Run `qkv argv...` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()  # drop whatever earlier calls printed
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def train(capsys, toml, out, *extra) -> tuple[str, str]:
     rc, stdout, stderr = qkv(capsys, "train", "--config", toml, "--out", out, "--no-sample", *extra)
     assert rc == 0, stderr
     return stdout, stderr
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def train_losses(run: Path) -> dict[int, float]:
@@ -135,26 +109,6 @@ def eval_steps(run: Path) -> list[int]:
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def assert_picture(path: Path, min_size: tuple[int, int] = (200, 150)) -> None:
-    """A real PNG of a plausible size with more than one colour (a blank or empty figure fails)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as im:
-        assert im.format == "PNG" and im.size[0] >= min_size[0] and im.size[1] >= min_size[1], im.size
-        assert np.ptp(np.asarray(im.convert("L"))) > 0, f"{path} is a single colour"
-
-
-def assert_user_error(rc: int, err: str, *needles: str) -> None:
-    """Exit code 2, one line on stderr naming the problem, no traceback."""
-    assert rc == 2, f"exit code {rc}, stderr: {err}"
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
 
 
 # ------------------------------------------------------------------------------------------------ 1. resume
@@ -179,53 +133,6 @@ def test_resume_reproduces_the_continuous_run_exactly(tmp_path, capsys, tiny_tom
 
 
 # ------------------------------------------------------------------------------------------------ 2. DDP
-def run_or_fail(cmd, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
-    """subprocess.run with a generous timeout that reports the child's output and elapsed time when hit
-    (a loaded 2-core machine is slow, not wrong: the timeout only guards against a hang)."""
-    import time
-
-    t0 = time.perf_counter()
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as e:
-        tail = (e.stderr or b"")[-4000:]
-        pytest.fail(f"{' '.join(map(str, cmd))} timed out after {time.perf_counter() - t0:.0f} s:\n"
-                    f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}")
-
-
-def _torchrun() -> list[str]:
-    exe = Path(sys.executable).parent / "torchrun"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
-
-
-def test_ddp_two_processes_match_one_process(tmp_path, capsys, tiny_toml, data_dir):
-    steps = ["--train.max_steps", "20", "--train.eval_interval", "10"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    train(capsys, tiny_toml, one, *steps)
-
-    # batch_size 8 is the global batch: each of the 2 ranks takes its 4 rows of the same draw
-    env = {**os.environ, "QKV_DATA_DIR": str(data_dir), "QKV_CACHE_DIR": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", "train", "--config", tiny_toml,
-           "--out", str(two), "--no-sample", *steps]
-    proc = run_or_fail(cmd, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
-
-    a, b = train_losses(one), train_losses(two)  # train_losses fails on duplicates: rank 1 must not log
-    assert sorted(a) == sorted(b) == list(range(1, 21))
-    for s in a:
-        assert b[s] == pytest.approx(a[s], rel=1e-4), f"step {s}: 2 processes {b[s]} vs 1 process {a[s]}"
-    assert eval_steps(two) == eval_steps(one) == [10, 20]
-
-    # only rank 0 wrote and printed: the same files as the single-process run, no leftovers, one summary
-    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*"))  # noqa: E731
-    assert files(two) == files(one)
-    assert proc.stdout.count("trained 20 steps") == 1, proc.stdout
-    wa, wb = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
-
-
 # ------------------------------------------------------------------------------------------------ 3. learning
 def bigram_loss(run: Path, smoothing: float = 0.1) -> float:
     """Validation loss of the add-0.1 smoothed bigram model counted on the run's own training ids: the
@@ -495,7 +402,7 @@ def test_a_fresh_run_in_a_failed_runs_dir_starts_fresh_metrics(tmp_path, capsys,
 
 
 # ------------------------------------------------------------------------------------------------ 8. eval
-def test_eval_reports_the_full_pass_loss_training_logged(learned_run, capsys, data_dir, tmp_path):
+def test_eval_reports_the_full_pass_loss_training_logged(learned_run, capsys, shared_data, tmp_path):
     """`qkv eval` on a GPT run (README's headline numbers): same weights and windows as the last full-pass
     validation of training, so the same loss; bits/char and perplexity follow from it."""
     import math
@@ -514,7 +421,7 @@ def test_eval_reports_the_full_pass_loss_training_logged(learned_run, capsys, da
     assert f"loss {res['loss']:.4f} nats/token" in text and f"{res['bits_per_char']:.4f} bits/char" in text
 
     text_file = tmp_path / "start.txt"  # the run's vocabulary covers the first 200k characters
-    text_file.write_text((data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20_000])
+    text_file.write_text((shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20_000])
     rc, out, err = qkv(capsys, "eval", learned_run, "--data", text_file, "--max-tokens", "1000", "--json")
     assert rc == 0, err
     assert json.loads(out)["tokens"] == 1000 and json.loads(out)["source"] == str(text_file)
@@ -616,7 +523,7 @@ def test_attention_map_of_a_gpt_run(learned_run, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ 10. killed
-def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, data_dir):
+def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, shared_data):
     """kill -9 a run whose learning-rate decay is timed to its budget, then --resume it: the first step after
     the checkpoint uses the schedule's rate at the saved elapsed time (it restarted at the peak before), and
     the run still ends by its budget."""
@@ -628,7 +535,7 @@ def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, dat
     from qkv.training.optim import lr_at
 
     run = tmp_path / "run"
-    env = {**os.environ, "QKV_DATA_DIR": str(data_dir), "QKV_CACHE_DIR": str(tmp_path / "cache"),
+    env = {**os.environ, "QKV_DATA_DIR": str(shared_data), "QKV_CACHE_DIR": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
     budget = ["--train.max_steps", "100000", "--train.decay_steps", "none", "--train.schedule_by", "time",
               "--train.max_minutes", "0.25", "--train.eval_interval", "25", "--train.eval_iters", "0",

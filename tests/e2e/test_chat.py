@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 import qkv.generation.chat as session_module
+from helpers import assert_user_error, metrics, qkv
 from qkv.cli.main import main
 from qkv.config import from_dict, load_toml
 from qkv.data.chat import encode_conversations, read_conversations
@@ -163,33 +163,9 @@ def prompts(monkeypatch) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def qkv(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
-    """Run `qkv argv...` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    rc = main([str(x) for x in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_user_error(rc: int, err: str, *needles: str) -> None:
-    """Exit code 2, one line on stderr naming the problem, no traceback."""
-    assert rc == 2, f"exit code {rc}, stderr: {err}"
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-
-
 def tree_hash(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def eval_json(capsys, *argv) -> dict:

@@ -1,62 +1,25 @@
-"""Training pieces in isolation: the LR schedule, weight-decay groups, config checks, gradient
-accumulation, atomic writes, checkpoint stamps and divergence handling (Trainer on a toy GPT)."""
+"""The training loop and its pieces (Trainer on a toy GPT): the LR schedule, weight-decay groups, config
+checks, gradient accumulation and loss-term weighting, checkpoint stamps, divergence handling, the
+wall-clock budget and its time schedule (with a fake clock), exact resume of that schedule, and
+torch.compile (its fallback, and a trial call that leaves no trace)."""
 
 import json
 import math
-import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import qkv.training.trainer as trainer_mod
 from qkv.config import from_dict
 from qkv.errors import QKVError
-from qkv.models import GPT, GPTConfig
 from qkv.models.io import save_run
-from qkv.runs import OPTIM_FILE, STATE_FILE, atomic_save_tensors, atomic_write_bytes, atomic_write_json
+from qkv.runs import OPTIM_FILE, STATE_FILE
 from qkv.training.checkpoint import load_trainer_state
 from qkv.training.config import TrainConfig
 from qkv.training.optim import build_optimizer, lr_at, param_groups
 from qkv.training.trainer import Trainer
-
-V, T = 16, 8
-
-
-def tiny_gpt(**kw) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**{"vocab_size": V, "max_seq_len": T, "d_model": 16, "n_layers": 1, "n_heads": 2, **kw}))
-
-
-def train_cfg(**kw) -> TrainConfig:
-    base = dict(max_steps=1, batch_size=8, lr=1e-2, warmup_steps=0, device="cpu", progress=False, eval_interval=1,
-                eval_iters=0)
-    return TrainConfig(**{**base, **kw})
-
-
-class FixedBatches:
-    """One fixed (8, T) batch, handed out `micro` rows per `next_batch` call, in order, round and round."""
-
-    def __init__(self, micro: int, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        chunk = torch.randint(0, V, (8, T + 1), generator=g)  # (8, T+1)
-        self.x, self.y = chunk[:, :-1], chunk[:, 1:]  # (8, T) each
-        self.micro, self.pos, self.calls = micro, 0, 0
-
-    def next_batch(self):
-        i = self.pos
-        self.pos = (self.pos + self.micro) % len(self.x)
-        self.calls += 1
-        return {"idx": self.x[i : i + self.micro], "targets": self.y[i : i + self.micro]}
-
-    def state_dict(self) -> dict:
-        return {"pos": torch.tensor([self.pos])}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.pos = int(state["pos"][0])
-
-
-def lm_loss(model, batch):
-    return model(batch["idx"], batch["targets"])[1], {"tokens": batch["idx"].numel()}
-
+from trainer_fixtures import FixedBatches, lm_loss, tiny_gpt, train_cfg
 
 # ---------------------------------------------------------------------------------------------------------
 # learning-rate schedule
@@ -201,33 +164,6 @@ def test_gradient_accumulation_matches_one_big_batch():
 # atomic writes and checkpoints
 
 
-def test_atomic_writes_leave_only_the_target(tmp_path):
-    atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01")
-    atomic_write_json(tmp_path / "b.json", {"x": 1})
-    atomic_save_tensors(tmp_path / "c.safetensors", {"w": torch.ones(2)}, metadata={"step": "3"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.json", "c.safetensors"]
-    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
-    assert json.loads((tmp_path / "b.json").read_text()) == {"x": 1}
-
-
-@pytest.mark.parametrize("writer", ["bytes", "tensors"])
-def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch, writer):
-    target = tmp_path / ("a.bin" if writer == "bytes" else "a.safetensors")
-    target.write_bytes(b"old")
-
-    def crash(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        if writer == "bytes":
-            atomic_write_bytes(target, b"new")
-        else:
-            atomic_save_tensors(target, {"w": torch.zeros(3)})
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]
-
-
 def _trained_run(tmp_path, steps=2, **kw):
     """A toy run dir with a checkpoint at `steps` (weights, optimizer + data + RNG state, trainer state)."""
     model = tiny_gpt()
@@ -293,3 +229,168 @@ def test_divergence_after_resume_names_the_resumed_checkpoint(tmp_path):
         Trainer(tiny_gpt(), lm_loss, FixedBatches(2), train_cfg(max_steps=8, eval_interval=8, lr=1e30),
                 run_dir=tmp_path, save_model=save, resume=True).fit()
     assert load_trainer_state(tmp_path)[0]["step"] == 2
+
+
+def test_micro_batches_are_weighted_by_their_loss_terms():
+    """With `loss_terms`, a step over two micro-batches of unequal target counts (padding -100) takes the mean
+    over every target of the step, exactly what one batch of both gives; weighting each micro-batch alike,
+    as a mean of means, would not."""
+    class Padded(FixedBatches):
+        def __init__(self, micro):
+            super().__init__(micro)
+            self.y = self.y.clone()
+            self.y[:4, 2:] = -100  # the first half of the rows keep 2 of their 8 targets
+
+    counts = lambda b: int((b["targets"] != -100).sum())  # noqa: E731
+    cfg = dict(eps=1.0, grad_clip=0.0, weight_decay=0.0)
+    whole = tiny_gpt()
+    r1 = Trainer(whole, lm_loss, Padded(8), train_cfg(**cfg), loss_terms=counts).fit()
+    split = tiny_gpt()
+    r2 = Trainer(split, lm_loss, Padded(4), train_cfg(grad_accum=2, **cfg), loss_terms=counts).fit()
+    alike = tiny_gpt()
+    r3 = Trainer(alike, lm_loss, Padded(4), train_cfg(grad_accum=2, **cfg)).fit()
+    assert r2.losses[0][1] == pytest.approx(r1.losses[0][1], abs=1e-6)
+    for a, b in zip(whole.parameters(), split.parameters(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-7, rtol=1e-5)
+    assert r3.losses[0][1] != pytest.approx(r1.losses[0][1], abs=1e-3)  # the mean of means differs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the time budget and torch.compile (fake clock: no real waiting)
+
+
+class FakeClock:
+    """perf_counter() that advances `tick` seconds per call: the loop's view of time, deterministic."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def metrics(run_dir) -> list[dict]:
+    import json
+
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _budget_run(tmp_path, monkeypatch, resume=False, max_minutes=1.0, **kw):
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=FakeClock(0.5).perf_counter))
+    cfg = train_cfg(max_steps=10_000, max_minutes=max_minutes, schedule_by="time", warmup_steps=3, lr=1e-2,
+                    min_lr=1e-3, eval_interval=25, log_interval=1, **kw)
+    save = lambda m, step: save_run(tmp_path, m, metadata={"step": str(step)})  # noqa: E731
+    evals = []
+    result = Trainer(tiny_gpt(), lm_loss, FixedBatches(2), cfg, run_dir=tmp_path, save_model=save, resume=resume,
+                     evaluate=lambda m, full, means: evals.append(full) or {"val_loss": 1.0}).fit()
+    return result, cfg, evals
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the time budget
+
+
+def test_time_budget_stops_saves_and_decays_to_min_lr(tmp_path, monkeypatch):
+    result, cfg, evals = _budget_run(tmp_path, monkeypatch)
+    assert result.stopped_by == "max_minutes" and 10 < result.step < 10_000
+    assert result.elapsed_s >= 60.0
+    recs = metrics(tmp_path)
+    steps = [r for r in recs if "loss" in r]
+    assert steps[-1]["step"] == result.step  # the last step is logged even off the log interval
+    assert [r for r in recs if "val_loss" in r][-1]["step"] == result.step and evals[-1] is True  # a full eval
+    state, _ = load_trainer_state(tmp_path)
+    assert state["step"] == result.step  # and a checkpoint at the step it stopped
+    lrs = [r["lr"] for r in steps]
+    assert lrs[:3] == pytest.approx([cfg.lr * (s + 1) / 4 for s in range(3)])  # warm-up by steps
+    decay = lrs[3:]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False)), "the decay must be monotone"
+    assert decay[0] == pytest.approx(cfg.lr, rel=1e-3)
+    assert decay[-1] == pytest.approx(cfg.min_lr, abs=2e-4)  # the budget is spent: the floor is reached
+
+
+def test_time_schedule_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """The checkpoint holds the schedule's clock (elapsed time and the end of warm-up), so the first step
+    after --resume uses the learning rate of the saved elapsed time, not the peak again."""
+    first, cfg, _ = _budget_run(tmp_path, monkeypatch, max_minutes=1.0)
+    state, _ = load_trainer_state(tmp_path)
+    assert state["warm_end_s"] is not None and state["elapsed_s"] >= 60.0
+    # resume with a larger budget (allowed): the decay is stretched over it, from where it stands
+    resumed, cfg2, _ = _budget_run(tmp_path, monkeypatch, resume=True, max_minutes=2.0)
+    assert resumed.step > first.step and resumed.elapsed_s > state["elapsed_s"]
+    after = [r for r in metrics(tmp_path) if "loss" in r and r["step"] > first.step]
+    assert after[0]["step"] == first.step + 1
+    # the schedule's value at the saved elapsed time, give or take the few 0.5 s clock ticks between fit()'s
+    # start and the first step
+    at = lambda t: lr_at(first.step, cfg2, (t - state["warm_end_s"]) / (120.0 - state["warm_end_s"]))  # noqa: E731
+    assert at(state["elapsed_s"] + 1.5) <= after[0]["lr"] <= at(state["elapsed_s"])
+    assert after[0]["lr"] < 0.75 * cfg.lr  # half the longer budget is already behind it: far below the peak
+    assert after[0]["elapsed_s"] > state["elapsed_s"]  # elapsed time continues from the saved value
+
+
+def test_max_minutes_without_time_schedule_still_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=FakeClock(7.0).perf_counter))
+    cfg = train_cfg(max_steps=1000, max_minutes=1.0, warmup_steps=2, log_interval=5, eval_interval=1000)
+    result = Trainer(tiny_gpt(), lm_loss, FixedBatches(2), cfg, run_dir=tmp_path,
+                     save_model=lambda m, s: save_run(tmp_path, m, metadata={"step": str(s)})).fit()
+    assert result.stopped_by == "max_minutes" and result.step < 20
+    assert load_trainer_state(tmp_path)[0]["step"] == result.step
+
+
+# ---------------------------------------------------------------------------------------------------------
+# torch.compile
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message(monkeypatch):
+    def boom(model, *a, **k):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", boom)
+    logs = []
+    eager = Trainer(tiny_gpt(), lm_loss, FixedBatches(8), train_cfg(max_steps=3)).fit()
+    fallback = Trainer(tiny_gpt(), lm_loss, FixedBatches(8), train_cfg(max_steps=3, compile=True),
+                       log=logs.append).fit()
+    assert any("torch.compile failed (RuntimeError: boom); running eager" in line for line in logs), logs
+    assert fallback.losses == eager.losses
+
+
+class RandomBatches(FixedBatches):
+    """FixedBatches with a peek, so the compile trial runs on a real batch."""
+
+    def peek_batch(self):
+        pos, calls = self.pos, self.calls
+        batch = self.next_batch()
+        self.pos, self.calls = pos, calls
+        return batch
+
+
+def noisy_loss(model, batch):
+    """A loss that draws from torch's global RNG (as dropout and diffusion's noise do) and reports a
+    running statistic through info, as translation's unsmoothed NLL does."""
+    x, y = batch["idx"], batch["targets"]
+    loss = model(x, y)[1] * (1.0 + 0.1 * torch.rand(()))
+    return loss, {"tokens": x.numel(), "nll": (loss.item() * x.numel(), x.numel())}
+
+
+def test_compile_trial_leaves_no_trace(monkeypatch):
+    """compile on and compile off train the same run: the trial call on a peeked batch restores every RNG,
+    consumes no batch and adds nothing to the running statistics (torch.compile itself stubbed out, so
+    only the trial differs)."""
+    monkeypatch.setattr(torch, "compile", lambda model, *a, **k: model)
+    runs = []
+    for compile_ in (False, True):
+        seen = []
+        evaluate = lambda m, full, means, seen=seen: seen.append(means) or {"val_loss": 1.0}  # noqa: E731
+        result = Trainer(tiny_gpt(dropout=0.1), noisy_loss, RandomBatches(2),
+                         train_cfg(max_steps=4, eval_interval=2, compile=compile_), evaluate=evaluate).fit()
+        runs.append((result.losses, seen))
+    assert runs[0] == runs[1]
+    assert len(runs[0][1]) == 2 and runs[0][1][0]["nll"] > 0
+
+
+def test_running_means_are_token_weighted_and_reset_at_each_evaluation():
+    seen = []
+    Trainer(tiny_gpt(), noisy_loss, RandomBatches(2), train_cfg(max_steps=4, eval_interval=2),
+            evaluate=lambda m, full, means: seen.append(means) or {}).fit()
+    assert [set(m) for m in seen] == [{"nll"}, {"nll"}]
+    assert seen[0] != seen[1]

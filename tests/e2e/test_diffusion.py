@@ -24,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import qkv
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -56,13 +57,6 @@ TINY = ["--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2"
 TINY_TEXT = TINY + ["--data.shapes_n", "200", "--data.tokenizer", "char", "--model.text_d_model", "16",
                     "--model.text_n_layers", "1", "--model.text_n_heads", "2", "--model.patch_size", "8",
                     "--model.max_seq_len", "40"]
-
-
-def _qkv(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +117,10 @@ def test_tiny_digits_run_learns_to_draw_the_asked_digit(tmp_path, capsys, monkey
     """1,200 steps teach the shrunk digits model to draw the digit it is asked for (judged by a CNN), and the
     line `qkv eval` prints carries the figures it computed."""
     run = tmp_path / "run"
-    code, out, _ = _qkv(capsys, "train", "--config", DIGITS, "--out", run, *COMMON, *LEARN_ARGS)
+    code, out, _ = qkv(capsys, "train", "--config", DIGITS, "--out", run, *COMMON, *LEARN_ARGS)
     assert code == 0 and "trained 1200 steps" in out
     scored = _spy_scores(monkeypatch)
-    code, out, _ = _qkv(capsys, "eval", run, "--n", 200, "--steps", 20, "--guidance", 2)
+    code, out, _ = qkv(capsys, "eval", run, "--n", 200, "--steps", 20, "--guidance", 2)
     assert code == 0, out
     m = re.search(r"ddim-20 +guidance 2 +sample accuracy +([\d.]+)% \| FD +([\d.]+) \(real vs real ([\d.]+)\) "
                   r"\| 200 images", out)
@@ -160,7 +154,7 @@ def test_eval_json_sweep(tiny_digits, capsys, monkeypatch):
     scores the raw weights."""
     scored = _spy_scores(monkeypatch)
     _reuse_judge(monkeypatch)
-    code, out, _ = _qkv(capsys, "eval", tiny_digits, "--n", 4, "--sweep", "--json")
+    code, out, _ = qkv(capsys, "eval", tiny_digits, "--n", 4, "--sweep", "--json")
     assert code == 0
     res = json.loads(out)
     rows = res["rows"]
@@ -184,13 +178,13 @@ def test_eval_json_sweep(tiny_digits, capsys, monkeypatch):
     # --steps 20 --guidance 2` in the learning test, and `train_judge(*load_images(ImageDataConfig()), seed=0)`)
     assert res["classifier"]["val_accuracy"]["class"] > 0.9
 
-    code, out, _ = _qkv(capsys, "eval", tiny_digits, "--n", 4, "--steps", 10)  # = the sweep's first row
+    code, out, _ = qkv(capsys, "eval", tiny_digits, "--n", 4, "--steps", 10)  # = the sweep's first row
     assert code == 0, out
     r = rows[0]
     assert (f"ddim-10   guidance 3    sample accuracy {r['sample_accuracy']:6.1%} | FD {r['fd']:7.2f} "
             f"(real vs real {r['fd_real']:.2f}) | 4 images in ") in out, out
 
-    code, out, _ = _qkv(capsys, "eval", tiny_digits, "--n", 4, "--steps", 10, "--no-ema", "--json")
+    code, out, _ = qkv(capsys, "eval", tiny_digits, "--n", 4, "--steps", 10, "--no-ema", "--json")
     assert code == 0 and json.loads(out)["ema"] is False
     raw = _in_process(tiny_digits, 4, use_ema=False, steps=10)
     assert torch.equal(scored[-1]["images"], raw) and not torch.equal(raw, scored[0]["images"])
@@ -198,21 +192,21 @@ def test_eval_json_sweep(tiny_digits, capsys, monkeypatch):
 
 def test_sample_writes_the_requested_grid(tiny_digits, tmp_path, capsys):
     out_png = tmp_path / "grid.png"
-    code, _, err = _qkv(capsys, "sample", tiny_digits, "--n", 12, "--nrow", 4, "--steps", 5, "--label", 7,
+    code, _, err = qkv(capsys, "sample", tiny_digits, "--n", 12, "--nrow", 4, "--steps", 5, "--label", 7,
                         "--seed", 3, "--out", out_png)
     assert code == 0, err
     with Image.open(out_png) as im:
         assert im.size == (4 * 65 + 1, 3 * 65 + 1) and im.mode == "L"  # 4 × 3 cells of 8×8 enlarged 8×, 1-px gaps
     assert "12 images" in err and "label 7" in err
     again = tmp_path / "again.png"
-    assert _qkv(capsys, "sample", tiny_digits, "--n", 12, "--nrow", 4, "--steps", 5, "--label", 7, "--seed", 3,
+    assert qkv(capsys, "sample", tiny_digits, "--n", 12, "--nrow", 4, "--steps", 5, "--label", 7, "--seed", 3,
                 "--out", again)[0] == 0
     assert again.read_bytes() == out_png.read_bytes()
     other = tmp_path / "other.png"
-    assert _qkv(capsys, "sample", tiny_digits, "--n", 12, "--nrow", 4, "--steps", 5, "--label", 7, "--seed", 4,
+    assert qkv(capsys, "sample", tiny_digits, "--n", 12, "--nrow", 4, "--steps", 5, "--label", 7, "--seed", 4,
                 "--out", other)[0] == 0
     assert other.read_bytes() != out_png.read_bytes()
-    code, _, err = _qkv(capsys, "sample", tiny_digits, "--n", 3, "--sampler", "ddpm", "--out", tmp_path / "p.png")
+    code, _, err = qkv(capsys, "sample", tiny_digits, "--n", 3, "--sampler", "ddpm", "--out", tmp_path / "p.png")
     assert code == 0 and "ddpm 1000 steps" in err
     with Image.open(tmp_path / "p.png") as im:
         assert im.size == (2 * 65 + 1, 2 * 65 + 1)  # default nrow = ceil(√3) = 2
@@ -235,7 +229,7 @@ def test_sample_options_reach_the_sampler(tiny_digits, tmp_path, capsys):
     grids = {}
     for name, (flags, settings) in variants.items():
         png = tmp_path / f"{name}.png"
-        code, _, err = _qkv(capsys, *base, *flags, "--out", png)
+        code, _, err = qkv(capsys, *base, *flags, "--out", png)
         assert code == 0, err
         grids[name] = png.read_bytes()
         want = _in_process(tiny_digits, 4, steps=5, seed=3, **settings)
@@ -248,7 +242,7 @@ def test_text_run_samples_a_prompt(tiny_shapes, tmp_path, capsys):
     """`qkv sample --prompt` draws what `generate` draws for that prompt; another prompt gives other images."""
     blue, red = "a blue square at the bottom right", "a red circle at the top left"
     out_png = tmp_path / "blue.png"
-    code, _, err = _qkv(capsys, "sample", tiny_shapes, "--n", 2, "--steps", 3, "--out", out_png, "--prompt", blue)
+    code, _, err = qkv(capsys, "sample", tiny_shapes, "--n", 2, "--steps", 3, "--out", out_png, "--prompt", blue)
     assert code == 0, err
     assert f"prompt {blue!r}" in err
     with Image.open(out_png) as im:
@@ -257,7 +251,7 @@ def test_text_run_samples_a_prompt(tiny_shapes, tmp_path, capsys):
     assert out_png.read_bytes() == _grid_bytes(a, tmp_path / "blue-api.png")
     # floats, not PNG bytes: a 6-step model's images may differ by less than one 1/255 step
     assert not torch.equal(a, _in_process(tiny_shapes, 2, prompt=red, steps=3)), "the prompt must change the images"
-    code, _, err = _qkv(capsys, "sample", tiny_shapes, "--n", 1, "--steps", 2, "--out", out_png,
+    code, _, err = qkv(capsys, "sample", tiny_shapes, "--n", 1, "--steps", 2, "--out", out_png,
                         "--prompt", "a purple square at the bottom right")
     assert code == 0 and "never seen in training" in err and "purple" in err
 
@@ -322,7 +316,7 @@ def test_latent_mode_diffuses_autoencoder_latents_and_decodes_samples(tmp_path, 
     run = tmp_path / "run"
     latent = ["--latent.enabled", "true", "--diffusion.clip_sample", "false", "--latent.steps", "20",
               "--latent.width", "8", "--latent.batch_size", "16", "--model.patch_size", "2"]
-    code, out, err = _qkv(capsys, "train", "--config", SHAPES, "--out", run, *COMMON, *TINY_TEXT, *latent)
+    code, out, err = qkv(capsys, "train", "--config", SHAPES, "--out", run, *COMMON, *TINY_TEXT, *latent)
     assert code == 0, err
     assert "latent mode: training the autoencoder" in err and "32×32×3 -> 8×8×4" in err
     cfg = json.loads((run / "config.json").read_text())
@@ -331,7 +325,7 @@ def test_latent_mode_diffuses_autoencoder_latents_and_decodes_samples(tmp_path, 
     ae_cfg = json.loads((run / "autoencoder" / "config.json").read_text())
     assert ae_cfg["model_type"] == "autoencoder" and ae_cfg["latent_stats"] is True
     png = tmp_path / "red.png"
-    code, _, err = _qkv(capsys, "sample", run, "--n", 2, "--steps", 3, "--prompt", "a red circle at the top left",
+    code, _, err = qkv(capsys, "sample", run, "--n", 2, "--steps", 3, "--prompt", "a red circle at the top left",
                         "--out", png)
     assert code == 0, err
     with Image.open(png) as im:
@@ -339,7 +333,7 @@ def test_latent_mode_diffuses_autoencoder_latents_and_decodes_samples(tmp_path, 
     assert png.read_bytes() == _grid_bytes(_in_process(run, 2, prompt="a red circle at the top left", steps=3),
                                            tmp_path / "red-api.png")
     scored = _spy_scores(monkeypatch)
-    code, out, _ = _qkv(capsys, "eval", run, "--n", 4, "--steps", 3, "--json")
+    code, out, _ = qkv(capsys, "eval", run, "--n", 4, "--steps", 3, "--json")
     assert code == 0, out
     row = json.loads(out)["rows"][0]
     assert (row["sampler"], row["steps"], row["n_samples"]) == ("ddim", 3, 4)
@@ -353,11 +347,11 @@ def test_latent_mode_diffuses_autoencoder_latents_and_decodes_samples(tmp_path, 
     assert scored[0]["wanted"].tolist() == [list(parse_caption(prompts[i % len(prompts)])) for i in range(4)]
     assert row["prompt_adherence"] == scored[0]["scores"]["prompt_adherence"]
     ae_bytes = (run / "autoencoder" / "model.safetensors").read_bytes()
-    code, _, err = _qkv(capsys, "train", "--resume", run, "--train.max_steps", "8", "--no-sample")
+    code, _, err = qkv(capsys, "train", "--resume", run, "--train.max_steps", "8", "--no-sample")
     assert code == 0 and "training the autoencoder" not in err  # the finished autoencoder is reused
     assert (run / "autoencoder" / "model.safetensors").read_bytes() == ae_bytes
     (run / "autoencoder" / "model.safetensors").unlink()  # as if the autoencoder phase had been interrupted
-    code, _, err = _qkv(capsys, "train", "--resume", run, "--train.max_steps", "9", "--no-sample")
+    code, _, err = qkv(capsys, "train", "--resume", run, "--train.max_steps", "9", "--no-sample")
     assert code == 2 and "the autoencoder phase did not finish" in err
 
 
@@ -379,7 +373,7 @@ def test_noise_command(tmp_path, capsys):
     from qkv.data.images import ImageDataConfig, load_images, to_uint8
 
     out_png = tmp_path / "forward.png"
-    code, out, _ = _qkv(capsys, "noise", "--data", "digits", "--n", 3, "--t", "0,500,999", "--schedule", "cosine",
+    code, out, _ = qkv(capsys, "noise", "--data", "digits", "--n", 3, "--t", "0,500,999", "--schedule", "cosine",
                         "--out", out_png)
     assert code == 0
     with Image.open(out_png) as im:
@@ -391,7 +385,7 @@ def test_noise_command(tmp_path, capsys):
     real = {to_uint8(x[None])[0, ..., 0].tobytes() for x in train.images}
     assert all(cells[r, 0].tobytes() in real for r in range(3)), "the x_0 column holds training digits"
     assert not any(cells[r, 3].tobytes() in real for r in range(3)), "t = 999 is noise"
-    assert _qkv(capsys, "noise", "--t", "1000", "--out", out_png)[0] == 2
+    assert qkv(capsys, "noise", "--t", "1000", "--out", out_png)[0] == 2
 
 
 def test_noise_timesteps_shapes_folder_and_run(tiny_digits, tiny_shapes, tmp_path, capsys):
@@ -405,14 +399,14 @@ def test_noise_timesteps_shapes_folder_and_run(tiny_digits, tiny_shapes, tmp_pat
         ac = DDPM(DiffusionConfig(**kw)).alphas_cumprod
         return lambda ts: [round(ac[t].item(), 4) for t in ts]
 
-    code, out, _ = _qkv(capsys, "noise", "--timesteps", 50, "--n", 2, "--t", "0,25,49", "--out", png)
+    code, out, _ = qkv(capsys, "noise", "--timesteps", 50, "--n", 2, "--t", "0,25,49", "--out", png)
     assert code == 0 and "linear schedule, T = 50" in out
     assert _abar_line(out) == abar_of(n_timesteps=50)([0, 25, 49])
     assert _abar_line(out) != abar_of(n_timesteps=1000)([0, 25, 49])
-    code, _, err = _qkv(capsys, "noise", "--timesteps", 50, "--t", "50", "--out", png)
+    code, _, err = qkv(capsys, "noise", "--timesteps", 50, "--t", "50", "--out", png)
     assert code == 2 and "timesteps must be in [0, 49]" in err
 
-    code, out, _ = _qkv(capsys, "noise", "--data", "shapes", "--n", 2, "--t", "10", "--out", png)
+    code, out, _ = qkv(capsys, "noise", "--data", "shapes", "--n", 2, "--t", "10", "--out", png)
     assert code == 0
     with Image.open(png) as im:
         assert im.mode == "RGB" and im.size == (2 * 65 + 1, 2 * 65 + 1)  # 32×32 shapes enlarged 2×, x_0 + 1 column
@@ -422,7 +416,7 @@ def test_noise_timesteps_shapes_folder_and_run(tiny_digits, tiny_shapes, tmp_pat
         (folder / cls).mkdir(parents=True)
         for i in range(3):
             Image.new("RGB", (20, 12), colour).save(folder / cls / f"{i}.png")
-    code, out, _ = _qkv(capsys, "noise", "--data", folder, "--n", 4, "--t", "999", "--out", png)
+    code, out, _ = qkv(capsys, "noise", "--data", folder, "--n", 4, "--t", "999", "--out", png)
     assert code == 0, out
     cells = _cells(png, 64)  # folders load at 32×32: enlarged 2×
     assert cells.shape[:2] == (4, 2)
@@ -432,16 +426,16 @@ def test_noise_timesteps_shapes_folder_and_run(tiny_digits, tiny_shapes, tmp_pat
     assert all(cells[r, 1].std() > 50 for r in range(4))  # t = 999: noise
 
     cosine = abar_of(beta_schedule="cosine")
-    code, out, _ = _qkv(capsys, "noise", "--run", tiny_digits, "--n", 2, "--t", "100,500", "--out", png)
+    code, out, _ = qkv(capsys, "noise", "--run", tiny_digits, "--n", 2, "--t", "100,500", "--out", png)
     assert code == 0 and "cosine schedule, T = 1000" in out and _abar_line(out) == cosine([100, 500])
     assert _abar_line(out) != abar_of(beta_schedule="linear")([100, 500])
     with Image.open(png) as im:
         assert im.mode == "L" and im.size == (3 * 65 + 1, 2 * 65 + 1)  # the run's digits
-    code, out, _ = _qkv(capsys, "noise", "--run", tiny_shapes, "--n", 2, "--t", "100", "--out", png)
+    code, out, _ = qkv(capsys, "noise", "--run", tiny_shapes, "--n", 2, "--t", "100", "--out", png)
     assert code == 0 and _abar_line(out) == cosine([100])
     with Image.open(png) as im:
         assert im.mode == "RGB" and im.size == (2 * 65 + 1, 2 * 65 + 1)  # the run's shapes
-    code, out, _ = _qkv(capsys, "noise", "--run", tiny_shapes, "--data", "digits", "--n", 2, "--t", "100", "--out", png)
+    code, out, _ = qkv(capsys, "noise", "--run", tiny_shapes, "--data", "digits", "--n", 2, "--t", "100", "--out", png)
     with Image.open(png) as im:
         assert code == 0 and im.mode == "L"  # --data overrides the run's data, the schedule stays the run's
     assert _abar_line(out) == cosine([100])
@@ -458,14 +452,14 @@ def short_schedule_digits(tmp_path_factory) -> Path:
 
 def test_sample_on_a_short_schedule_reports_the_steps_it_ran(short_schedule_digits, tmp_path, capsys):
     """With T = 20 the DDPM default is its 20 timesteps, and the message says so."""
-    code, _, err = _qkv(capsys, "sample", short_schedule_digits, "--n", 2, "--sampler", "ddpm",
+    code, _, err = qkv(capsys, "sample", short_schedule_digits, "--n", 2, "--sampler", "ddpm",
                         "--out", tmp_path / "a.png")
     assert code == 0 and "ddpm 20 steps" in err, err
 
 
 def test_sample_reports_the_ddim_default_of_a_short_schedule(short_schedule_digits, tmp_path, capsys):
     """DDIM's default is min(50, T) steps (`sampling.sample`): 20 here, so the message must say 20, not 50."""
-    code, _, err = _qkv(capsys, "sample", short_schedule_digits, "--n", 2, "--out", tmp_path / "a.png")
+    code, _, err = qkv(capsys, "sample", short_schedule_digits, "--n", 2, "--out", tmp_path / "a.png")
     assert code == 0 and "ddim 20 steps" in err, err
 
 
@@ -475,7 +469,7 @@ def test_eval_labels_the_ddpm_row_with_the_runs_timesteps(short_schedule_digits,
 
     real = evaluation.train_judge
     monkeypatch.setattr(evaluation, "train_judge", lambda train, val, **kw: real(train, val, **{**kw, "steps": 2}))
-    code, out, _ = _qkv(capsys, "eval", short_schedule_digits, "--n", 2, "--sampler", "ddpm")
+    code, out, _ = qkv(capsys, "eval", short_schedule_digits, "--n", 2, "--sampler", "ddpm")
     assert code == 0 and re.search(r"^ddpm-20 +guidance 3 ", out, re.M), out
 
 
@@ -510,7 +504,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_digits, tiny_shapes, tmp_path, ca
     ]
     (tmp_path / "empty").mkdir()
     for argv, message in cases:
-        code, _, err = _qkv(capsys, *argv)
+        code, _, err = qkv(capsys, *argv)
         assert code == 2, (argv, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (argv, err)
@@ -522,6 +516,6 @@ def test_bad_input_is_one_line_and_exit_2(tiny_digits, tiny_shapes, tmp_path, ca
 def test_bad_sample_options_are_one_line_and_exit_2(tiny_digits, tmp_path, capsys, flags, message):
     """Like every other bad option: exit 2, one line naming the option, no file written."""
     out = tmp_path / "x.png"
-    code, _, err = _qkv(capsys, "sample", tiny_digits, "--n", 2, "--steps", 2, *flags, "--out", out)
+    code, _, err = qkv(capsys, "sample", tiny_digits, "--n", 2, "--steps", 2, *flags, "--out", out)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()

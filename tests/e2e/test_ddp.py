@@ -1,0 +1,108 @@
+"""Data parallel training under torchrun, for every task: 2 processes (gloo, CPU) train what 1 process trains.
+
+Each task's tiny run is trained once in-process and once with ``torchrun --nproc_per_node=2``, with the same
+global batch (``train.batch_size`` is the batch of a step, shared by the processes). The per-step losses,
+the evaluations and the final weights must agree within float tolerance (the gradients are summed in
+another order). Dropout is off: each process draws its own dropout masks, the one thing a data-parallel
+run cannot share with a single process. Everything else random — the batches, diffusion's timesteps, noise
+and condition dropout — is drawn for the global batch by the batch source (`qkv.data.batch`).
+
+Each process must also get its share of the cores (`qkv.tasks.runner.split_threads`): with OMP_NUM_THREADS=2
+and two processes, one torch thread each, which the main process says.
+"""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import torchrun
+from qkv.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+C = REPO / "configs"
+STEPS = ["--train.max_steps", "6", "--train.eval_interval", "3", "--train.warmup_steps", "2",
+         "--train.schedule_by", "steps", "--train.max_minutes", "none", "--train.progress", "false",
+         "--train.precision", "fp32", "--train.batch_size", "8", "--train.log_interval", "1"]
+GPT = ["--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2", "--model.dropout", "0"]
+
+
+def _pairs(folder: Path) -> list[str]:
+    words, english = "null eins zwei drei vier".split(), "zero one two three four".split()
+    src = [" ".join(words[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
+    tgt = [" ".join(english[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
+    (folder / "s.de").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (folder / "t.en").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    return ["--data.src", str(folder / "s.de"), "--data.tgt", str(folder / "t.en")]
+
+
+# task -> (preset, overrides): tiny runs whose every batch splits into two non-empty halves
+RUNS = {
+    "lm": (C / "shakespeare-char-cpu.toml", [*GPT, "--data.max_chars", "30000", "--model.max_seq_len", "32",
+                                             "--train.eval_iters", "1", "--train.decay_steps", "6"]),
+    "translate": (C / "multi30k-de-en.toml", ["--data.batch_tokens", "none", "--data.vocab_size", "300",
+                                              "--data.bleu_val_pairs", "2", "--model.d_model", "32", "--model.d_ff",
+                                              "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
+                                              "--model.n_heads", "2", "--model.max_seq_len", "48",
+                                              "--model.dropout", "0", "PAIRS"]),
+    "chat": (C / "chat-qa-skills.toml", [*GPT, "--data.train_size", "64", "--data.val_size", "8", "--data.test_size",
+                                         "4", "--data.em_conversations", "2"]),
+    "diffusion": (C / "digits-dit.toml", [*GPT[:6], "--sample.eval_samples", "0"]),
+    "autoencoder": (C / "shapes-autoencoder.toml", ["--data.shapes_n", "200", "--model.width", "8"]),
+}
+
+
+def _args(task: str, folder: Path) -> list[str]:
+    preset, extra = RUNS[task]
+    extra = [a for x in extra for a in (_pairs(folder) if x == "PAIRS" else [x])]
+    return ["train", "--config", str(preset), "--no-sample", *STEPS, *extra]
+
+
+def _metrics(run: Path) -> list[dict]:
+    timing = {"tokens_per_s", "elapsed_s"}
+    return [{k: v for k, v in json.loads(x).items() if k not in timing}
+            for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("task", list(RUNS))
+def test_two_processes_train_what_one_trains(task, tmp_path, monkeypatch, capsys):
+    data = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
+    monkeypatch.setenv("QKV_DATA_DIR", str(data))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*_args(task, tmp_path), "--out", str(one)]) == 0
+    capsys.readouterr()
+
+    env = {**os.environ, "QKV_DATA_DIR": str(data), "QKV_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2",
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [*torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", *_args(task, tmp_path), "--out", str(two)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"torchrun timed out after {time.perf_counter() - t0:.0f} s:\n{(e.stderr or b'')[-3000:]}")
+    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    assert proc.stderr.count("torchrun: 2 processes, 1 torch thread(s) each") == 1, proc.stderr[-2000:]
+    assert proc.stdout.count("trained 6 steps") == 1  # only the main process reports
+
+    a, b = _metrics(one), _metrics(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 8
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k, v in ra.items():
+            if isinstance(v, float):
+                assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), f"step {ra['step']}, {k}: {rb[k]} vs {v}"
+            else:
+                assert rb[k] == v, f"step {ra['step']}, {k}"
+    losses = [r["loss"] for r in a if "loss" in r]
+    assert len(losses) == 6 and losses[-1] != losses[0]  # it trained: not a comparison of two untouched models
+    wa, wb = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")

@@ -1,0 +1,79 @@
+"""What many test modules need, written once: the CLI driven in-process, the one-line-error check, a
+picture check, the data folder, metrics and torchrun.
+
+Importable from any test as ``from helpers import ...`` (pyproject puts tests/ on the import path).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def data_dir() -> Path:
+    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data."""
+    return Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+def qkv(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    """Run `qkv argv...` in-process (`qkv.cli.main.main`): (exit code, stdout, stderr)."""
+    from qkv.cli.main import main
+
+    capsys.readouterr()  # drop whatever earlier calls printed
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc: int, err: str, *needles: str) -> None:
+    """Exit code 2, one line on stderr naming the problem, no traceback."""
+    assert rc == 2, f"exit code {rc}, stderr: {err}"
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def assert_picture(path: Path, min_size: tuple[int, int] = (200, 150)) -> None:
+    """A real PNG of a plausible size with more than one colour (a blank or empty figure fails)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] >= min_size[0] and im.size[1] >= min_size[1], im.size
+        assert np.ptp(np.asarray(im.convert("L"))) > 0, f"{path} is a single colour"
+
+
+def metrics(run: Path) -> list[dict]:
+    """Every line of RUN/metrics.jsonl."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def torchrun() -> list[str]:
+    exe = Path(sys.executable).parent / "torchrun"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def run_or_fail(cmd, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with a generous timeout that reports the child's output and elapsed time when hit
+    (a loaded 2-core machine is slow, not wrong: the timeout only guards against a hang)."""
+    t0 = time.perf_counter()
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-4000:]
+        pytest.fail(f"{' '.join(map(str, cmd))} timed out after {time.perf_counter() - t0:.0f} s:\n"
+                    f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}")

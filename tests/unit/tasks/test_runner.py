@@ -1,0 +1,86 @@
+"""`run_task`'s shared duties, for every task: the per-process thread split under torchrun, the refusal to
+overwrite a trained run, and the resume check — the same one-line error from Python as from the CLI."""
+
+import pytest
+import torch
+
+import qkv.tasks.runner as runner
+from qkv.cli.main import main
+from qkv.errors import QKVError
+from qkv.tasks import TASKS, get_task, run_task
+from qkv.tasks.runner import saved_run_config
+from qkv.training import distributed
+from qkv.training.distributed import DistInfo
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize(("threads", "expected"), [(None, 2), (3, 3)])
+def test_each_process_gets_its_share_of_the_cores(task, threads, expected, monkeypatch, tmp_path):
+    """Rank 0 of 4 processes on a 8-thread machine trains with 2 threads (unless train.threads says), and the
+    main process says so; the task's own hooks are not reached (train_task is stubbed)."""
+    monkeypatch.setattr(distributed, "setup", lambda device: (DistInfo(0, 4, 0), torch.device("cpu")))
+    monkeypatch.setattr(distributed, "teardown", lambda info: None)
+    seen = {}
+    monkeypatch.setattr(runner, "train_task", lambda t, log=None: seen.setdefault("threads", torch.get_num_threads()))
+    torch.set_num_threads(8)
+    cfg = get_task(task).config_class()
+    if threads is not None:
+        cfg.train.threads = threads
+        torch.set_num_threads(threads)  # what the Trainer would set; the split must leave it alone
+    logs = []
+    run_task(cfg, tmp_path / "run", log=logs.append)
+    assert seen["threads"] == expected
+    assert (f"torchrun: 4 processes, {expected} torch thread(s) each" in logs) == (threads is None)
+
+
+def test_one_process_keeps_torchs_thread_count(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "train_task", lambda t, log=None: torch.get_num_threads())
+    torch.set_num_threads(2)
+    assert run_task(get_task("lm").config_class(), tmp_path / "run") == 2
+
+
+TINY = ["--data.max_chars", "20000", "--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2",
+        "--model.max_seq_len", "32", "--train.max_steps", "4", "--train.eval_interval", "2", "--train.eval_iters", "1",
+        "--train.progress", "false"]
+
+
+@pytest.fixture
+def tiny_run(tmp_path, monkeypatch, capsys):
+    import os
+    from pathlib import Path
+
+    data = Path(os.environ.get("QKV_DATA_DIR") or Path(__file__).resolve().parents[3].parent / "shared" / "data")
+    monkeypatch.setenv("QKV_DATA_DIR", str(data))
+    run = tmp_path / "run"
+    preset = Path(__file__).resolve().parents[3] / "configs" / "shakespeare-char-cpu.toml"
+    assert main(["train", "--config", str(preset), "--out", str(run), "--no-sample", *TINY]) == 0
+    capsys.readouterr()
+    return run
+
+
+def test_resuming_with_a_changed_config_is_refused_from_python_as_from_the_cli(tiny_run, capsys):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tiny_run.iterdir())
+    changed = saved_run_config(tiny_run, {"train": {"lr": 0.5}})
+    with pytest.raises(QKVError) as python_error:
+        run_task(changed, tiny_run, resume=True)
+    assert main(["train", "--resume", str(tiny_run), "--train.lr", "0.5"]) == 2
+    cli_error = capsys.readouterr().err.strip()
+    assert cli_error == f"qkv train: error: {python_error.value}"
+    assert "train.lr is 0.5 but the run was trained with 0.001" in cli_error
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tiny_run.iterdir()) == before  # nothing touched
+
+
+def test_resuming_with_only_a_longer_budget_is_allowed(tiny_run):
+    longer = saved_run_config(tiny_run, {"train": {"max_steps": 6}})
+    trained = run_task(longer, tiny_run, resume=True)
+    assert trained.result.step == 6
+
+
+def test_a_trained_run_is_never_overwritten(tiny_run):
+    with pytest.raises(QKVError, match="already holds a trained model; resume it"):
+        run_task(saved_run_config(tiny_run), tiny_run)
+
+
+def test_init_from_is_only_for_the_tasks_that_take_it(tiny_run, tmp_path):
+    with pytest.raises(QKVError, match="not supported for the translate task"):
+        run_task(get_task("translate").config_class(), tmp_path / "t", init_from=tiny_run)
