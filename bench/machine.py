@@ -13,18 +13,14 @@ import platform
 
 import torch
 
-from qkv.training.precision import cpu_bf16_units, cpu_model
+from qkv.training.precision import cpu_bf16_units, cpu_flags, cpu_model
 
 # the vector/matrix flags that decide which kernels torch runs (and how fast bf16 and int8 are)
 FLAGS = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"]
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
-    except OSError:
-        return []
+def vector_flags() -> list[str]:
+    flags = cpu_flags()
     return [f for f in FLAGS if f in flags]
 
 
@@ -33,7 +29,7 @@ def describe(threads: int | None = None) -> str:
     units = cpu_bf16_units()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"machine: {cpu_model()} | bf16 units: {', '.join(units) if units else 'none'} | "
-            f"flags: {' '.join(cpu_flags()) or 'n/a'} | {os.cpu_count()} cores{gpu} | "
+            f"flags: {' '.join(vector_flags()) or 'n/a'} | {os.cpu_count()} cores{gpu} | "
             f"torch {torch.__version__} | {threads or torch.get_num_threads()} threads | "
             f"Python {platform.python_version()} | {datetime.date.today().isoformat()}")
 

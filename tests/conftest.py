@@ -18,6 +18,8 @@ import pytest
 import torch
 from torch import Tensor
 
+from helpers import data_dir as _shared_data_dir
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_restore_dtype():
@@ -25,6 +27,24 @@ def _seed_and_restore_dtype():
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(dtype)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared data folder ($QKV_DATA_DIR, set by `make test`, else the checkout's ../shared/data)."""
+    folder = _shared_data_dir()
+    if not (folder / "tinyshakespeare" / "input.txt").is_file() or not (folder / "multi30k" / "train.de.gz").is_file():
+        pytest.fail(f"the shared data is not under {folder}; set QKV_DATA_DIR (make test does)")
+    return folder
+
+
+@pytest.fixture
+def data_dir(shared_data, monkeypatch, tmp_path):
+    """The shared data folder, offline: QKV_DATA_DIR points at it and the download cache is an empty tmp folder
+    (nothing may be downloaded or cached)."""
+    monkeypatch.setenv("QKV_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
+    return shared_data
 
 
 @pytest.fixture(autouse=True)

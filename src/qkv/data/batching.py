@@ -1,4 +1,8 @@
-"""`EpochBatches`: the endless, length-bucketed, exactly resumable training sampler behind translation and chat.
+"""The two kinds of training batch source, and how each resumes exactly.
+
+- `GeneratorBatches`: batches drawn at random (with replacement) from one seeded `torch.Generator`, whose
+  state is the whole data position (language-model windows, images);
+- `EpochBatches`: the endless, length-bucketed epochs behind translation and chat, described below.
 
 Every epoch is planned from (seed, epoch) alone: a random permutation of the examples, cut into random pools,
 each pool sorted by length and cut into batches (the subclass says how), then the batch order shuffled. So
@@ -18,6 +22,32 @@ import numpy as np
 import torch
 
 from qkv.errors import QKVError
+
+
+class GeneratorBatches:
+    """A batch source whose randomness is one seeded `torch.Generator`: its state is the data position.
+
+    Subclasses implement `next_batch()` drawing from ``self.generator``; peeking and resuming come from here.
+    """
+
+    def _start(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> dict:
+        raise NotImplementedError
+
+    def peek_batch(self) -> dict:
+        """The next batch without consuming it (torch.compile's trial call)."""
+        state = self.generator.get_state()
+        batch = self.next_batch()
+        self.generator.set_state(state)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
 
 class EpochBatches:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qkv.data.batching import GeneratorBatches
 from qkv.errors import QKVError
 
 BUILTIN = ("digits", "shapes")
@@ -235,7 +236,7 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
 
 
 # ------------------------------------------------------------------------------------------ batches
-class ImageBatches:
+class ImageBatches(GeneratorBatches):
     """Random batches (with replacement) of images and their condition, from one seeded generator.
 
     next_batch() -> {"images": (B, C, H, W), + "labels" (B,) or "text"/"text_mask" (B, S), + with
@@ -251,7 +252,7 @@ class ImageBatches:
             raise QKVError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.images, self.cond, self.batch_size = images, cond, batch_size
         self.rank, self.world_size, self.n_timesteps, self.cond_dropout = rank, world_size, n_timesteps, cond_dropout
-        self.generator = torch.Generator().manual_seed(seed)
+        self._start(seed)
 
     def next_batch(self) -> dict:
         g, B = self.generator, self.batch_size
@@ -265,15 +266,3 @@ class ImageBatches:
         share = B // self.world_size
         return {k: v[self.rank * share : (self.rank + 1) * share] for k, v in batch.items()}  # this rank's rows
 
-    def peek_batch(self) -> dict:
-        """The next batch without consuming it (torch.compile's trial forward)."""
-        state = self.generator.get_state()
-        batch = self.next_batch()
-        self.generator.set_state(state)
-        return batch
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sysconfig
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qkv.errors import QKVError
+from qkv.runs import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -107,21 +107,16 @@ def local_copy(info: DatasetInfo) -> Path | None:
 
 
 def _download(f: RemoteFile, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    os.close(fd)
+    """Fetch `f`, check its sha256, and only then write it (atomically: a crash leaves no half file)."""
     try:
-        try:
-            urllib.request.urlretrieve(f.url, tmp)
-        except OSError as e:
-            raise QKVError(f"cannot download {f.url}: {e}") from None
-        got = _sha256(Path(tmp))
-        if got != f.sha256:
-            raise QKVError(f"{f.url}: sha256 mismatch (got {got[:12]}…, expected {f.sha256[:12]}…); not saved")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with urllib.request.urlopen(f.url) as response:
+            data = response.read()
+    except OSError as e:
+        raise QKVError(f"cannot download {f.url}: {e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != f.sha256:
+        raise QKVError(f"{f.url}: sha256 mismatch (got {got[:12]}…, expected {f.sha256[:12]}…); not saved")
+    atomic_write_bytes(dest, data)
 
 
 def resolve(name: str, download: bool = True) -> Path:

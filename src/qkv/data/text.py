@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from qkv.data.batching import GeneratorBatches
 from qkv.data.files import read_text
 from qkv.data.registry import DATASETS, resolve, stdlib_files
 from qkv.errors import QKVError
@@ -104,7 +105,7 @@ def split_ids(n: int, val_fraction: float) -> int:
     return int(n * (1.0 - val_fraction))
 
 
-class RandomWindows:
+class RandomWindows(GeneratorBatches):
     """Batches of windows at random offsets: {"idx": x, "targets": y}, y = x shifted by one token (nanoGPT's
     get_batch).
 
@@ -121,7 +122,7 @@ class RandomWindows:
             raise QKVError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.rank, self.world_size = rank, world_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self._start(seed)
 
     def next_batch(self) -> dict:
         offsets = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size,), generator=self.generator)
@@ -131,18 +132,6 @@ class RandomWindows:
         chunk = torch.from_numpy(self.tokens[idx].astype(np.int64))  # (B, T+1)
         return {"idx": chunk[:, :-1], "targets": chunk[:, 1:]}  # (B, T) each
 
-    def peek_batch(self) -> dict:
-        """A batch drawn without moving the data position (used to try torch.compile before training)."""
-        state = self.generator.get_state()
-        batch = self.next_batch()
-        self.generator.set_state(state)
-        return batch
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
 
 def full_pass_windows(tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int | None = None):

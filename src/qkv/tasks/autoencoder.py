@@ -26,7 +26,7 @@ from qkv.errors import QKVError
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.io import save_run
 from qkv.runs import SAMPLES_FILE
-from qkv.tasks.base import Run, Task
+from qkv.tasks.base import Run, Task, last_eval
 from qkv.training.config import TrainConfig
 
 
@@ -104,7 +104,7 @@ class AutoencoderTask(Task):
 
     def summary(self, result) -> list[str]:
         lines = super().summary(result)
-        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        last = last_eval(result, "val_loss")
         if last:
             lines.append(f"held-out reconstruction MSE {last['val_loss']:.5f} (pixels in [-1, 1])")
         return lines
@@ -127,16 +127,11 @@ class AutoencoderRun(Run):
 
     task = "autoencoder"
     config_class = AutoencoderRunConfig
+    model_type = "autoencoder"
 
     @classmethod
     def load(cls, path, device: str = "cpu", **options):
-        from qkv.models.io import load_model
-
-        model, saved = load_model(path, device=device)
-        if saved["model_type"] != "autoencoder":
-            raise QKVError(f"{path} is a {saved['model_type']} run; this needs an autoencoder run")
-        config = cls.typed_config(cls.config_class, saved)
-        config.model = model.config
+        model, saved, config = cls._load_model(path, device)
         return cls(path, config, saved, model)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,11 @@ class Task:
         return f"evaluate it: qkv eval {self.ctx.run_dir}"
 
 
+def last_eval(result: TrainResult, key: str) -> dict | None:
+    """The last evaluation record of a training run that holds `key` (None if there is none)."""
+    return next((e for e in reversed(result.evals) if key in e), None)
+
+
 @dataclass
 class Trained:
     """What `run_task` returns: the task (with its tokenizers and data), the trained model, the result."""
@@ -142,6 +147,9 @@ class Run:
     """A trained run, loaded for inference. Subclasses add the calls their task offers."""
 
     task: ClassVar[str]
+    config_class: ClassVar[type]
+    model_type: ClassVar[str]  # the model it serves ("gpt", "seq2seq", "dit", "autoencoder")
+    legacy_names: ClassVar[dict[str, dict[str, str]]] = {}
     attention_input: ClassVar[str | None] = None  # what `attention` reads: "text" (GPT) or "src" (translation)
 
     def __init__(self, path: Path, config: Any, saved: dict, model: nn.Module):
@@ -150,6 +158,18 @@ class Run:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options) -> Run:
         raise NotImplementedError
+
+    @classmethod
+    def _load_model(cls, path: str | Path, device: str) -> tuple[nn.Module, dict, Any]:
+        """(the model in eval mode, config.json, the typed run config) of a run of this kind, or QKVError."""
+        from qkv.models.io import load_model
+
+        model, saved = load_model(path, device=device)
+        if saved["model_type"] != cls.model_type:
+            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a {cls.model_type} run")
+        config = cls.typed_config(cls.config_class, saved, cls.legacy_names)
+        config.model = model.config
+        return model, saved, config
 
     @staticmethod
     def typed_config(config_class: type, saved: dict, legacy_names: dict | None = None) -> Any:
@@ -217,3 +237,22 @@ def config_sections(config_class: type, saved: dict, legacy_names: dict | None =
             v = {legacy_names[k].get(name, name): value for name, value in v.items()}
         out[k] = v
     return out
+
+
+# ------------------------------------------------------------------------------------------ the registry
+# task name -> Task class; filled, one line per task, by qkv/tasks/__init__.py (the one place to add a task)
+TASKS: dict[str, type[Task]] = {}
+
+# runs saved without a task name (a converted GPT-2, an early run) are known by their model type
+_TASK_OF_MODEL = {"gpt": "lm", "seq2seq": "translate", "dit": "diffusion", "autoencoder": "autoencoder"}
+
+
+def get_task(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise QKVError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def task_of(saved: dict) -> str:
+    """The task of a saved run config (config.json)."""
+    return saved.get("task") or _TASK_OF_MODEL.get(saved.get("model_type"), "lm")

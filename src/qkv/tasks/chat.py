@@ -37,7 +37,7 @@ from qkv.evaluation.perplexity import perplexity
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import TOKENIZER_FILE
-from qkv.tasks.base import Task
+from qkv.tasks.base import Task, last_eval
 from qkv.tasks.lm import LMRun, base_model_config, base_tokenizer
 from qkv.training.config import TrainConfig
 
@@ -217,7 +217,7 @@ class ChatTask(Task):
     # ------------------------------------------------------------------------------------------ finishing
     def summary(self, result) -> list[str]:
         lines = super().summary(result)
-        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        last = last_eval(result, "val_loss")
         if last:
             lines.append(f"val answer loss {last['val_loss']:.4f} (NLL per assistant token) | "
                          f"ppl {last['val_ppl']:.3f}")

@@ -47,7 +47,7 @@ from qkv.runs import (
     load_json,
     load_tensors,
 )
-from qkv.tasks.base import Run, Task
+from qkv.tasks.base import Run, Task, last_eval
 from qkv.training.config import TrainConfig
 from qkv.training.ema import EMA
 
@@ -301,7 +301,7 @@ class DiffusionTask(Task):
 
     def summary(self, result) -> list[str]:
         lines = super().summary(result)
-        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        last = last_eval(result, "val_loss")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} | EMA weights {last['val_loss_ema']:.4f} "
                          f"(MSE of the {self.cfg.diffusion.prediction} prediction on held-out images)")
@@ -333,6 +333,8 @@ class DiffusionRun(Run):
 
     task = "diffusion"
     config_class = DiffusionRunConfig
+    model_type = "dit"
+    legacy_names = DiffusionTask.legacy_names
 
     def __init__(self, path, config, saved, model, raw_model, tokenizer, autoencoder):
         super().__init__(path, config, saved, model)
@@ -344,9 +346,7 @@ class DiffusionRun(Run):
         from qkv.tokenizers import load_tokenizer
 
         path = Path(path)
-        raw, saved = load_model(path, device=device)
-        if saved["model_type"] != "dit":
-            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a diffusion (dit) run")
+        raw, saved, config = cls._load_model(path, device)
         model = raw
         if (path / EMA_FILE).is_file():
             tensors = load_tensors(path / EMA_FILE, device=device)
@@ -356,8 +356,6 @@ class DiffusionRun(Run):
             model.eval()
         tok = load_tokenizer(path / TOKENIZER_FILE) if raw.config.conditioning == "text" else None
         ae = load_model(path / AUTOENCODER_DIR, device=device)[0] if (path / AUTOENCODER_DIR).is_dir() else None
-        config = cls.typed_config(cls.config_class, saved, DiffusionTask.legacy_names)
-        config.model = raw.config
         return cls(path, config, saved, model, raw, tok, ae)
 
     def denoiser(self, use_ema: bool = True):

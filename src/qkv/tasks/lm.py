@@ -26,7 +26,7 @@ from qkv.evaluation.perplexity import bits_per_char, full_pass_loss, perplexity,
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import DATA_DIR, DATA_META_FILE, TOKENIZER_FILE, TOKENS_FILES, atomic_write_json, load_json, read_config
-from qkv.tasks.base import Run, Task
+from qkv.tasks.base import Run, Task, last_eval
 from qkv.training.config import TrainConfig
 
 
@@ -145,7 +145,7 @@ class LMTask(Task):
     # ------------------------------------------------------------------------------------------ finishing
     def summary(self, result) -> list[str]:
         lines = super().summary(result)
-        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
+        last = last_eval(result, "val_loss")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} (full pass) | ppl {last['val_ppl']:.2f} | "
                          f"{last['val_bpc']:.3f} bits/char")
@@ -169,6 +169,7 @@ class LMRun(Run):
 
     task = "lm"
     config_class = LMRunConfig
+    model_type = "gpt"
     attention_input = "text"
 
     def __init__(self, path, config, saved, model, tokenizer):
@@ -178,14 +179,9 @@ class LMRun(Run):
 
     @classmethod
     def load(cls, path, device: str = "cpu", **options):
-        from qkv.models.io import load_model
         from qkv.tokenizers import load_tokenizer
 
-        model, saved = load_model(path, device=device)
-        if saved["model_type"] != "gpt":
-            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a GPT run")
-        config = cls.typed_config(cls.config_class, saved)
-        config.model = model.config
+        model, saved, config = cls._load_model(path, device)
         return cls(path, config, saved, model, load_tokenizer(Path(path) / TOKENIZER_FILE))
 
     # ------------------------------------------------------------------------------------------ generation

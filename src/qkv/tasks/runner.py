@@ -26,7 +26,7 @@ import torch
 from qkv.config import from_dict, to_dict
 from qkv.errors import QKVError
 from qkv.runs import WEIGHTS_FILE, read_config
-from qkv.tasks.base import Context, Trained, config_sections
+from qkv.tasks.base import Context, Trained, config_sections, get_task, task_of
 from qkv.training import distributed
 from qkv.training.trainer import Trainer
 
@@ -38,8 +38,6 @@ RESUME_MAY_CHANGE = {"train.max_steps", "train.max_minutes", "train.progress", "
 def run_task(cfg, run_dir: str | Path, *, resume: bool = False, init_from: str | Path | None = None,
              fit_vocab: bool = True, log=None) -> Trained:
     """Train (or resume) the run `cfg` describes in `run_dir`. Returns the task, the model and the result."""
-    from qkv.tasks import get_task
-
     task_cls = get_task(cfg.task)
     run_dir = Path(run_dir)
     if resume:
@@ -97,7 +95,6 @@ def saved_run_config(run_dir: str | Path, changes: dict | None = None):
     """The typed run config of an existing run (with `changes`, a nested dict of settings, on top): what a
     resume trains with. The model section is the one saved (sized to the run's tokenizers and data)."""
     from qkv.config import merge
-    from qkv.tasks import get_task, task_of
 
     saved = read_config(run_dir)
     task_cls = get_task(task_of(saved))
@@ -110,8 +107,6 @@ def check_resume(cfg, run_dir: Path) -> None:
     saved = saved_run_config(run_dir)
     if saved.task != cfg.task:
         raise QKVError(f"cannot resume {run_dir}: it is a {saved.task} run, the config is for {cfg.task}")
-    from qkv.tasks import get_task
-
     fitted = set(get_task(cfg.task).fitted_model_fields)
     for key, old, new in _diff(to_dict(saved), to_dict(cfg)):
         section, _, name = key.partition(".")

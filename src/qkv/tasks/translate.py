@@ -39,7 +39,7 @@ from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, corpus_loss, sacre
 from qkv.generation.seq2seq import SequenceDecoding, translate_lines
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.runs import TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes
-from qkv.tasks.base import Run, Task
+from qkv.tasks.base import Run, Task, last_eval
 from qkv.training.config import TrainConfig
 
 
@@ -189,8 +189,7 @@ class TranslateTask(Task):
     # ------------------------------------------------------------------------------------------ finishing
     def summary(self, result) -> list[str]:
         lines = super().summary(result)
-        last = next((e for e in reversed(result.evals) if "val_loss" in e), None)
-        bleu = next((e for e in reversed(result.evals) if "val_bleu" in e), None)
+        last, bleu = last_eval(result, "val_loss"), last_eval(result, "val_bleu")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} (NLL per target token) | ppl {last['val_ppl']:.2f}")
         if bleu:
@@ -214,6 +213,7 @@ class TranslationRun(Run):
 
     task = "translate"
     config_class = TranslateRunConfig
+    model_type = "seq2seq"
     attention_input = "src"
 
     def __init__(self, path, config, saved, model, src_tok, tgt_tok):
@@ -222,13 +222,7 @@ class TranslationRun(Run):
 
     @classmethod
     def load(cls, path, device: str = "cpu", **options):
-        from qkv.models.io import load_model
-
-        model, saved = load_model(path, device=device)
-        if saved["model_type"] != "seq2seq":
-            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a seq2seq (translation) run")
-        config = cls.typed_config(cls.config_class, saved)
-        config.model = model.config
+        model, saved, config = cls._load_model(path, device)
         return cls(path, config, saved, model, *load_tokenizers(path))
 
     def decoding(self, **changes) -> SequenceDecoding:

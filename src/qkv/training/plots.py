@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from qkv.runs import PLOT_FILE, read_metrics
+from qkv.runs import PLOT_FILE, atomic_write_bytes, read_metrics
 
 
 def plot_losses(run_dir: Path, out: Path | None = None) -> Path | None:
@@ -33,8 +34,8 @@ def plot_losses(run_dir: Path, out: Path | None = None) -> Path | None:
     ax.legend()
     fig.tight_layout()
     out = Path(out or run_dir / PLOT_FILE)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    tmp.replace(out)
+    atomic_write_bytes(out, png.getvalue())
     return out

@@ -26,13 +26,18 @@ import torch
 BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 
 
-def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
-    """The bf16 matrix units this CPU reports (names from `BF16_FLAGS`); [] if none or unreadable."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """Every feature flag the CPU reports in /proc/cpuinfo (empty where there is none)."""
     try:
         with open(cpuinfo, encoding="utf-8") as f:
-            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+            return set(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
-        return []
+        return set()
+
+
+def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The bf16 matrix units this CPU reports (names from `BF16_FLAGS`); [] if none or unreadable."""
+    flags = cpu_flags(cpuinfo)
     return [name for flag, name in BF16_FLAGS.items() if flag in flags]
 
 

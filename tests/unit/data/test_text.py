@@ -2,7 +2,6 @@
 full-pass windows, local lookup, sha256 verification and downloads (faked: no network)."""
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,17 +21,6 @@ SHAKESPEARE_SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc56
 
 
 @pytest.fixture
-def data_dir(monkeypatch, tmp_path) -> Path:
-    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data; cache in tmp_path."""
-    folder = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (folder / "tinyshakespeare" / "input.txt").is_file():
-        pytest.fail(f"tinyshakespeare not found under {folder}; set QKV_DATA_DIR (make test does)")
-    monkeypatch.setenv("QKV_DATA_DIR", str(folder))
-    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
-    return folder
-
-
-@pytest.fixture
 def no_local_data(monkeypatch, tmp_path) -> Path:
     """No local copies anywhere: QKV_DATA_DIR unset, an empty cache in tmp_path (returned)."""
     monkeypatch.delenv("QKV_DATA_DIR", raising=False)
@@ -41,14 +29,16 @@ def no_local_data(monkeypatch, tmp_path) -> Path:
 
 
 def fake_download(monkeypatch, payload: bytes) -> list[str]:
-    """urlretrieve writes `payload` to the destination; returns the list of URLs asked for."""
+    """urlopen answers `payload` (no network); returns the list of URLs asked for."""
+    import io
+
     urls = []
 
-    def urlretrieve(url, filename):
+    def urlopen(url):
         urls.append(url)
-        Path(filename).write_bytes(payload)
+        return io.BytesIO(payload)
 
-    monkeypatch.setattr(urllib.request, "urlretrieve", urlretrieve)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     return urls
 
 
@@ -229,10 +219,10 @@ def test_download_with_matching_sha256_is_saved_and_reused(no_local_data, monkey
 
 
 def test_failed_download_is_one_line(no_local_data, monkeypatch):
-    def offline(url, filename):
+    def offline(url):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(QKVError, match="cannot download https://"):
         resolve("tinyshakespeare")
     assert not [p for p in no_local_data.rglob("*") if p.is_file()]

@@ -2,7 +2,6 @@
 with length bucketing, and exact resume of the batch sampler."""
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +25,6 @@ from qkv.errors import QKVError
 
 REPO = Path(__file__).resolve().parents[3]
 PAD, BOS, EOS = 0, 1, 2
-
-
-@pytest.fixture
-def data_dir(monkeypatch, tmp_path) -> Path:
-    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data; cache in tmp_path."""
-    folder = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (folder / "multi30k" / "train.de.gz").is_file():
-        pytest.fail(f"multi30k not found under {folder}; set QKV_DATA_DIR (make test does)")
-    monkeypatch.setenv("QKV_DATA_DIR", str(folder))
-    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
-    return folder
 
 
 def _write(path: Path, lines: list[str], gz: bool = False) -> Path:

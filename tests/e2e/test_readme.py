@@ -1,0 +1,86 @@
+"""The README's Python API section, run as written: its code blocks execute against small runs of each kind,
+made here under the run-directory names the README uses (runs/shakespeare, runs/multi30k-de-en,
+runs/chat-qa-skills, runs/digits-dit). The training block runs too, shrunk to a few steps by wrapping
+`run_task` (its lines and names stay the README's)."""
+
+import re
+
+import pytest
+import torch
+
+from helpers import CONFIGS, REPO
+from qkv.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["--train.max_steps", "3", "--train.eval_interval", "3", "--train.schedule_by", "steps",
+          "--train.max_minutes", "none", "--train.progress", "false", "--no-sample"]
+GPT = ["--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2"]
+RUNS = {
+    "runs/shakespeare": ["--config", CONFIGS / "shakespeare-char-cpu.toml", *GPT, "--data.max_chars", "30000",
+                         "--train.eval_iters", "1"],
+    "runs/multi30k-de-en": ["--config", CONFIGS / "multi30k-de-en.toml", "--data.max_train_pairs", "400",
+                            "--data.max_val_pairs", "20", "--data.bleu_val_pairs", "0", "--data.vocab_size", "300",
+                            "--model.d_model", "32", "--model.d_ff", "64", "--model.n_encoder_layers", "1",
+                            "--model.n_decoder_layers", "1", "--train.precision", "fp32"],
+    "runs/chat-qa-skills": ["--config", CONFIGS / "chat-qa-skills.toml", *GPT, "--data.train_size", "40",
+                            "--data.val_size", "8", "--data.test_size", "4", "--data.em_conversations", "2"],
+    "runs/digits-dit": ["--config", CONFIGS / "digits-dit.toml", *GPT[:4], "--sample.eval_samples", "0"],
+}
+
+
+def python_blocks() -> list[str]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Python API"):readme.index("## Layout")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def runs_here(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("readme")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QKV_DATA_DIR", str(shared_data))
+        mp.chdir(folder)
+        for run, args in RUNS.items():
+            assert main(["train", *map(str, args), *COMMON, "--out", run]) == 0, run
+    return folder
+
+
+def test_the_readme_has_the_blocks_this_test_runs():
+    blocks = python_blocks()
+    assert len(blocks) == 3 and "qkv.load_run" in blocks[0] and "run_task" in blocks[1]
+
+
+def test_the_inference_example_runs(runs_here, monkeypatch, capsys):
+    monkeypatch.chdir(runs_here)
+    scope: dict = {}
+    exec(compile(python_blocks()[0], "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    assert scope["images"].shape == (16, 1, 8, 8) and scope["images"].abs().max() <= 1.0
+    assert scope["amap"].weights.shape == (12, 12) and len(scope["english"]) == 1
+    out = capsys.readouterr().out
+    assert "bits_per_char" in out and "translation:" in out
+
+
+def test_the_training_example_runs(runs_here, monkeypatch, tmp_path):
+    import qkv.tasks
+
+    real = qkv.tasks.run_task
+    calls = []
+
+    def small(cfg, run_dir, **kw):  # the README's call, shrunk: a few steps on a slice, in a fresh directory
+        cfg.train.max_steps, cfg.train.eval_interval, cfg.train.progress = 2, 2, False
+        cfg.data.max_chars, cfg.model.n_layers = 20000, 1
+        calls.append(run_dir)
+        return real(cfg, tmp_path / run_dir, **kw)
+
+    monkeypatch.setattr(qkv.tasks, "run_task", small)
+    monkeypatch.chdir(REPO)  # the block reads configs/shakespeare-char-cpu.toml
+    scope: dict = {}
+    exec(compile(python_blocks()[1], "README.md", "exec"), scope)  # noqa: S102
+    assert calls == ["runs/shakespeare"] and scope["trained"].result.step == 2
+
+
+def test_the_building_blocks_example_runs():
+    scope: dict = {}
+    exec(compile(python_blocks()[2], "README.md", "exec"), scope)  # noqa: S102
+    assert scope["weights"].shape == (2, 4, 5, 5) and torch.isfinite(scope["loss"])
