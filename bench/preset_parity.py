@@ -28,12 +28,17 @@ from pathlib import Path
 
 from machine import describe
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"tokens_per_s", "elapsed_s", "seconds"}
 
 
 def overrides(preset: Path, steps: int) -> list[str]:
-    text = preset.read_text(encoding="utf-8")
+    settings = tomllib.loads(preset.read_text(encoding="utf-8"))
     n = max(2, steps // 10) if preset.stem == "shakespeare-char" else steps
     out = ["--train.max_steps", str(n), "--train.schedule_by", "steps", "--train.max_minutes", "none",
            "--train.decay_steps", str(n), "--train.eval_interval", str(max(1, n // 2)),
@@ -41,7 +46,7 @@ def overrides(preset: Path, steps: int) -> list[str]:
            "--train.compile", "false"]
     if preset.stem == "shakespeare-char":
         out += ["--train.eval_iters", "5"]
-    if "[latent]" in text:
+    if "latent" in settings:
         out += ["--latent.steps", str(steps)]
     return out
 
@@ -51,6 +56,9 @@ def run(out_dir: Path, steps: int) -> None:
     print(describe(1), flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for preset in sorted((REPO / "configs").glob("*.toml")):
+        if (out_dir / f"{preset.stem}.jsonl").exists():  # a run cut short continues where it stopped
+            print(f"{preset.stem}: already measured", flush=True)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = Path(tmp) / "run"
             cmd = [sys.executable, "-m", "qkv", "train", "--config", str(preset), "--out", str(run_dir),

@@ -535,7 +535,7 @@ def test_eval_with_data_counts_each_dropped_conversation_once(dropped_run, capsy
 def test_chat_on_a_non_chat_run(tmp_path, capsys):
     base = _base_run(tmp_path, "What is 2 + 2? 4\n", capsys)
     rc, _, err = qkv(capsys, "chat", base, "--prompt", "hi")
-    assert_user_error(rc, err, "is a lm run; chatting needs a chat run")
+    assert_user_error(rc, err, "is an lm run; chatting needs a chat run")
     # a run saved as a chat run whose tokenizer lost its template tokens
     import json as _json
 

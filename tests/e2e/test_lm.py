@@ -431,7 +431,7 @@ def test_eval_of_a_run_without_its_validation_split(learned_run, capsys, tmp_pat
     run = shutil.copytree(learned_run, tmp_path / "run")
     shutil.rmtree(run / "data")
     rc, _, err = qkv(capsys, "eval", run)
-    assert_user_error(rc, err, "no validation split on disk", "--data")
+    assert_user_error(rc, err, "no validation split on disk", "give the data to score")
 
 
 def test_full_pass_loss_is_the_mean_over_every_target_once():

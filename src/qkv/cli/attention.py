@@ -9,6 +9,7 @@ the last layer (-1).
 from __future__ import annotations
 
 from qkv.errors import QKVError
+from qkv.tasks.base import a_
 
 
 def add_parser(sub, name):
@@ -38,7 +39,7 @@ def run(args) -> int:
         raise QKVError(f"a {run_.task} run needs --{want} \"...\"")
     options = {"beam": args.beam} if args.beam is not None else {}
     if options and "beam" not in inspect.signature(run_.attention).parameters:
-        raise QKVError(f"--beam does not apply to a {run_.task} run")
+        raise QKVError(f"--beam does not apply to {a_(run_.task)} run")
     amap = run_.attention(given, args.layer, args.head, **options)
     path = plot_attention(amap, args.out)
     if amap.note:

@@ -22,6 +22,7 @@ import inspect
 import json
 
 from qkv.errors import QKVError
+from qkv.tasks.base import a_
 
 # option -> keyword of Run.evaluate (the same name, spelled with dashes on the command line)
 OPTIONS = ("data", "max_tokens", "split", "src", "ref", "beam", "length_penalty", "max_pairs", "hyps_out", "n",
@@ -63,7 +64,7 @@ def run(args) -> int:
     wrong = [k for k in given if k not in accepted]
     if wrong:
         flag = "--no-ema" if wrong[0] == "use_ema" else "--" + wrong[0].replace("_", "-")
-        raise QKVError(f"{flag} does not apply to a {run_.task} run")
+        raise QKVError(f"{flag} does not apply to {a_(run_.task)} run")
     if "progress" in accepted and not args.json:  # a slow evaluation prints its lines as they come
         given["progress"] = lambda line: print(line, flush=True)
     result = run_.evaluate(**given)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from qkv.errors import QKVError
+from qkv.tasks.base import a_
 
 
 def add_parser(sub, name):
@@ -44,7 +45,7 @@ def run(args) -> int:
 
         saved = saved_run_config(args.run)
         if saved.task != "diffusion":
-            raise QKVError(f"{args.run} is a {saved.task} run, not a diffusion run")
+            raise QKVError(f"{args.run} is {a_(saved.task)} run, not a diffusion run")
         dcfg = saved.diffusion
         if args.data is None:
             data_cfg = to_dict(saved.data)

@@ -20,7 +20,7 @@ from torch import nn
 from qkv.data.chat_template import chat_tokens, render
 from qkv.errors import QKVError
 from qkv.generation.lm import generate_ids
-from qkv.generation.sampling import TokenSampling
+from qkv.generation.sampling import TokenSampling, seeded_generator
 from qkv.generation.streaming import stream_pieces
 
 
@@ -54,11 +54,7 @@ class ChatSession:
         self.model, self.tok, self.sampling = model, tok, sampling or TokenSampling(temperature=0.0)
         self.max_new_tokens, self.system = max_new_tokens, system
         chat_tokens(tok)  # fail now, not at the first message, if this is not a chat tokenizer
-        self.generator = torch.Generator(device=next(model.parameters()).device)
-        if seed is not None:
-            self.generator.manual_seed(seed)
-        else:
-            self.generator.seed()
+        self.generator = seeded_generator(next(model.parameters()).device, seed)
         self.history: list[dict] = []  # user/assistant messages, oldest first (the system message is separate)
         self.last_trimmed = 0  # exchanges dropped to make room for the last reply
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch import nn
 
-from qkv.generation.sampling import TokenSampling, sample_next
+from qkv.generation.protocols import DecoderModel
+from qkv.generation.sampling import TokenSampling, sample_next, seeded_generator
 from qkv.generation.streaming import stream_pieces
 
 
 @torch.inference_mode()
 def generate_ids(
-    model: nn.Module,
+    model: DecoderModel,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
     sampling: TokenSampling | None = None,
@@ -66,7 +66,7 @@ def generate_ids(
 
 
 def stream_text(
-    model: nn.Module,
+    model: DecoderModel,
     tokenizer,
     prompt: str,
     max_new_tokens: int,
@@ -80,11 +80,7 @@ def stream_text(
     """Yield the continuation of `prompt` as text pieces, as soon as they decode to whole characters
     (`qkv.generation.streaming`). Stops at any string in `stop` (not included in the output) or at a token
     in `stop_ids`; never produces an id the tokenizer cannot decode."""
-    generator = torch.Generator(device=next(model.parameters()).device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
+    generator = seeded_generator(next(model.parameters()).device, seed)
     ids = generate_ids(model, tokenizer.encode(prompt), max_new_tokens, sampling, generator=generator,
                        stop_ids=stop_ids, use_cache=use_cache, vocab_size=tokenizer.vocab_size)
     yield from stream_pieces((t for t in ids if t not in stop_ids), tokenizer, stop)

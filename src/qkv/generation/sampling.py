@@ -38,6 +38,17 @@ class TokenSampling:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
 
 
+def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Generator:
+    """The one random source of a generation: seeded with `seed` (the same seed, the same text), or from
+    fresh OS entropy when `seed` is None."""
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Set logits outside the top-k / top-p set to -inf. logits: (B, V)."""
     if top_k is not None and top_k < logits.size(-1):

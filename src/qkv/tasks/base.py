@@ -35,6 +35,11 @@ from qkv.training.distributed import DistInfo
 from qkv.training.trainer import TrainResult
 
 
+def a_(name: str) -> str:
+    """The name with its indefinite article: "an lm", "an autoencoder", "a chat", "a translate"."""
+    return f"{'an' if name[:1] in 'aeiol' else 'a'} {name}"
+
+
 @dataclass
 class Context:
     """Where and how a task trains: what `run_task` knows and every hook may read."""
@@ -166,7 +171,7 @@ class Run:
 
         model, saved = load_model(path, device=device)
         if saved["model_type"] != cls.model_type:
-            raise QKVError(f"{path} is a {saved['model_type']} run; this needs a {cls.model_type} run")
+            raise QKVError(f"{path} is {a_(saved['model_type'])} run; this needs {a_(cls.model_type)} run")
         config = cls.typed_config(cls.config_class, saved, cls.legacy_names)
         config.model = model.config
         return model, saved, config
@@ -181,7 +186,7 @@ class Run:
         return self.saved.get("data_meta") or {}
 
     def _unsupported(self, what: str, tasks: str) -> QKVError:
-        return QKVError(f"{self.path} is a {self.task} run; {what} needs a {tasks} run")
+        return QKVError(f"{self.path} is {a_(self.task)} run; {what} needs {a_(tasks)} run")
 
     # the inference calls; a task's Run overrides the ones it offers
     def generate(self, *args, **kwargs):

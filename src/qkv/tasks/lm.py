@@ -233,7 +233,8 @@ class LMRun(Run):
         else:
             meta, val = self.meta, self.path / DATA_DIR / TOKENS_FILES["val"]
             if not meta or not val.is_file():
-                raise QKVError(f"{self.path} has no validation split on disk; give data (--data)")
+                raise QKVError(f"{self.path} has no validation split on disk; give the data to score (a text file, "
+                               "folder or dataset name)")
             tokens = read_tokens(val, meta["vocab_size"])
             chars_per_token, source = meta["chars_per_token"], f"{meta['source']} (validation split)"
         if max_tokens is not None and max_tokens <= 0:

@@ -26,7 +26,7 @@ import torch
 from qkv.config import from_dict, to_dict
 from qkv.errors import QKVError
 from qkv.runs import WEIGHTS_FILE, read_config
-from qkv.tasks.base import Context, Trained, config_sections, get_task, task_of
+from qkv.tasks.base import Context, Trained, a_, config_sections, get_task, task_of
 from qkv.training import distributed
 from qkv.training.trainer import Trainer
 
@@ -106,7 +106,7 @@ def check_resume(cfg, run_dir: Path) -> None:
     """QKVError unless `cfg` is the run's config, up to the settings a resume may change."""
     saved = saved_run_config(run_dir)
     if saved.task != cfg.task:
-        raise QKVError(f"cannot resume {run_dir}: it is a {saved.task} run, the config is for {cfg.task}")
+        raise QKVError(f"cannot resume {run_dir}: it is {a_(saved.task)} run, the config is for {a_(cfg.task)} run")
     fitted = set(get_task(cfg.task).fitted_model_fields)
     for key, old, new in _diff(to_dict(saved), to_dict(cfg)):
         section, _, name = key.partition(".")

@@ -54,6 +54,7 @@ from qkv.training.checkpoint import (
 from qkv.training.config import TrainConfig
 from qkv.training.optim import build_optimizer, lr_at
 from qkv.training.precision import resolve_precision
+from qkv.training.protocols import BatchSource, LossFn
 
 
 @dataclass
@@ -69,8 +70,8 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: Callable,
-        train_data,
+        loss_fn: LossFn,
+        train_data: BatchSource,
         cfg: TrainConfig,
         *,
         run_dir: str | Path | None = None,
