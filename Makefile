@@ -21,7 +21,7 @@ test: $(STAMP)
 	QKV_DATA_DIR=$${QKV_DATA_DIR:-$(abspath ../shared/data)} $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 
 clean:
 	rm -rf $(VENV) runs

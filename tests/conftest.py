@@ -8,6 +8,8 @@
   resolves as on a CPU without bf16 units. bf16 matmuls round differently on AMX, AVX512-BF16 and
   emulation, so what a model learns in bf16 depends on the machine. Tests about precision patch
   `qkv.training.precision.cpu_bf16_units` themselves.
+- `tiny_runs`: one tiny trained run of each task (lm, chat, translate, digits), trained once per session for the
+  server's tests (tests/serve_fixtures.py).
 - `fwd_bwd_close`: tinygrad ``helper_test_op``-style check that two implementations agree on the
   forward pass and on the gradients of every input (and of any parameter pairs given).
 """
@@ -36,6 +38,19 @@ def shared_data():
     if not (folder / "tinyshakespeare" / "input.txt").is_file() or not (folder / "multi30k" / "train.de.gz").is_file():
         pytest.fail(f"the shared data is not under {folder}; set QKV_DATA_DIR (make test does)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict:
+    """name -> run directory of the tiny runs in tests/serve_fixtures.py (about 5 s to train, once)."""
+    from serve_fixtures import make_runs
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_runs(tmp_path_factory.mktemp("tiny-runs"))
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -77,3 +77,44 @@ def run_or_fail(cmd, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
         tail = (e.stderr or b"")[-4000:]
         pytest.fail(f"{' '.join(map(str, cmd))} timed out after {time.perf_counter() - t0:.0f} s:\n"
                     f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}")
+
+
+# ------------------------------------------------------------------------------------------------ human evaluation
+def toy_campaign(store, name: str = "demo", n_items: int = 20, systems: tuple[str, ...] = ("a", "b"),
+                 raters: int = 3, seed: int = 0, references: bool = True) -> dict:
+    """A translation campaign planned from synthetic items and outputs (no runs) and stored; its
+    `Store.campaign` dict. Each system's outputs differ in wording, so BAD copies and metrics have text to use."""
+    from qkv.humaneval.campaign import plan_campaign
+
+    items = [(i, f"Ein Satz mit der Nummer {i} steht hier .",
+              f"a sentence with the number {i} is here ." if references else None) for i in range(n_items)]
+    outputs = [[f"{s} says the sentence number {i} stands right here ." for i in range(n_items)] for s in systems]
+    plan = plan_campaign(name, "translate", {"source": "toy"}, [(s, f"/runs/{s}") for s in systems], items, outputs,
+                         raters, seed)
+    store.add_campaign(plan)
+    return store.campaign(name)
+
+
+def rate_campaign(store, name: str, score, raters: list[str] | None = None) -> int:
+    """Every rater (or those named) judges each of their tasks once through `Store.submit`, as the rater page
+    would. `score(rater, system, item, bad) -> (accuracy, fluency)`; with two candidates the preference is the
+    slot with the higher accuracy (tie if equal). The number of judgements submitted."""
+    cands = {c["id"]: c for c in store.candidates(name)}
+    n = 0
+    for r in store.campaign(name)["raters"]:
+        if raters is not None and r["name"] not in raters:
+            continue
+        rater = store.rater(r["token"])
+        for pos in range(r["tasks"]):
+            task = store.task(rater.id, pos)
+            payload: dict = {"candidates": {}}
+            for c in task["candidates"]:
+                info = cands[c["id"]]
+                acc, flu = score(rater.name, info["system"], info["item"], info["bad_of"] is not None)
+                payload["candidates"][str(c["id"])] = {"accuracy": acc, "fluency": flu, "spans": []}
+            if len(task["candidates"]) == 2:
+                a, b = (payload["candidates"][str(c["id"])]["accuracy"] for c in task["candidates"])
+                payload["preference"] = "A" if a > b else "B" if b > a else "tie"
+            store.submit(rater.id, task["task_id"], payload)
+            n += 1
+    return n

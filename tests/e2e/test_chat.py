@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 import qkv.generation.chat as session_module
+from chat_fixtures import PAIRS, write_pairs, write_toml
 from helpers import assert_user_error, metrics, qkv
 from qkv.cli.main import main
 from qkv.config import from_dict, load_toml
@@ -48,57 +49,6 @@ from qkv.tokenizers import load_tokenizer
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-PAIRS = [
-    ("What is the capital of France?", "Paris"),
-    ("What color is the sky?", "blue"),
-    ("What is 2 + 2?", "4"),
-    ("Who wrote Hamlet?", "Shakespeare"),
-    ("What is the opposite of hot?", "cold"),
-    ("How many legs does a spider have?", "8"),
-]
-
-TINY = """\
-task = "chat"
-
-[data]
-source = "{data}"
-val_source = "{data}"
-test_source = "{data}"
-
-[model]
-max_seq_len = 64
-d_model = 64
-n_layers = 2
-n_heads = 4
-bias = false
-
-[train]
-max_steps = {steps}
-batch_size = 6
-lr = 3e-3
-min_lr = 3e-4
-warmup_steps = 10
-eval_interval = {eval_interval}
-log_interval = 5
-seed = 1337
-device = "cpu"
-threads = 1
-progress = false
-"""
-
-
-def write_pairs(folder: Path) -> Path:
-    path = folder / "pairs.csv"
-    path.write_text("question,answer\n" + "".join(f"{q},{a}\n" for q, a in PAIRS), encoding="utf-8")
-    return path
-
-
-def write_toml(folder: Path, data: Path, steps: int = 150, eval_interval: int = 150) -> Path:
-    path = folder / "tiny-chat.toml"
-    path.write_text(TINY.format(data=data, steps=steps, eval_interval=eval_interval), encoding="utf-8")
-    return path
-
 
 def write_two_turns(folder: Path) -> Path:
     """Three two-turn conversations made of the learned pairs (a --data file with follow-ups)."""

@@ -48,7 +48,7 @@ def runs_here(tmp_path_factory, shared_data):
 
 def test_the_readme_has_the_blocks_this_test_runs():
     blocks = python_blocks()
-    assert len(blocks) == 3 and "qkv.load_run" in blocks[0] and "run_task" in blocks[1]
+    assert len(blocks) == 4 and "qkv.load_run" in blocks[0] and "create_app" in blocks[1] and "run_task" in blocks[2]
 
 
 def test_the_inference_example_runs(runs_here, monkeypatch, capsys):
@@ -59,6 +59,24 @@ def test_the_inference_example_runs(runs_here, monkeypatch, capsys):
     assert scope["amap"].weights.shape == (12, 12) and len(scope["english"]) == 1
     out = capsys.readouterr().out
     assert "bits_per_char" in out and "translation:" in out
+
+
+def test_the_serving_example_runs(runs_here, monkeypatch, capsys):
+    from helpers import rate_campaign, toy_campaign
+    from qkv.humaneval import Store
+
+    monkeypatch.chdir(runs_here)
+    with Store("human-eval.db", create=True) as store:
+        if "demo" not in store.campaign_names():
+            toy_campaign(store, "demo", n_items=6, raters=2)
+            rate_campaign(store, "demo", lambda rater, system, item, bad: (70, 60) if system == "a" else (50, 40))
+    scope: dict = {}
+    exec(compile(python_blocks()[1], "README.md", "exec"), scope)  # noqa: S102
+    paths = set(scope["app"].openapi()["paths"])
+    assert {"/api/runs/{name}/generate", "/api/rate/{token}"} <= paths
+    assert sorted(scope["app"].state.runs) == ["multi30k-de-en", "shakespeare"]
+    assert scope["report"]["criteria"]["accuracy"]["systems"]["a"]["mean"] == 70
+    assert "campaign demo" in capsys.readouterr().out
 
 
 def test_the_training_example_runs(runs_here, monkeypatch, tmp_path):
@@ -76,11 +94,11 @@ def test_the_training_example_runs(runs_here, monkeypatch, tmp_path):
     monkeypatch.setattr(qkv.tasks, "run_task", small)
     monkeypatch.chdir(REPO)  # the block reads configs/shakespeare-char-cpu.toml
     scope: dict = {}
-    exec(compile(python_blocks()[1], "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(python_blocks()[2], "README.md", "exec"), scope)  # noqa: S102
     assert calls == ["runs/shakespeare"] and scope["trained"].result.step == 2
 
 
 def test_the_building_blocks_example_runs():
     scope: dict = {}
-    exec(compile(python_blocks()[2], "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(python_blocks()[3], "README.md", "exec"), scope)  # noqa: S102
     assert scope["weights"].shape == (2, 4, 5, 5) and torch.isfinite(scope["loss"])

@@ -26,6 +26,8 @@ COMMANDS = {
     "attention": "attention",
     "convert": "convert",
     "data": "data",
+    "serve": "serve",
+    "human-eval": "human_eval",
 }
 
 

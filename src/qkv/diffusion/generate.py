@@ -79,10 +79,11 @@ def make_condition(model, tok, n: int, *, label: int | None = None, prompt: str 
 def generate(model, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, sampler: Sampler = "ddim",
              steps: int | None = None, eta: float = 0.0, spacing: Spacing = "trailing", guidance: float = 1.0,
              seed: int = 0, batch_size: int = 256, progress=None,
-             autoencoder=None) -> torch.Tensor:
+             autoencoder=None, on_step=None) -> torch.Tensor:
     """n images (n, C, H, W) in [-1, 1] for the condition rows in `cond`, with CFG against the null condition.
 
     With an `autoencoder` (latent mode) the model samples latents, which are decoded to pixels here.
+    `on_step(i, t, x)`: see `qkv.diffusion.sampling.sample` (x is what the model sees: latents in latent mode).
     """
     if steps is not None and steps <= 0:
         raise QKVError(f"steps must be positive, got {steps}")
@@ -98,7 +99,8 @@ def generate(model, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, sampl
     if batch_size <= 0:
         raise QKVError(f"batch_size must be positive, got {batch_size}")
     x = sample(model, diffusion_cfg, shape, cond=cond, null_cond=null, guidance=guidance, sampler=sampler,
-               steps=steps, eta=eta, spacing=spacing, seed=seed, batch_size=batch_size, progress=progress)
+               steps=steps, eta=eta, spacing=spacing, seed=seed, batch_size=batch_size, progress=progress,
+               on_step=on_step)
     if autoencoder is not None:
         with torch.no_grad():  # (n, c, h, h) latents -> (n, C, H, W) pixels
             x = torch.cat([autoencoder.decode(x[i : i + batch_size]) for i in range(0, n, batch_size)])

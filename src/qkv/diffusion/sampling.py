@@ -64,6 +64,7 @@ def sample(
     seed: int = 0,
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    on_step: Callable[[int, int, Tensor], None] | None = None,
 ) -> Tensor:
     """Generate ``shape[0]`` images of shape ``shape[1:]`` (C, H, W); returns (N, C, H, W) on CPU, as sampled.
 
@@ -72,7 +73,10 @@ def sample(
 
     cond: tensors with N rows (e.g. {"labels": (N,)}); null_cond: the unconditional counterpart
     (needed when guidance != 1). sampler "ddpm" runs `steps` (default all T) ancestral steps, "ddim"
-    `steps` (default 50) DDIM steps with noise level `eta`. `progress(k)` is called after each step.
+    `steps` (default 50) DDIM steps with noise level `eta`. `progress(k)` is called after each step;
+    `on_step(i, t, x)` too, with the batch's x after step i, now at timestep t (−1 after the last step: the
+    finished sample): the reverse process as it happens (the playground's strip). It is first called with
+    i = −1 and t = T for the pure noise x_T.
     """
     if steps is not None and steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
@@ -95,6 +99,8 @@ def sample(
         c, nc = _rows(cond, lo, hi), _rows(null_cond, lo, hi)
         c, nc = {k: v.to(device) for k, v in c.items()}, {k: v.to(device) for k, v in nc.items()}
         x = torch.randn((B, *shape[1:]), generator=gen).to(device)  # x_T: (B, C, H, W)
+        if on_step is not None:
+            on_step(-1, cfg.n_timesteps, x)
         for i, t in enumerate(ts):
             prev_t = ts[i + 1] if i + 1 < len(ts) else -1
             if guided and guidance == 0.0:
@@ -113,6 +119,8 @@ def sample(
                 x = scheduler.step(pred, t, x, prev_t=prev_t, noise=noise, eta=eta).prev_sample
             if progress is not None:
                 progress(1)
+            if on_step is not None:
+                on_step(i, int(prev_t), x)
         out.append(x.float().cpu())
     model.train(was_training)
     return torch.cat(out)

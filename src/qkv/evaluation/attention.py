@@ -1,13 +1,15 @@
 """Attention maps as pictures: the cross-attention alignment of a translation, the self-attention of a text.
 
-- `seq2seq_alignment`: translate a sentence, then re-run the decoder on (source, BOS + translation) with
-  the attention weights kept; row i of a decoder layer's cross-attention is where the model looked in the
-  source while producing target token i (the last row produces EOS).
-- `gpt_self_attention`: the causal self-attention of a GPT over a text (lower-triangular).
+- `seq2seq_attention` / `seq2seq_alignment`: translate a sentence, then re-run the decoder on
+  (source, BOS + translation) with the attention weights kept; row i of a decoder layer's cross-attention
+  is where the model looked in the source while producing target token i (the last row produces EOS).
+- `gpt_attention` / `gpt_self_attention`: the causal self-attention of a GPT over a text (lower-triangular).
 - `plot_attention`: a (rows × columns) heatmap with token labels, written as PNG.
 
-A map is one layer's weights, averaged over heads unless a head is chosen. Weights come from the readable
-`attention_reference` path (the fused kernel doesn't return them), with the model in eval mode.
+An `AttentionStack` holds every layer and head (what the playground draws); an `AttentionMap` is one
+layer's weights, averaged over heads unless a head is chosen (`AttentionStack.pick`, what `qkv attention`
+plots). Weights come from the readable `attention_reference` path (the fused kernel doesn't return them),
+with the model in eval mode.
 """
 
 from __future__ import annotations
@@ -39,23 +41,39 @@ def token_label(tok, i: int) -> str:
     return s.replace(" ", "▁").replace("\n", "⏎") or "∅"
 
 
-def _pick(maps: list[Tensor], layer: int, head: int | None) -> tuple[Tensor, int, str]:
-    """One layer of (1, H, Tq, Tk) maps -> (Tq, Tk) for one head or the head average."""
-    n = len(maps)
-    if not -n <= layer < n:
-        raise QKVError(f"layer {layer} is out of range: the model has {n} layers (0..{n - 1}, or -1 for the last)")
-    w = maps[layer][0]  # (H, Tq, Tk)
-    if head is None:
-        return w.mean(dim=0), layer % n, "mean over heads"
-    if not 0 <= head < w.size(0):
-        raise QKVError(f"head {head} is out of range: the model has {w.size(0)} heads (0..{w.size(0) - 1})")
-    return w[head], layer % n, f"head {head}"
+@dataclass
+class AttentionStack:
+    """Every layer and head of one attention kind over one input: weights (L, H, rows, cols), rows summing to 1."""
+
+    weights: Tensor  # (L, H, rows, cols)
+    rows: list[str]  # query labels
+    cols: list[str]  # key labels
+    kind: str  # "self-attention" or "cross-attention"
+    text: str = ""  # the input text (GPT) or the translation (seq2seq)
+    xlabel: str = "keys"
+    ylabel: str = "queries"
+    note: str = ""
+
+    def pick(self, layer: int = -1, head: int | None = None) -> AttentionMap:
+        """One layer's map: a head, or the mean over heads."""
+        n = self.weights.size(0)
+        if not -n <= layer < n:
+            raise QKVError(f"layer {layer} is out of range: the model has {n} layers (0..{n - 1}, or -1 for the last)")
+        w = self.weights[layer]  # (H, rows, cols)
+        if head is None:
+            w, heads = w.mean(dim=0), "mean over heads"
+        elif 0 <= head < w.size(0):
+            w, heads = w[head], f"head {head}"
+        else:
+            raise QKVError(f"head {head} is out of range: the model has {w.size(0)} heads (0..{w.size(0) - 1})")
+        where = "decoder layer" if self.kind == "cross-attention" else "layer"
+        return AttentionMap(w, self.rows, self.cols, f"{self.kind}, {where} {layer % n}, {heads}", self.text,
+                            self.xlabel, self.ylabel, self.note)
 
 
 @torch.no_grad()
-def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int = -1,
-                      head: int | None = None) -> AttentionMap:
-    """Cross-attention of decoder layer `layer` while translating `text` (source tokens × target tokens)."""
+def seq2seq_attention(model, src_tok, tgt_tok, text: str, decode_cfg) -> AttentionStack:
+    """Every decoder layer's cross-attention while translating `text` (produced target tokens × source tokens)."""
     from qkv.data.translation import source_ids
     from qkv.generation.seq2seq import max_lengths, translate_ids
 
@@ -70,23 +88,27 @@ def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int
     src = torch.tensor([src_ids], device=device)  # (1, S)
     src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S)
     tgt_in = torch.tensor([[bos] + out_ids], device=device)  # (1, T)
-    maps = model.cross_attention_maps(src, src_mask, tgt_in)  # n_decoder_layers × (1, H, T, S)
-    w, layer, heads = _pick(maps, layer, head)
+    w = torch.cat(model.cross_attention_maps(src, src_mask, tgt_in))  # L × (1, H, T, S) -> (L, H, T, S)
     rows = [token_label(tgt_tok, i) for i in out_ids]  # row t: the query that produced target token t
     limit = max_lengths(src_mask, decode_cfg.max_len_a, decode_cfg.max_len_b, model.config.max_seq_len)[0]
     if len(out_ids) < limit:  # finished with EOS: the last row is the step that produced it
         rows.append(token_label(tgt_tok, eos))
     else:  # stopped by the length limit: the last row predicted nothing that was kept
-        w = w[:-1]
-    cols = [token_label(src_tok, i) for i in src_ids]
+        w = w[:, :, :-1]
     translation = tgt_tok.decode(out_ids)
-    return AttentionMap(w.cpu(), rows, cols, f"cross-attention, decoder layer {layer}, {heads}", translation,
-                        "source tokens", "produced target tokens", f"translation: {translation}")
+    return AttentionStack(w.float().cpu(), rows, [token_label(src_tok, i) for i in src_ids], "cross-attention",
+                          translation, "source tokens", "produced target tokens", f"translation: {translation}")
+
+
+def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int = -1,
+                      head: int | None = None) -> AttentionMap:
+    """Cross-attention of decoder layer `layer` while translating `text` (source tokens × target tokens)."""
+    return seq2seq_attention(model, src_tok, tgt_tok, text, decode_cfg).pick(layer, head)
 
 
 @torch.no_grad()
-def gpt_self_attention(model, tok, text: str, layer: int = -1, head: int | None = None) -> AttentionMap:
-    """Causal self-attention of GPT layer `layer` over `text` (tokens × tokens)."""
+def gpt_attention(model, tok, text: str) -> AttentionStack:
+    """Every layer's causal self-attention of a GPT over `text` (tokens × tokens, lower-triangular)."""
     if not text:
         raise QKVError("the text is empty")
     model.eval()
@@ -94,10 +116,15 @@ def gpt_self_attention(model, tok, text: str, layer: int = -1, head: int | None 
     if len(ids) > model.config.max_seq_len:
         raise QKVError(f"the text has {len(ids)} tokens; the model's context is {model.config.max_seq_len}")
     idx = torch.tensor([ids], device=next(model.parameters()).device)  # (1, T)
-    w, layer, heads = _pick(model.attention_maps(idx), layer, head)
+    w = torch.cat(model.attention_maps(idx))  # L × (1, H, T, T) -> (L, H, T, T)
     labels = [token_label(tok, i) for i in ids]
-    return AttentionMap(w.cpu(), labels, labels, f"self-attention, layer {layer}, {heads}", text,
-                        "attended token (key)", "reading token (query)")
+    return AttentionStack(w.float().cpu(), labels, labels, "self-attention", text, "attended token (key)",
+                          "reading token (query)")
+
+
+def gpt_self_attention(model, tok, text: str, layer: int = -1, head: int | None = None) -> AttentionMap:
+    """Causal self-attention of GPT layer `layer` over `text` (tokens × tokens)."""
+    return gpt_attention(model, tok, text).pick(layer, head)
 
 
 def plot_attention(amap: AttentionMap, out: str | Path, xlabel: str | None = None, ylabel: str | None = None) -> Path:

@@ -291,3 +291,58 @@ def report_for_model(model: GPT, name: str = "GPT") -> ParamReport:
         kv_cache_bytes_per_token_fp32=2 * cfg.n_layers * d_attn * 4,  # k and v, every layer, 4 bytes
     )
 
+
+
+# ------------------------------------------------------------------------------------- any model, by name
+@dataclass
+class ParamGroup:
+    """The parameters that share a name once layer numbers are folded (``decoder.layers.*.self_attn.q_proj``)."""
+
+    name: str  # the module path, with "*" for the layer number
+    shapes: list[tuple[int, ...]]  # one copy's tensors (weight, bias ...)
+    copies: int  # how many layers repeat it
+    count: int  # all copies together (tied weights counted once)
+    share: float = 0.0
+    note: str = ""
+
+
+def parameter_groups(model: torch.nn.Module) -> tuple[list[ParamGroup], int]:
+    """Every parameter of any model (GPT, Seq2Seq, DiT, autoencoder), grouped by module with layer numbers
+    folded (modules that differ only in a number and hold tensors of the same shapes: the layers of a stack),
+    in the model's own order; and the total (a tied weight is counted once, where it first appears). The
+    counts sum to the total exactly."""
+    modules: dict[str, dict] = {}  # module path -> {"shapes": {leaf: shape}, "count", "note"}
+    seen: dict[int, str] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        module, _, leaf = pname.rpartition(".")
+        m = modules.setdefault(module or pname, {"shapes": {}, "count": 0, "note": ""})
+        m["shapes"][leaf] = tuple(p.shape)
+        if id(p) in seen:
+            m["note"] = f"tied to {seen[id(p)].rsplit('.', 1)[0]} (counted once)"
+            continue
+        seen[id(p)] = pname
+        m["count"] += p.numel()
+    stacks: dict[str, list[str]] = {}  # folded name -> its modules, in order
+    for module in modules:
+        stacks.setdefault(re.sub(r"\.\d+(?=\.|$)", ".*", module), []).append(module)
+    rows: list[tuple[str, list[str]]] = []
+    for folded, members in stacks.items():
+        alike = len({tuple(modules[m]["shapes"].items()) for m in members}) == 1 and len(members) > 1
+        rows += [(folded, members)] if alike else [(m, [m]) for m in members]
+    total = sum(m["count"] for m in modules.values())
+    return [ParamGroup(name, list(modules[members[0]]["shapes"].values()), len(members),
+                       sum(modules[m]["count"] for m in members),
+                       sum(modules[m]["count"] for m in members) / total if total else 0.0,
+                       modules[members[0]]["note"]) for name, members in rows], total
+
+
+def format_groups(rows: list[ParamGroup], total: int, title: str) -> str:
+    """Aligned text for `parameter_groups`: module, one copy's shapes, copies, parameters, share."""
+    width = max([len(r.name) for r in rows] + [6])
+    lines = [title, f"{'module':<{width}}  {'shape (one copy)':<28} {'copies':>6} {'params':>12} {'share':>7}"]
+    for r in rows:
+        shape = " + ".join("×".join(map(str, s)) for s in r.shapes)
+        lines.append(f"{r.name:<{width}}  {shape:<28} {r.copies:>6} {r.count:>12,} {r.share:>7.1%}"
+                     + (f"  {r.note}" if r.note else ""))
+    lines.append(f"{'total':<{width}}  {'':<28} {'':>6} {total:>12,} ({human(total)})")
+    return "\n".join(lines)

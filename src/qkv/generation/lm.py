@@ -8,16 +8,27 @@ window slides: the cache is rebuilt from the most recent half-context of tokens 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from qkv.generation.protocols import DecoderModel
-from qkv.generation.sampling import TokenSampling, sample_next, seeded_generator
+from qkv.generation.sampling import TokenSampling, sample_next, sampling_probs, seeded_generator
 from qkv.generation.streaming import stream_pieces
 
 
+@dataclass
+class Step:
+    """One generated token, and (when asked for) what the model thought at that step."""
+
+    id: int
+    # the `top` most likely next tokens under the model (temperature 1, before filtering), most likely first:
+    # (id, model probability, probability under the sampling settings — what the draw actually used)
+    top: list[tuple[int, float, float]] = field(default_factory=list)
+
+
 @torch.inference_mode()
-def generate_ids(
+def generate_steps(
     model: DecoderModel,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
@@ -27,12 +38,15 @@ def generate_ids(
     stop_ids: Sequence[int] = (),
     use_cache: bool = True,
     vocab_size: int | None = None,
-) -> Iterator[int]:
-    """Yield up to `max_new_tokens` new token ids after `prompt_ids` (batch 1), stopping after a stop id.
+    top: int = 0,
+) -> Iterator[Step]:
+    """Yield up to `max_new_tokens` new tokens after `prompt_ids` (batch 1) as `Step`s, stopping after a stop id.
 
     A prompt longer than the context keeps only its last `max_seq_len` tokens. `vocab_size`: the ids the
     tokenizer can decode; a model with more embedding rows (GPT-2's vocabulary padded to 50,304, a
     converted checkpoint) never produces the others — their logits are set to −inf before sampling.
+    `top` > 0 adds the `top` most likely next tokens of every step (the playground's hover); the tokens
+    drawn are the same either way.
     """
     sampling = sampling or TokenSampling()
     if len(prompt_ids) == 0:
@@ -53,7 +67,7 @@ def generate_ids(
     for _ in range(max_new_tokens):
         token = int(sample_next(logits, sampling, generator)[0])
         seq.append(token)
-        yield token
+        yield Step(token, _top(logits, sampling, top) if top else [])
         if token in stop_ids:
             return
         if not use_cache:
@@ -63,6 +77,20 @@ def generate_ids(
         else:  # context full: slide the window, rebuild the cache from the last half-context
             cache = model.new_cache(1, ctx)
             logits = run(seq[-(ctx // 2) :], cache)
+
+
+def _top(logits: torch.Tensor, sampling: TokenSampling, k: int) -> list[tuple[int, float, float]]:
+    p = logits[0].float().softmax(dim=-1)  # (V,) the model's distribution
+    q = sampling_probs(logits, sampling)[0]  # (V,) the one the token was drawn from
+    values, ids = p.topk(min(k, p.numel()))
+    return [(int(i), float(v), float(q[i])) for v, i in zip(values, ids, strict=True)]
+
+
+def generate_ids(model: DecoderModel, prompt_ids: Sequence[int], max_new_tokens: int,
+                 sampling: TokenSampling | None = None, **kwargs) -> Iterator[int]:
+    """The ids of `generate_steps` (same arguments, without `top`)."""
+    for step in generate_steps(model, prompt_ids, max_new_tokens, sampling, **kwargs):
+        yield step.id
 
 
 def stream_text(

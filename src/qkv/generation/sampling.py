@@ -63,10 +63,16 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
+def sampling_probs(logits: Tensor, cfg: TokenSampling) -> Tensor:
+    """The distribution the next token is drawn from: softmax(logits / T) over the top-k / top-p set, (B, V).
+    Greedy (T = 0) puts all the mass on the argmax."""
+    if cfg.temperature == 0.0:
+        return torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
+    return filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p).softmax(dim=-1)
+
+
 def sample_next(logits: Tensor, cfg: TokenSampling, generator: torch.Generator | None = None) -> Tensor:
-    """logits (B, V) of the last position -> next token ids (B,)."""
+    """logits (B, V) of the last position -> next token ids (B,), drawn from `sampling_probs`."""
     if cfg.temperature == 0.0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
-    probs = logits.softmax(dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    return torch.multinomial(sampling_probs(logits, cfg), 1, generator=generator).squeeze(-1)  # (B,)

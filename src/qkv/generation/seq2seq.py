@@ -143,6 +143,14 @@ def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, 
     """Batched beam search. src (B, S), src_mask (B, S) -> the best `Hypothesis` of each sentence.
 
     vocab_size: the target tokenizer's size; ids at or above it are never produced."""
+    return [hyps[0] for hyps in beam_search_nbest(model, src, src_mask, bos_id, eos_id, cfg, vocab_size)]
+
+
+@torch.no_grad()
+def beam_search_nbest(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: SequenceDecoding,
+                      vocab_size: int | None = None) -> list[list[Hypothesis]]:
+    """Batched beam search -> every finished `Hypothesis` of each sentence, best score first (the n-best
+    list; at least one, at most 2·beam: each step may finish up to `beam` of them)."""
     B, K, device = src.size(0), cfg.beam, src.device
     limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, model.config.max_seq_len)
     L = max(limit)
@@ -203,7 +211,7 @@ def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, 
         seqs = torch.cat([seqs[index], last], dim=1)  # (n'·K, t + 1)
         scores = torch.tensor(next_scores, device=device, dtype=torch.float64).view(len(next_active), K)
         active = next_active
-    return [max(f, key=lambda h: h.score) for f in finished]
+    return [sorted(f, key=lambda h: h.score, reverse=True) for f in finished]  # stable: ties keep their order
 
 
 def decode_batch(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: SequenceDecoding,
@@ -251,3 +259,37 @@ def translate_lines(model, src_tok, tgt_tok, lines: list[str], cfg: SequenceDeco
     out = [tgt_tok.decode(ids) for ids in translate_ids(model, srcs, bos, eos, cfg, tgt_tok.vocab_size)]
     model.train(was_training)
     return out, cut
+
+
+@torch.no_grad()
+def translate_nbest(model, src_tok, tgt_tok, text: str, cfg: SequenceDecoding, n: int) -> list[dict]:
+    """The `n` best translations of one sentence by beam search (greedy when cfg.beam == 1: one entry), best
+    first: ``{"text", "tokens", "score", "logprob", "finished"}``. A source longer than the context: QKVError."""
+    from qkv.data.translation import source_ids, special_ids
+    from qkv.errors import QKVError
+
+    if not text.strip():
+        raise QKVError("the source sentence is empty")
+    if n < 1:
+        raise QKVError(f"n must be >= 1, got {n}")
+    ctx = model.config.max_seq_len
+    (ids,), cut = source_ids(src_tok, [text.strip()], ctx)
+    if cut:
+        raise QKVError(f"the source is {len(src_tok.encode(text.strip())) + 1} tokens with its EOS; the model's "
+                       f"context is {ctx}")
+    was_training = model.training
+    model.eval()
+    _, bos, eos = special_ids(tgt_tok)
+    device = model.lm_head.weight.device
+    src = torch.tensor([ids], device=device)  # (1, S)
+    src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S)
+    if cfg.beam == 1:  # greedy keeps no scores: one entry, scored as None
+        (out,) = greedy_decode(model, src, src_mask, bos, eos, cfg.max_len_a, cfg.max_len_b,
+                               vocab_size=tgt_tok.vocab_size)
+        limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, ctx)[0]
+        found = [{"tokens": out, "score": None, "logprob": None, "finished": len(out) < limit}]
+    else:
+        (hyps,) = beam_search_nbest(model, src, src_mask, bos, eos, cfg, tgt_tok.vocab_size)
+        found = [{"tokens": h.tokens, "score": h.score, "logprob": h.logprob, "finished": h.finished} for h in hyps]
+    model.train(was_training)
+    return [{"text": tgt_tok.decode(h["tokens"]), **h} for h in found[:n]]

@@ -339,6 +339,7 @@ class DiffusionRun(Run):
     def __init__(self, path, config, saved, model, raw_model, tokenizer, autoencoder):
         super().__init__(path, config, saved, model)
         self.raw_model, self.tokenizer, self.autoencoder = raw_model, tokenizer, autoencoder
+        self._train_images: torch.Tensor | None = None  # loaded on the first forward_process
 
     @classmethod
     def load(cls, path, device: str = "cpu", **options):
@@ -386,6 +387,61 @@ class DiffusionRun(Run):
         return generate(self.denoiser(use_ema), self.config.diffusion, cond, n, sampler=s.sampler, steps=s.steps,
                         eta=s.eta, spacing=s.spacing, guidance=s.guidance, seed=s.seed, batch_size=batch_size,
                         progress=progress, autoencoder=self.autoencoder)
+
+    def reverse_process(self, label: int | None = None, prompt: str | None = None,
+                        settings: ImageSampling | None = None, frames: int = 8, n: int = 1) -> dict:
+        """`n` images of `label` or `prompt`, and the reverse process of the first one as `frames` snapshots from
+        pure noise x_T to the image: ``{"images": (n, C, H, W), "strip": [(t, (C, H, W)), ...]}``, all in
+        pixels in [-1, 1] (latents are decoded with the run's autoencoder, so the strip shows what the noisy
+        latent grid decodes to). t is the timestep a snapshot is at: T for x_T, −1 for the finished image."""
+        s = settings or self.config.sample
+        if frames < 2:
+            raise QKVError(f"frames must be >= 2, got {frames}")
+        steps = self.steps_of(s)
+        keep = {round(k * steps / (frames - 1)) - 1 for k in range(frames)}  # step indices (-1 = x_T), evenly
+        snaps: list[tuple[int, torch.Tensor]] = []
+
+        def on_step(i: int, t: int, x: torch.Tensor) -> None:
+            if i in keep:
+                snaps.append((t, x[0].float().cpu()))
+
+        cond, _ = self.condition(n, label, prompt)
+        images = generate(self.model, self.config.diffusion, cond, n, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                          spacing=s.spacing, guidance=s.guidance, seed=s.seed, autoencoder=self.autoencoder,
+                          on_step=on_step)
+        return {"images": images, "strip": [(t, self._pixels(x)) for t, x in snaps]}
+
+    def forward_process(self, ts: list[int], index: int | None = None, seed: int = 0) -> dict:
+        """A real training image (`index`, or one drawn with `seed`) noised by q(x_t | x_0) at each timestep
+        in `ts`, with one ε for all: ``{"index", "image", "frames": [(t, ᾱ_t, (C, H, W))]}``, in pixels. In
+        latent mode the latent grid is noised and decoded (what the denoiser sees, as a picture)."""
+        T = self.config.diffusion.n_timesteps
+        bad = [t for t in ts if not 0 <= t < T]
+        if not ts or bad:
+            raise QKVError(f"timesteps must be in [0, {T - 1}], got {bad or ts}")
+        if self._train_images is None:
+            self._train_images = load_images(self.config.data)[0].images
+        images = self._train_images
+        g = torch.Generator().manual_seed(seed)
+        if index is None:
+            index = int(torch.randint(len(images), (1,), generator=g))
+        if not 0 <= index < len(images):
+            raise QKVError(f"image index {index} is out of range: the training split has {len(images)} images")
+        x0 = images[index : index + 1]  # (1, C, H, W) pixels
+        with torch.no_grad():
+            z0 = self.autoencoder.encode(x0) if self.autoencoder is not None else x0
+            eps = torch.randn(z0.shape, generator=g)
+            ddpm = DDPM(self.config.diffusion)
+            frames = [(t, float(ddpm.alphas_cumprod[t]), self._pixels(ddpm.add_noise(z0, eps, torch.tensor([t]))[0]))
+                      for t in ts]
+        return {"index": index, "image": x0[0].clamp(-1, 1), "frames": frames}
+
+    def _pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """(C, H, W) in the model's space -> pixels in [-1, 1] (decoded in latent mode)."""
+        if self.autoencoder is not None:
+            with torch.no_grad():
+                x = self.autoencoder.decode(x[None].to(next(self.autoencoder.parameters()).device))[0].cpu()
+        return x.clamp(-1, 1)
 
     def steps_of(self, s: ImageSampling) -> int:
         return s.steps or default_steps(s.sampler, self.config.diffusion.n_timesteps)

@@ -103,3 +103,17 @@ def test_generate_guides_against_the_models_null_condition():
         out = generate(LabelIsX0(scale=1 / 20), CFG, cond, 2, sampler="ddim", steps=3, guidance=w)
         assert out.shape == (2, 1, 2, 2)
         torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor(want), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_on_step_sees_the_reverse_process_from_noise_to_the_sample(sampler):
+    """on_step(i, t, x): first (-1, T, x_T), then after every step the timestep x is now at, ending at -1 with
+    the very tensor `sample` returns; the callback changes nothing."""
+    seen = []
+    out = _sample(LabelIsX0(), 3.0, sampler=sampler, on_step=lambda i, t, x: seen.append((i, t, x.clone())))
+    plain = _sample(LabelIsX0(), 3.0, sampler=sampler)
+    assert torch.equal(out, plain)
+    assert [i for i, _, _ in seen] == list(range(-1, 4))
+    ts = [t for _, t, _ in seen]
+    assert ts[0] == CFG.n_timesteps and ts[-1] == -1 and ts[1:-1] == sorted(ts[1:-1], reverse=True)
+    assert torch.equal(seen[-1][2], out) and not torch.equal(seen[0][2], out)

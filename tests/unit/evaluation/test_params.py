@@ -1,6 +1,7 @@
 """Parameter accounting: `qkv params` against transformers' GPT-2 counts, the GPT-3 paper and its own rows."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -128,3 +129,36 @@ def test_run_dir_xor_preset_is_a_usage_error(argv, capsys):
 def test_missing_run_dir_is_one_line(tmp_path, capsys):
     assert main(["params", str(tmp_path / "nope")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["gpt", "seq2seq", "dit"])
+def test_parameter_groups_of_any_model_sum_to_its_parameters(kind):
+    from qkv.evaluation.params import parameter_groups
+    from qkv.models.dit import DiT, DiTConfig
+    from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+    model = {"gpt": lambda: GPT(GPTConfig(vocab_size=40, max_seq_len=16, d_model=16, n_layers=3, n_heads=2)),
+             "seq2seq": lambda: Seq2Seq(Seq2SeqConfig(vocab_size=30, max_seq_len=16, d_model=16, d_ff=32,
+                                                      n_heads=2, n_encoder_layers=2, n_decoder_layers=3)),
+             "dit": lambda: DiT(DiTConfig(image_size=8, in_channels=1, patch_size=2, d_model=16, n_layers=2,
+                                          n_heads=2, conditioning="class", n_classes=10))}[kind]()
+    rows, total = parameter_groups(model)
+    assert total == sum(p.numel() for p in model.parameters()) == sum(r.count for r in rows)
+    layered = [r for r in rows if "*" in r.name]  # the layers of a stack, folded into one row
+    assert layered and all(r.count == r.copies * sum(math.prod(s) for s in r.shapes) for r in layered)
+    if kind == "gpt":  # tied head: a row that counts 0 and says so
+        head = next(r for r in rows if r.name == "lm_head")
+        assert head.count == 0 and "tied to tok_emb" in head.note
+
+
+def test_params_of_a_translation_run_by_module(tmp_path, capsys):
+    from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+    model = Seq2Seq(Seq2SeqConfig(vocab_size=30, max_seq_len=16, d_model=16, d_ff=32, n_heads=2,
+                                  n_encoder_layers=2, n_decoder_layers=3))
+    save_run(tmp_path / "run", model)
+    got = params_json(capsys, str(tmp_path / "run"))
+    assert got["model_type"] == "seq2seq" and got["total"] == sum(p.numel() for p in model.parameters())
+    assert main(["params", str(tmp_path / "run")]) == 0
+    table = capsys.readouterr().out
+    assert "decoder.*.cross_attn.q_proj" in table and f"{got['total']:,}" in table

@@ -1,6 +1,7 @@
 """Decoding: sampling rules (greedy, top-k, top-p, seeds), token-by-token generation with and without
 the KV cache (sliding past the context), streaming whole characters from byte-level BPE, and int8."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -348,3 +349,43 @@ def test_int8_cached_decoding_follows_the_int8_model():
         assert c > 0.995, f"position {i}: cosine {c:.5f}"
     ids = list(generate_ids(q, [1, 2, 3], 40, TokenSampling(temperature=0.0)))  # slides twice past 16
     assert len(ids) == 40
+
+
+@pytest.mark.parametrize("sampling", [TokenSampling(temperature=0.0), TokenSampling(temperature=1.3, top_k=5, seed=3),
+                                      TokenSampling(temperature=0.7, top_p=0.8, seed=4)])
+def test_steps_with_their_top_tokens_draw_the_same_tokens(sampling):
+    """`top` only reports: the ids are the same with and without it. The report is the model's softmax (the k
+    largest, in order) and the sampling distribution at those ids (zero outside top-k / top-p, one-hot greedy)."""
+    from qkv.generation.lm import generate_steps
+    from qkv.generation.sampling import sampling_probs
+
+    model = lively_gpt(max_seq_len=32)  # the 23 tokens fit: no sliding window in the reference below
+    plain = list(generate_ids(model, [1, 2, 3], 20, sampling, generator=torch.Generator().manual_seed(9)))
+    steps = list(generate_steps(model, [1, 2, 3], 20, sampling, generator=torch.Generator().manual_seed(9), top=5))
+    assert [s.id for s in steps] == plain
+    seq = [1, 2, 3]
+    for step in steps:
+        with torch.no_grad():
+            logits = model(torch.tensor([seq]))[0][:, -1]  # (1, V)
+        p, q = logits[0].softmax(-1), sampling_probs(logits, sampling)[0]
+        ids = [i for i, _, _ in step.top]
+        assert ids == p.topk(5).indices.tolist()
+        for i, pi, qi in step.top:
+            assert math.isclose(pi, float(p[i]), rel_tol=1e-4, abs_tol=1e-6)
+            assert math.isclose(qi, float(q[i]), rel_tol=1e-4, abs_tol=1e-6)
+        assert float(q[step.id]) > 0  # the drawn token had mass under the sampling settings
+        seq.append(step.id)
+
+
+def test_sampling_probs_is_what_sample_next_draws_from():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 50)
+    cfg = TokenSampling(temperature=0.9, top_k=7, top_p=0.9)
+    from qkv.generation.sampling import sampling_probs
+
+    q = sampling_probs(logits, cfg)
+    assert torch.allclose(q.sum(-1), torch.ones(2)) and int((q[0] > 0).sum()) <= 7
+    draws = torch.stack([sample_next(logits, cfg, torch.Generator().manual_seed(s)) for s in range(400)])  # (400, 2)
+    assert bool(q.gather(1, draws.T).gt(0).all())  # never outside the support
+    greedy = sampling_probs(logits, TokenSampling(temperature=0.0))
+    assert torch.equal(greedy.argmax(-1), logits.argmax(-1)) and torch.equal(greedy.sum(-1), torch.ones(2))

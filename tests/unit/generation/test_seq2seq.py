@@ -241,3 +241,23 @@ def test_max_lengths_cap_at_context():
     assert max_lengths(mask, 2.0, 5, cap=12) == [12, 11]
     assert max_lengths(mask, 0.0, 0, cap=12) == [1, 1]
     assert math.floor(1.5 * 3 + 1) == max_lengths(mask, 1.5, 1, cap=100)[1]
+
+
+def test_the_n_best_list_is_every_finished_hypothesis_best_first():
+    """beam_search_nbest: sorted by score, its head is beam_search's answer, each entry scores what `_score` says."""
+    from qkv.generation.seq2seq import beam_search_nbest
+
+    m = random_model(vocab=12, seed=5, head_std=0.2, dtype=torch.float64)
+    src, mask = _src([6, 5, 4], vocab=12, seed=11)
+    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=5)
+    nbest = beam_search_nbest(m, src, mask, BOS, EOS, cfg)
+    best = beam_search(m, src, mask, BOS, EOS, cfg)
+    assert len(nbest) == 3 and any(len(h) > 1 for h in nbest)
+    for i, hyps in enumerate(nbest):
+        assert hyps[0] == best[i]
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == len(hyps)  # no hypothesis twice
+        S = int(mask[i].sum())
+        for h in hyps:
+            logp, score = _score(m, src[i : i + 1, :S], mask[i : i + 1, :S], h.tokens, h.finished, cfg)
+            assert math.isclose(h.logprob, logp, abs_tol=1e-9) and math.isclose(h.score, score, abs_tol=1e-9)

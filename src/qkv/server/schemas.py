@@ -1,0 +1,95 @@
+"""The JSON bodies the playground's API accepts: typed, bounded, and strict (an unknown field is an error).
+
+FastAPI checks every request against these models before a handler runs, and answers a body that does
+not fit with a 422 whose ``error`` line names the field (`qkv.server.app`). Bounds that depend on the run
+(the context length, the number of timesteps) or on the server (the `max_new_tokens` cap) are checked by
+the handlers, with the same kind of answer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_TEXT = 4000  # characters in a prompt, a message, a source sentence
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sampling(Strict):
+    """Token sampling (`qkv.generation.sampling.TokenSampling`); None keeps the run's own setting."""
+
+    temperature: float | None = Field(None, ge=0, le=10, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    max_new_tokens: int | None = Field(None, ge=1)
+
+
+class GenerateRequest(Sampling):
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+    top: int = Field(5, ge=0, le=20)  # the most likely next tokens sent with every token (for the hover)
+
+    @model_validator(mode="after")
+    def _stops(self):
+        if any(not s or len(s) > 64 for s in self.stop):
+            raise ValueError("every stop string must be 1 to 64 characters")
+        return self
+
+
+class Message(Strict):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT)
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _turns(self):
+        for i, m in enumerate(self.messages):
+            if m.role != ("user" if i % 2 == 0 else "assistant"):
+                raise ValueError("messages must alternate user, assistant, user, ... and end with a user message")
+        if self.messages[-1].role != "user":
+            raise ValueError("the last message must be the user's")
+        if not self.messages[-1].content.strip():
+            raise ValueError("the last message is empty")
+        return self
+
+
+class TranslateRequest(Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    beam: int | None = Field(None, ge=1, le=16)  # None: the run's [decode] beam; 1 = greedy
+    n_best: int = Field(5, ge=1, le=16)  # at most this many hypotheses (beam search finds up to 2·beam)
+    length_penalty: float | None = Field(None, ge=0, le=5, allow_inf_nan=False)
+
+
+class AttentionRequest(Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class ImagesRequest(Strict):
+    label: int | None = Field(None, ge=0)
+    prompt: str | None = Field(None, min_length=1, max_length=200)
+    guidance: float | None = Field(None, ge=0, le=20, allow_inf_nan=False)
+    sampler: Literal["ddim", "ddpm"] | None = None
+    steps: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    n: int = Field(4, ge=1)
+    frames: int = Field(8, ge=2, le=16)
+
+    @model_validator(mode="after")
+    def _one_condition(self):
+        if self.label is not None and self.prompt is not None:
+            raise ValueError("give a label or a prompt, not both")
+        return self
+
+
+class NoiseRequest(Strict):
+    t: list[int] | None = Field(None, min_length=1, max_length=16)  # None: 8 steps spread over [0, T)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    index: int | None = Field(None, ge=0)

@@ -1,0 +1,91 @@
+"""The runs a server holds: each loaded once, named for its URLs, with its pages and its model worker.
+
+`load_runs(paths)` takes run directories or folders of them (`find_runs`) and gives each a `Served`: the Run
+(`qkv.load_run`), a URL-safe name (the folder's, made unique), the pages its task supports (`PAGES`) and a
+`ModelWorker` (`qkv.server.workers`). `HTTPError` is a user error with its HTTP status, for the handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qkv.errors import QKVError
+from qkv.runs import CONFIG_FILE
+from qkv.server.workers import ModelWorker
+from qkv.tasks import Run, load_run
+from qkv.tasks.base import a_
+
+STATIC = Path(__file__).parent / "static"
+
+# the pages of each task, in the order the index lists them
+PAGES = {
+    "lm": ["generate", "attention", "params"],
+    "chat": ["chat", "generate", "attention", "params"],
+    "translate": ["translate", "params"],
+    "diffusion": ["images", "params"],
+    "autoencoder": ["params"],
+}
+
+
+@dataclass
+class Served:
+    """A run on the server: `name` is its URL segment."""
+
+    name: str
+    path: Path
+    run: Run
+    worker: ModelWorker
+    stats: dict = field(default_factory=lambda: {"jobs": 0, "tokens": 0, "cancelled": 0})
+
+    @property
+    def task(self) -> str:
+        return self.run.task
+
+    @property
+    def pages(self) -> list[str]:
+        return PAGES.get(self.task, ["params"])
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories: each path is one (it holds config.json) or a folder of them (its sub-folders that do)."""
+    found = []
+    for p in map(Path, paths):
+        if (p / CONFIG_FILE).is_file():
+            found.append(p)
+        elif p.is_dir():
+            subs = sorted(d for d in p.iterdir() if (d / CONFIG_FILE).is_file())
+            if not subs:
+                raise QKVError(f"{p}: neither a run directory (no {CONFIG_FILE}) nor a folder of runs")
+            found += subs
+        else:
+            raise QKVError(f"{p}: no such run directory")
+    return found
+
+
+def _url_name(path: Path, taken: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.resolve().name) or "run"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def load_runs(paths: list[str | Path], queue_size: int = 8, device: str = "cpu") -> dict[str, Served]:
+    """Load every run (QKVError for one that is not a run) and give each a name and a worker."""
+    served: dict[str, Served] = {}
+    for path in find_runs(paths):
+        name = _url_name(path, set(served))
+        served[name] = Served(name, path, load_run(path, device=device), ModelWorker(name, queue_size))
+    return served
+
+
+class HTTPError(QKVError):
+    """A user error with its HTTP status (the API answers it as JSON, like every QKVError)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+__all__ = ["PAGES", "STATIC", "HTTPError", "Served", "a_", "find_runs", "load_runs"]

@@ -1,0 +1,23 @@
+"use strict";
+// Attention: a GPT's causal self-attention over the user's text, per layer and head.
+(async function () {
+  const run = await qkv.header("attention");
+  const name = qkv.runName();
+  const prompt = run.sample.prompt || "";
+  qkv.$("#text").value = prompt.trim().length > 3 ? prompt : run.task === "chat" ? "What is the capital of France?" : "To be, or not to be";
+
+  async function go() {
+    qkv.showError("#error", null);
+    qkv.$("#go").disabled = true;
+    try {
+      const stack = await qkv.api(`/api/runs/${encodeURIComponent(name)}/attention`, { text: qkv.$("#text").value });
+      qkv.drawAttention(qkv.$("#attention"), stack);
+    } catch (e) {
+      qkv.showError("#error", e);
+    } finally {
+      qkv.$("#go").disabled = false;
+    }
+  }
+  qkv.$("#go").addEventListener("click", go);
+  go();
+})().catch((e) => qkv.showError("#error", e));

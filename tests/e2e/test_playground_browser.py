@@ -1,0 +1,132 @@
+"""The playground in a real browser (headless Chromium through Playwright) on the tiny runs: a generation
+streams and stops, a token's hover shows its top-5, model output that looks like HTML stays text, a
+translation's heatmap opens and switches heads, chat edits and regenerates, the images page shows both
+processes, and the attention and parameter pages draw. Screenshots go to the test's tmp folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from qkv.server import ServeConfig, create_app, load_runs
+from serve_fixtures import XSS, LiveServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tiny_runs):
+    runs = load_runs(list(tiny_runs.values()))
+    with LiveServer(create_app(runs, ServeConfig())) as url:
+        yield url, runs
+
+
+def test_generation_streams_shows_the_top5_and_keeps_html_as_text(server, page):
+    url, runs = server
+    page.goto(f"{url}/runs/lm/generate")
+    page.fill("#prompt", "<")
+    page.fill("#temperature", "0")
+    page.fill("#max_new_tokens", "60")
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#stats').textContent.includes('tokens in')")
+    out = page.inner_text("#output")
+    assert XSS in out  # the markup the model learned is on the page, as characters
+    assert page.locator("#output img").count() == 0 and page.locator("img").count() == 0
+    assert not page.dialogs  # onerror=alert(1) never ran
+    assert "ended: length" in page.inner_text("#stats")
+    tokens = page.locator("#output .tok[data-id]")
+    assert tokens.count() == 60
+    tokens.nth(0).hover()
+    tip = page.locator("#tip")
+    tip.wait_for(state="visible")
+    assert tip.locator("tr").count() == 5 and "id " in tip.inner_text()
+    assert tip.locator("tr.chosen").count() == 1  # greedy: the chosen token is the most likely
+
+
+def test_stop_ends_the_generation_on_the_server(server, page):
+    url, runs = server
+    before = runs["lm"].stats["cancelled"]
+    page.goto(f"{url}/runs/lm/generate")
+    page.fill("#prompt", "<")
+    page.fill("#temperature", "1")
+    page.fill("#max_new_tokens", "1024")
+    page.click("#go")
+    page.wait_for_function("document.querySelectorAll('#output .tok[data-id]').length >= 3")
+    page.click("#stopbtn")
+    page.wait_for_function("document.querySelector('#stats').textContent.startsWith('stopped after')")
+    n = page.locator("#output .tok[data-id]").count()
+    assert n < 1024
+    page.wait_for_function(f"fetch('/api/health').then(r => r.json()).then(h => h.runs.lm.cancelled > {before})")
+
+
+def test_translation_heatmap_per_layer_and_head(server, page):
+    url, _ = server
+    page.goto(f"{url}/runs/translate/translate")
+    page.fill("#text", "die eins zwei drei .")
+    page.fill("#beam", "4")
+    page.click("#go")
+    page.wait_for_selector("#heatmap table.heat")
+    assert page.locator("#nbest li").count() >= 1
+    rows = page.locator("#heatmap table.heat tr").count() - 1  # a header row, then one row per produced token
+    assert rows >= 1 and "mean over heads" in page.inner_text("#heatmap")
+    first = page.locator("#heatmap td").first.get_attribute("title")
+    page.select_option("#head", "1")
+    page.wait_for_function("document.querySelector('#heatmap').textContent.includes('head 1')")
+    page.select_option("#layer", "0")
+    page.wait_for_function("document.querySelector('#heatmap').textContent.includes('decoder layer 0')")
+    assert page.locator("#heatmap td").first.get_attribute("title") != first or rows == 1
+
+
+def test_chat_edits_and_regenerates(server, page):
+    url, _ = server
+    page.goto(f"{url}/runs/chat/chat")
+    page.fill("#temperature", "0")
+    page.fill("#message", "What is 2 + 2?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".msg.assistant .actions")  # actions come back when the reply has ended
+    assert page.locator(".msg").count() == 2
+    page.click(".msg.user .actions button")  # edit the question
+    page.fill(".msg.user textarea", "Who wrote Hamlet?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".msg.assistant .actions")
+    assert page.locator(".msg").count() == 2 and page.inner_text(".msg.user .content") == "Who wrote Hamlet?"
+    page.click(".msg.assistant .actions button")  # regenerate
+    page.wait_for_selector(".msg.assistant .actions")
+    assert page.locator(".msg").count() == 2
+
+
+def test_images_page_shows_both_processes(server, page):
+    url, _ = server
+    page.goto(f"{url}/runs/digits/images")
+    page.wait_for_function("document.querySelectorAll('#strip img').length === 8")
+    page.wait_for_function("document.querySelectorAll('#forward img').length === 9")
+    assert page.locator("#samples img").count() == 8
+    assert "noise" in page.inner_text("#strip") and "ᾱ" in page.inner_text("#forward")
+    page.select_option("#label", "7")
+    page.fill("#n", "2")
+    page.click("#go")
+    page.wait_for_function("document.querySelectorAll('#samples img').length === 2")
+
+
+def test_attention_and_parameter_pages(server, page):
+    url, _ = server
+    page.goto(f"{url}/runs/lm/attention")
+    page.fill("#text", "<img src=x")
+    page.click("#go")
+    page.wait_for_selector("#heatmap table.heat")
+    assert page.locator("#heatmap table.heat tr").count() == 1 + 10  # a header, then one row per token
+    page.goto(f"{url}/runs/lm/params")
+    page.wait_for_selector("#table table")
+    assert "total" in page.inner_text("#totals")
+    page.goto(f"{url}/")
+    page.wait_for_selector(".card")
+    assert page.locator(".card").count() == 4
+
+
+def test_the_api_docs_page_renders_offline(server, page):
+    url, _ = server
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{url}/docs")
+    page.wait_for_selector(".opblock")
+    assert page.locator(".opblock").count() >= 10
+    assert all(r.startswith(url) or r.startswith("data:") for r in requests), requests  # nothing from elsewhere

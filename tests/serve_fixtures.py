@@ -1,0 +1,149 @@
+"""Tiny runs of every task, and a server on loopback, shared by the server's API, load and browser tests.
+
+`make_runs(folder)` trains, in a few seconds on one thread:
+- ``lm``: a char GPT that learned one line by heart, ``<img src=x onerror=alert(1)>`` — so whatever it
+  generates contains markup, which the pages must show as text and never run;
+- ``chat``: the six question/answer pairs of tests/chat_fixtures.py, as tests/e2e/test_chat.py trains them;
+- ``translate``: a 1-layer encoder–decoder on synthetic number pairs (weights to decode with);
+- ``digits``: a 1-layer class-conditional DiT (a few steps: images to sample, not good ones).
+
+`LiveServer` runs `qkv.server` with uvicorn in a thread on a free loopback port (what the browser tests drive;
+the kill -9 test runs `qkv serve` in a subprocess instead).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from chat_fixtures import write_pairs, write_toml
+from qkv.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+XSS = "<img src=x onerror=alert(1)>"
+
+LM_TOML = """\
+task = "lm"
+
+[data]
+source = "{corpus}"
+tokenizer = "char"
+val_fraction = 0.1
+
+[model]
+max_seq_len = 48
+d_model = 48
+n_layers = 2
+n_heads = 2
+bias = false
+
+[train]
+max_steps = 150
+batch_size = 8
+lr = 5e-3
+min_lr = 5e-4
+warmup_steps = 5
+eval_interval = 150
+eval_iters = 2
+log_interval = 50
+seed = 1337
+threads = 1
+progress = false
+
+[sample]
+prompt = "<"
+temperature = 0.0
+max_new_tokens = 40
+"""
+
+TRANSLATE_ARGS = [
+    "--data.vocab_size", "300", "--data.batch_tokens", "200", "--data.bleu_val_pairs", "0",
+    "--model.d_model", "32", "--model.d_ff", "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "2",
+    "--model.n_heads", "2", "--model.max_seq_len", "48", "--model.dropout", "0.0",
+    "--train.schedule_by", "steps", "--train.max_minutes", "none", "--train.warmup_steps", "2",
+    "--train.max_steps", "30", "--train.decay_steps", "30", "--train.eval_interval", "30", "--train.log_interval", "10",
+    "--train.threads", "1", "--train.progress", "false", "--train.precision", "fp32", "--no-sample",
+]
+
+DIGITS_ARGS = [
+    "--train.threads", "1", "--train.progress", "false", "--train.max_minutes", "none", "--train.schedule_by", "steps",
+    "--train.compile", "false", "--no-sample", "--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2",
+    "--train.batch_size", "16", "--train.max_steps", "4", "--train.warmup_steps", "2", "--train.eval_interval", "4",
+    "--train.log_interval", "2", "--sample.eval_samples", "0", "--diffusion.n_timesteps", "100",
+]
+
+
+def number_pairs(folder: Path, n: int = 80) -> tuple[Path, Path]:
+    """n line-aligned synthetic "translations": German number words -> English ones."""
+    de = "null eins zwei drei vier fünf sechs sieben acht neun".split()
+    en = "zero one two three four five six seven eight nine".split()
+    src, tgt = [], []
+    for i in range(n):
+        digits = [int(c) for c in str(1000 + 7 * i)[1:]]
+        src.append("die " + " ".join(de[d] for d in digits) + " .")
+        tgt.append("the " + " ".join(en[d] for d in digits) + " .")
+    s, t = folder / "train.de", folder / "train.en"
+    s.write_text("\n".join(src) + "\n", encoding="utf-8")
+    t.write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    return s, t
+
+
+def make_runs(folder: Path, tasks: tuple[str, ...] = ("lm", "chat", "translate", "digits")) -> dict[str, Path]:
+    """Train the tiny runs of `tasks` under `folder` (see the module docstring); name -> run directory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    if "lm" in tasks:
+        corpus = folder / "xss.txt"
+        corpus.write_text("".join(f"{XSS} {i % 10}\n" for i in range(400)), encoding="utf-8")
+        toml = folder / "lm.toml"
+        toml.write_text(LM_TOML.format(corpus=corpus), encoding="utf-8")
+        runs["lm"] = _train(["--config", str(toml)], folder / "lm")
+    if "chat" in tasks:
+        toml = write_toml(folder, write_pairs(folder))
+        runs["chat"] = _train(["--config", str(toml), "--no-sample"], folder / "chat")
+    if "translate" in tasks:
+        s, t = number_pairs(folder)
+        runs["translate"] = _train(["--config", str(REPO / "configs" / "multi30k-de-en.toml"), "--data.src", str(s),
+                                    "--data.tgt", str(t), *TRANSLATE_ARGS], folder / "translate")
+    if "digits" in tasks:
+        runs["digits"] = _train(["--config", str(REPO / "configs" / "digits-dit.toml"), *DIGITS_ARGS],
+                                folder / "digits")
+    return runs
+
+
+def _train(args: list[str], out: Path) -> Path:
+    rc = main(["train", "--out", str(out), *args])
+    assert rc == 0, f"training {out.name} failed"
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """``with LiveServer(app) as url:`` — the app served by uvicorn on 127.0.0.1 in a daemon thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
