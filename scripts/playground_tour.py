@@ -115,12 +115,12 @@ def tour(page, url: str, names: dict, out: Path, prompt: str) -> None:
     if names.get("chat"):
         page.goto(f"{url}/runs/{names['chat']}/chat")
         page.fill("#temperature", "0")
-        for q in ("What is the capital of France?", "What is 17 + 25?", "And the capital of Italy?"):
+        for q in ("How many letters in zifqa?", "And doubled?", "How many g in 7 kg?"):
             page.fill("#message", q)
             page.keyboard.press("Enter")
             page.wait_for_selector(f".msg.assistant >> nth={page.locator('.msg.user').count() - 1}")
             page.wait_for_function("!document.querySelector('#send').disabled")
-        shoot(page, out / "serve-chat.png")
+        shoot(page, out / "serve-chat.png", full=True)
     if names.get("translate"):
         page.goto(f"{url}/runs/{names['translate']}/translate")
         page.fill("#text", "Ein Junge mit Kopfhörern sitzt auf den Schultern einer Frau.")
@@ -143,7 +143,8 @@ def rate_all(browser, url: str, links: list[str], refs: dict, out: Path, seed: i
         offset = [0, -6, 6, -3, 3][k % 5]
         rng = random.Random(seed * 1000 + k)
         while True:
-            page.wait_for_selector("#done:not(.hidden), .cand")
+            page.wait_for_function("!document.querySelector('#done').classList.contains('hidden') || "
+                                   "document.querySelectorAll('.cand').length > 0")
             if page.locator("#done:not(.hidden)").count():
                 break
             source = page.inner_text("#source")
@@ -168,7 +169,11 @@ def rate_all(browser, url: str, links: list[str], refs: dict, out: Path, seed: i
                 shoot(page, out / "serve-rate.png", full=True)
             before = page.inner_text("#progress")
             page.click("#submit")
-            page.wait_for_function(f"document.querySelector('#progress').textContent !== {before!r}")
+            try:
+                page.wait_for_function(f"document.querySelector('#progress').textContent !== {before!r}")
+            except Exception:
+                shoot(page, Path(tempfile.gettempdir()) / "tour-failed.png", full=True)
+                raise SystemExit(f"the rater page did not take the judgement: {page.inner_text('#error')!r}") from None
             n += 1
         page.close()
     return n
@@ -203,7 +208,7 @@ def main() -> None:
     with Store(db) as store:
         refs = {it["source"]: it["reference"] for it in store.items(name)}
     runs = [r for r in (args.lm, args.chat, args.translate, args.short, args.images) if r]
-    names = {k: Path(getattr(args, k)).resolve().name for k in ("lm", "chat", "translate", "images")
+    names = {k: Path(getattr(args, k)).name for k in ("lm", "chat", "translate", "images")
              if getattr(args, k)}
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with Server(runs, db) as url, sync_playwright() as p:

@@ -33,7 +33,7 @@ def add_parser(sub, name):
     p.add_argument("--allow-remote", action="store_true", help="allow binding an address other than loopback")
     p.add_argument("--queue", type=int, default=8, help="requests waiting per model before 429 (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="cap on tokens per generation (default 1024)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
 
 
 def is_loopback(host: str) -> bool:
@@ -67,10 +67,11 @@ def run(args) -> int:
         from qkv.humaneval.store import Store
 
         Store(args.db).close()  # refuse a file that is not a qkv store now, not at the first rater's request
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise QKVError(f"--threads must be positive, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads <= 0:
+        raise QKVError(f"--threads must be positive, got {args.threads}")
+    # one core is left to the event loop (and, on a laptop, the browser): on 2 cores, torch on both makes its
+    # OpenMP threads spin against the server's own thread and streaming slows several-fold (bench/serve.py)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
     token = os.environ.get("QKV_ADMIN_TOKEN") or None
     config = ServeConfig(queue_size=args.queue, max_new_tokens=args.max_new_tokens,
                          db=Path(args.db) if args.db else None, **({"admin_token": token} if token else {}))

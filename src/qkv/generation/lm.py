@@ -65,9 +65,16 @@ def generate_steps(
     cache = model.new_cache(1, ctx) if use_cache else None
     logits = run(seq[-ctx:], cache)
     for _ in range(max_new_tokens):
-        token = int(sample_next(logits, sampling, generator)[0])
+        if top:  # one sampling distribution for the draw and the report (the draw is sample_next's)
+            q = sampling_probs(logits, sampling)  # (1, V)
+            greedy = sampling.temperature == 0.0
+            token = int(logits.argmax(dim=-1)[0] if greedy else torch.multinomial(q, 1, generator=generator)[0, 0])
+            step = Step(token, _top(logits, q[0], top, vocab_size))
+        else:
+            token = int(sample_next(logits, sampling, generator)[0])
+            step = Step(token)
         seq.append(token)
-        yield Step(token, _top(logits, sampling, top) if top else [])
+        yield step
         if token in stop_ids:
             return
         if not use_cache:
@@ -79,11 +86,12 @@ def generate_steps(
             logits = run(seq[-(ctx // 2) :], cache)
 
 
-def _top(logits: torch.Tensor, sampling: TokenSampling, k: int) -> list[tuple[int, float, float]]:
-    p = logits[0].float().softmax(dim=-1)  # (V,) the model's distribution
-    q = sampling_probs(logits, sampling)[0]  # (V,) the one the token was drawn from
+def _top(logits: torch.Tensor, q: torch.Tensor, k: int, vocab_size: int | None) -> list[tuple]:
+    """The k most likely ids under the model (softmax of `logits`, (1, V), over the decodable ids), each with
+    its model probability and its probability `q` (V,) under the sampling settings."""
+    p = logits[0].float().softmax(dim=-1)[:vocab_size]  # (V,)
     values, ids = p.topk(min(k, p.numel()))
-    return [(int(i), float(v), float(q[i])) for v, i in zip(values, ids, strict=True)]
+    return list(zip(ids.tolist(), values.tolist(), q[ids].tolist(), strict=True))
 
 
 def generate_ids(model: DecoderModel, prompt_ids: Sequence[int], max_new_tokens: int,

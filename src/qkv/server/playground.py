@@ -20,6 +20,7 @@ page's Stop button aborts its request) cancels the job: the worker stops at the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import io
@@ -51,6 +52,7 @@ from qkv.server.served import HTTPError, Served, a_
 
 router = APIRouter(prefix="/api", tags=["playground"])
 KEEPALIVE_S = 1.0  # a comment line this often while a stream waits: a client that left is noticed within it
+FLUSH_S = 0.02  # a stream writes at most every 20 ms (50 times a second, smoother than the eye needs)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -91,6 +93,14 @@ def _stream(request: Request, job) -> StreamingResponse:
                 yield ": waiting\n\n"  # a comment; writing it is how a disconnect is noticed
                 continue
             yield "".join(f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n" for event, data in batch)
+            # let the tokens of the next FLUSH_S gather into one write: one wake-up of this thread per batch
+            # instead of per token leaves the worker the interpreter (a small model's decoding is mostly Python);
+            # a job that ends sooner is sent at once
+            if not job.done.is_set():
+                try:
+                    await asyncio.wait_for(job.done.wait(), FLUSH_S)
+                except asyncio.TimeoutError:
+                    pass
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -204,6 +214,7 @@ async def chat(request: Request, name: str, req: ChatRequest):
 
 def _token_stream(request: Request, s: Served, ids: list[int], sampling, stop, stop_ids, top: int, **done_extra):
     tok = s.run.tokenizer
+    labels = _labels(s)
 
     def work(job):
         model = s.run.decoder()  # the decode layout (made once per run)
@@ -221,8 +232,8 @@ def _token_stream(request: Request, s: Served, ids: list[int], sampling, stop, s
                 reason = "end"
                 break
             text = stream.push(step.id)
-            job.emit("token", {"id": step.id, "text": text, "label": token_label(tok, step.id),
-                               "top": [[i, token_label(tok, i), round(p, 5), round(q, 5)] for i, p, q in step.top]})
+            job.emit("token", {"id": step.id, "text": text, "label": labels[step.id],
+                               "top": [[i, labels[i], round(p, 5), round(q, 5)] for i, p, q in step.top]})
             if stream.stopped:
                 reason = "stop"
                 break
@@ -237,6 +248,14 @@ def _token_stream(request: Request, s: Served, ids: list[int], sampling, stop, s
     job = s.worker.submit(work)
     s.stats["jobs"] += 1
     return _stream(request, job)
+
+
+def _labels(s: Served) -> list[str]:
+    """Every token id's label (`token_label`), made once per run: looked up for each streamed token."""
+    if "labels" not in s.cache:
+        tok = s.run.tokenizer
+        s.cache["labels"] = [token_label(tok, i) for i in range(tok.vocab_size)]
+    return s.cache["labels"]
 
 
 @router.post("/runs/{name}/attention")

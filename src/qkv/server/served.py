@@ -37,6 +37,7 @@ class Served:
     run: Run
     worker: ModelWorker
     stats: dict = field(default_factory=lambda: {"jobs": 0, "tokens": 0, "cancelled": 0})
+    cache: dict = field(default_factory=dict)  # what handlers compute once per run (token labels)
 
     @property
     def task(self) -> str:
@@ -64,7 +65,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def _url_name(path: Path, taken: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.resolve().name) or "run"
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in (path.name or path.resolve().name)) or "run"
     name, k = base, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1

@@ -57,6 +57,7 @@ class Job:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._woken = False
+        self.done = asyncio.Event()  # set on the loop when the job has ended (its last events are buffered)
 
     def emit(self, event: str, data: Any) -> None:
         """Send one event to the request (from the worker thread)."""
@@ -132,6 +133,7 @@ class Job:
         self._post(self._settle, value, error)
 
     def _settle(self, value: Any, error: BaseException | None) -> None:
+        self.done.set()
         if self.future.done():
             return
         if error is None:

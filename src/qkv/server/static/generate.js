@@ -20,7 +20,7 @@
       qkv.el("td", {}, `p ${p.toFixed(3)}`), qkv.el("td", {}, `q ${q.toFixed(3)}`),
       qkv.el("td", {}, (() => { const b = qkv.el("span", { class: "bar" }); b.style.width = `${Math.round(p * 80)}px`; return b; })())));
     tip.replaceChildren(qkv.el("div", {}, qkv.el("b", {}, `token ${JSON.stringify(t.label)} · id ${t.id}`)),
-      qkv.el("div", { class: "stats" }, "most likely next tokens at this step:"), qkv.el("table", {}, rows));
+      qkv.el("div", { class: "stats" }, "the model's top 5 at this step (p: model, q: as drawn):"), qkv.el("table", {}, rows));
     tip.classList.remove("hidden");
     const r = span.getBoundingClientRect();
     tip.style.left = `${Math.min(r.left, window.innerWidth - 300)}px`;
