@@ -130,3 +130,25 @@ def test_the_api_docs_page_renders_offline(server, page):
     page.wait_for_selector(".opblock")
     assert page.locator(".opblock").count() >= 10
     assert all(r.startswith(url) or r.startswith("data:") for r in requests), requests  # nothing from elsewhere
+
+
+def test_look_inside_walks_the_topics_with_their_checks(server, page):
+    url, _ = server
+    page.goto(f"{url}/runs/lm/explain")
+    page.wait_for_selector("#out h2")
+    topics = page.locator("#topics a")
+    assert topics.nth(0).inner_text() == "1. tokens"
+    assert "alignment" not in page.inner_text("#topics")  # a GPT run lists only the topics that apply to it
+    page.click("#topics a[data-topic=qkv]")
+    page.wait_for_function("document.querySelector('#out h2') && "
+                           "document.querySelector('#out h2').textContent.startsWith('qkv')")
+    checks = page.locator("#out .check")
+    assert checks.count() >= 1 and page.locator("#out .check.bad").count() == 0
+    assert page.locator("#out figure img").count() >= 1
+    page.fill("#input", "Zebra")  # a character the run's tokenizer never saw: one line, in the page
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#error').textContent.includes('not in the')")
+    page.goto(f"{url}/runs/translate/explain#topic=alignment")
+    page.wait_for_function("document.querySelector('#out h2') && "
+                           "document.querySelector('#out h2').textContent.startsWith('alignment')")
+    assert page.locator("#out figure img").count() >= 1

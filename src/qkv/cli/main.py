@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": "evaluate",
     "params": "params",
     "attention": "attention",
+    "explain": "explain",
     "convert": "convert",
     "data": "data",
     "serve": "serve",

@@ -36,9 +36,11 @@ class AttentionMap:
 
 
 def token_label(tok, i: int) -> str:
-    """A short printable label: leading spaces as '▁' (SentencePiece's convention), newlines as '⏎'."""
+    """A short printable label: leading spaces as '▁' (SentencePiece's convention), newlines as '⏎', tabs as '⇥',
+    carriage returns as '␍', any other control character as \\xNN (a table or a plot stays aligned)."""
     s = tok.id_to_token(i)
-    return s.replace(" ", "▁").replace("\n", "⏎") or "∅"
+    s = s.replace(" ", "▁").replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s) or "∅"
 
 
 @dataclass

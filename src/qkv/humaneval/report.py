@@ -198,9 +198,12 @@ def render_plot(d: dict) -> bytes:
                 if ys:
                     ax.scatter(k + rng.uniform(-0.15, 0.15, len(ys)), ys, s=10, alpha=0.4, color=colors[k % 2])
                 if v[mean] is not None:
-                    lo, hi = v[ci] if v[ci] else (v[mean], v[mean])
-                    ax.errorbar([k + 0.3], [v[mean]], yerr=[[v[mean] - lo], [hi - v[mean]]], fmt="o", color="black",
-                                capsize=4)
+                    # the interval is drawn as it is, not as mean ± error: a BCa interval of skewed scores (many
+                    # zeros) need not contain the mean, and errorbar would refuse it
+                    if v[ci]:
+                        ax.vlines(k + 0.3, *v[ci], color="black")
+                        ax.hlines(v[ci], k + 0.25, k + 0.35, color="black")
+                    ax.plot([k + 0.3], [v[mean]], "o", color="black")
             ax.set_xticks(range(len(systems)), systems)
             ax.set_xlim(-0.6, len(systems) - 0.2)
             if row == 0:

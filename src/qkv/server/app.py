@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qkv.errors import QKVError
+from qkv.server.inside import router as inside_router
 from qkv.server.playground import router as playground_router
 from qkv.server.rating import router as rating_router
 from qkv.server.served import STATIC, HTTPError, Served, a_
@@ -167,6 +168,7 @@ def create_app(runs: dict[str, Served], config: ServeConfig | None = None) -> Fa
         return FileResponse(STATIC / f"{page}.html")
 
     app.include_router(playground_router)
+    app.include_router(inside_router)
     app.include_router(rating_router)
     _api_docs(app)
     return app

@@ -12,6 +12,7 @@ worker (`qkv.server.workers`) and turns results into JSON or server-sent events.
     POST /api/runs/{name}/images          sampled images and the reverse process of the first, as a strip
     POST /api/runs/{name}/noise           the forward process on a real training image
     GET  /api/health                      queues, jobs, tokens and cancellations per run
+    (and `qkv.server.inside`: /api/explain/topics, POST /api/runs/{name}/explain/{topic}, the "Look inside" page)
 
 Streams are ``text/event-stream``: ``event: token`` (``{"id", "text", "top"}``), then one ``event: done``
 (``{"tokens", "seconds", "tokens_per_s", "reason"}``), or ``event: error``. A client that disconnects (the

@@ -93,3 +93,15 @@ class NoiseRequest(Strict):
     t: list[int] | None = Field(None, min_length=1, max_length=16)  # None: 8 steps spread over [0, T)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     index: int | None = Field(None, ge=0)
+
+
+class ExplainRequest(Strict):
+    """`qkv explain TOPIC RUN --text/--src/--prompt --layer --head --seed`, and whether to draw the pictures."""
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    src: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    prompt: str | None = Field(None, min_length=1, max_length=200)
+    layer: int | None = Field(None, ge=-64, le=63)
+    head: int | None = Field(None, ge=-64, le=63)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    pictures: bool = True

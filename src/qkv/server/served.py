@@ -20,11 +20,11 @@ STATIC = Path(__file__).parent / "static"
 
 # the pages of each task, in the order the index lists them
 PAGES = {
-    "lm": ["generate", "attention", "params"],
-    "chat": ["chat", "generate", "attention", "params"],
-    "translate": ["translate", "params"],
-    "diffusion": ["images", "params"],
-    "autoencoder": ["params"],
+    "lm": ["generate", "attention", "params", "explain"],
+    "chat": ["chat", "generate", "attention", "params", "explain"],
+    "translate": ["translate", "params", "explain"],
+    "diffusion": ["images", "params", "explain"],
+    "autoencoder": ["params", "explain"],
 }
 
 

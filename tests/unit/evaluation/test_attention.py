@@ -64,3 +64,13 @@ def test_gpt_self_attention_is_the_chosen_layer_and_head():
     torch.testing.assert_close(mean.weights, maps[1][0].mean(0))
     with pytest.raises(QKVError, match="context"):
         gpt_self_attention(m, tok, "hello world hello world")
+
+
+def test_token_labels_are_printable_and_one_line():
+    from qkv.evaluation.attention import token_label
+
+    tok = train_char("a b\n\t\r\x07")
+    labels = {tok.id_to_token(i): token_label(tok, i) for i in range(tok.vocab_size)}
+    assert labels[" "] == "▁" and labels["\n"] == "⏎" and labels["\t"] == "⇥" and labels["\r"] == "␍"
+    assert labels["\x07"] == "\\x07"
+    assert all(s.isprintable() for s in labels.values())

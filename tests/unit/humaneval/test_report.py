@@ -126,6 +126,15 @@ def test_the_plot(judged, tmp_path):
     assert render_plot(d) == path.read_bytes()  # the bytes the server can send without a file
 
 
+def test_the_plot_draws_an_interval_that_excludes_the_mean(judged):
+    """A BCa interval of skewed scores (a short run's many zeros) can lie beside the mean: the plot draws it
+    anyway (it used to raise, and the admin page's plot was a 500)."""
+    d = build_report(judged, "demo")
+    v = d["criteria"]["accuracy"]["systems"][d["systems"][0]]
+    v["ci"] = [v["mean"] + 1.0, v["mean"] + 5.0]
+    assert render_plot(d)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_export_has_every_judged_candidate_with_history(judged, tmp_path):
     camp = judged.campaign("demo")
     rater = judged.rater(camp["raters"][0]["token"])

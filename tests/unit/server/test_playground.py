@@ -52,15 +52,16 @@ def png(url: str) -> Image.Image:
 def test_runs_list_their_task_and_pages(client):
     runs = {r["name"]: r for r in client.get("/api/runs").json()}
     assert {n: r["pages"] for n, r in runs.items()} == {
-        "lm": ["generate", "attention", "params"], "chat": ["chat", "generate", "attention", "params"],
-        "translate": ["translate", "params"], "digits": ["images", "params"]}
+        "lm": ["generate", "attention", "params", "explain"],
+        "chat": ["chat", "generate", "attention", "params", "explain"],
+        "translate": ["translate", "params", "explain"], "digits": ["images", "params", "explain"]}
     assert runs["digits"]["conditioning"] == "class" and runs["digits"]["n_classes"] == 10
     page = client.get("/runs/translate/translate")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert client.get("/runs/translate/generate").json() == {
-        "error": "translate is a translate run; its pages are translate, params"}
+        "error": "translate is a translate run; its pages are translate, params, explain"}
     assert client.get("/runs/nope/generate").status_code == 404
 
 

@@ -83,6 +83,8 @@ qkv.showError = function (where, err) {
   box.textContent = err ? String(err.message || err) : "";
 };
 
+qkv.pageLabels = { explain: "look inside" };
+
 // header: brand, the run, links to its pages; returns the run's description
 qkv.header = async function (page) {
   const name = qkv.runName();
@@ -93,7 +95,8 @@ qkv.header = async function (page) {
   header.append(qkv.el("span", { class: "run" }, `${run.name} · ${run.task} · ${qkv.human(run.params)} parameters`));
   const nav = qkv.el("nav", {});
   for (const p of run.pages) {
-    nav.append(qkv.el("a", { href: `/runs/${encodeURIComponent(name)}/${p}`, class: p === page ? "here" : null }, p));
+    nav.append(qkv.el("a", { href: `/runs/${encodeURIComponent(name)}/${p}`, class: p === page ? "here" : null },
+      qkv.pageLabels[p] || p));
   }
   header.append(nav);
   document.title = `${page} · ${run.name} · qkv`;

@@ -1,0 +1,150 @@
+"""Topic `decoder-only-vs-encoder-decoder`: which token can see which, as the masks the model really used say.
+
+- decoder-only (GPT): one causal mask, T × T lower-triangular: token i sees tokens 0…i.
+- encoder-decoder (translation): the encoder sees the whole source in both directions, except padding (a key
+  padding mask, from the batch's lengths as `qkv.data.translation.collate` pads it); the decoder's
+  self-attention is causal over the target; its cross-attention lets every target token see every real source
+  token (target × source, the same padding mask).
+
+Each mask is rebuilt from the arguments the attention module was really called with (forward hooks) by the
+functions of `qkv.nn.masks`, exactly as `MultiHeadAttention` builds it; then the attention weights the model
+computed in that same pass are checked to be exactly 0 wherever the mask says "may not attend".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from qkv.evaluation.attention import token_label
+from qkv.explain.base import WINDOW, Explanation, Options, heatmap, need, no_grad
+from qkv.explain.inputs import default_text, tokenizer_of
+from qkv.explain.qkv import Call, mask_of, recording, self_attention_input
+
+LESSON = ("Attention lets a token read other tokens; a mask decides which. A decoder-only model (GPT) writes text "
+          "left to right, so token i may only read tokens 0…i: the causal mask, a lower triangle. An encoder-decoder "
+          "model (translation) reads the whole source at once: its encoder lets every source token see every "
+          "other one, hiding only the padding that makes sentences of a batch the same length; its decoder is "
+          "causal over the target it writes, and its cross-attention lets each target token see the whole "
+          "(unpadded) source. A masked score becomes -inf, so its softmax weight is exactly 0.")
+
+
+@no_grad
+def explain_masks(run, opts: Options) -> Explanation:
+    need(run, ("lm", "chat", "translate"), "decoder-only-vs-encoder-decoder")
+    e = Explanation("decoder-only-vs-encoder-decoder", "which token can see which", run.path.name)
+    e.say(LESSON)
+    if run.task == "translate":
+        _encoder_decoder(run, opts, e)
+    else:
+        _decoder_only(run, opts, e)
+    return e
+
+
+def _decoder_only(run, opts: Options, e: Explanation) -> None:
+    site = self_attention_input(run, opts, e)
+    modules = {f"layer {i}": blk.attn for i, blk in enumerate(site.layers)}
+    with recording(modules) as calls:
+        site.maps()
+    labels = site.labels
+    causal = _visible(calls["layer 0"][0])[0]  # (T, T)
+    e.say(f"decoder-only: every layer's self-attention is called with causal=True and no padding; "
+          f"qkv.nn.masks.causal_mask({len(labels)}, {len(labels)}) gives:")
+    _grid(e, "causal mask (1 = the query row may read the key column)", causal, labels, labels)
+    for name in modules:
+        _zero_where_masked(e, f"{name} self-attention", calls[name][0])
+    e.data.update(tokens=labels, causal=causal.int())
+    data = {"panels": [{"title": "causal mask (decoder-only)", "mask": causal.int(), "rows": labels, "cols": labels,
+                        "xlabel": "key (token read)", "ylabel": "query (token reading)"}]}
+    e.figure("masks", "decoder-only: the causal mask", lambda fig: _draw(fig, data), data)
+
+
+def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
+    from qkv.data.translation import collate, source_ids, special_ids
+    from qkv.generation.seq2seq import translate_ids
+
+    model, src_tok, tgt_tok = run.model, tokenizer_of(run)[0], run.tgt_tokenizer
+    text = default_text(run, opts).strip()
+    words = text.split()
+    other = " ".join(words[: (len(words) + 1) // 2]) if len(words) > 1 else f"{text} {text}"
+    pad, bos, eos = special_ids(tgt_tok)
+    limit = min(WINDOW, model.config.max_seq_len)
+    sources, cut = source_ids(src_tok, [text, other], limit)  # tokens (cut to the window) + EOS
+    if cut:
+        e.say(f"(a source is longer than {limit - 1} tokens; cut to the first {limit - 1} for reading)")
+    outs = [out[: model.config.max_seq_len - 1]
+            for out in translate_ids(model, sources, bos, eos, run.decoding(), tgt_tok.vocab_size)]
+    batch = collate(sources, outs, pad, bos, eos)  # padded as training pads a batch
+    device = model.lm_head.weight.device
+    src, src_mask, tgt_in = (batch[k].to(device) for k in ("src", "src_mask", "tgt_in"))  # (2, S), (2, S), (2, T)
+    S, T = src.shape[1], tgt_in.shape[1]
+    src_labels = [[token_label(src_tok, i) for i in row] for row in src.tolist()]
+    tgt_labels = [[token_label(tgt_tok, i) for i in row] for row in tgt_in.tolist()]
+    e.say(f"encoder-decoder: a batch of two sources, {text!r} and {other!r}, padded to {S} tokens with "
+          f"<pad> (id {pad}); their translations, teacher-forced as BOS + translation, padded to {T}")
+    e.table(["position", "sentence 1", "real", "sentence 2", "real"],
+            [[p, src_labels[0][p], int(src_mask[0, p]), src_labels[1][p], int(src_mask[1, p])] for p in range(S)],
+            "the source padding mask (src_mask: 1 = real token, 0 = padding), as collate builds it")
+
+    modules = {f"encoder {i} self-attention": blk.attn for i, blk in enumerate(model.encoder)}
+    for i, blk in enumerate(model.decoder):
+        modules |= {f"decoder {i} self-attention": blk.attn, f"decoder {i} cross-attention": blk.cross_attn}
+    with recording(modules) as calls:
+        model.attention_maps(src, src_mask, tgt_in)
+    b = int(src_mask.sum(dim=1).argmin())  # the sentence with padding
+    enc = _visible(calls["encoder 0 self-attention"][0])[b]  # (S, S)
+    dec = _visible(calls["decoder 0 self-attention"][0])[b]  # (T, T)
+    cross = _visible(calls["decoder 0 cross-attention"][0])[b]  # (T, S)
+    e.say(f"encoder self-attention of sentence {b + 1} (key_mask = its src_mask): every query reads every real "
+          "source token, in both directions; no key reads the padding (the padded query rows compute something "
+          "that is never used)")
+    _grid(e, f"encoder mask, sentence {b + 1} (source × source)", enc, src_labels[b], src_labels[b])
+    e.say("decoder self-attention (causal=True, no key mask): target token i reads target tokens 0…i. The target "
+          "needs no padding mask: it is right-padded, so a real target token never reaches a padded one")
+    _grid(e, f"decoder self-attention mask, sentence {b + 1} (target × target)", dec, tgt_labels[b], tgt_labels[b])
+    e.say("decoder cross-attention (key_mask = src_mask): every target token reads the whole real source")
+    _grid(e, f"cross-attention mask, sentence {b + 1} (target × source)", cross, tgt_labels[b], src_labels[b])
+    for name in modules:
+        _zero_where_masked(e, name, calls[name][0])
+
+    e.data.update(sources=[text, other], src_mask=src_mask.int(), padded_sentence=b, encoder=enc.int(),
+                  decoder=dec.int(), cross=cross.int())
+    data = {"panels": [
+        {"title": f"encoder (sentence {b + 1}, padded)", "mask": enc.int(), "rows": src_labels[b],
+         "cols": src_labels[b], "xlabel": "key: source token", "ylabel": "query: source token"},
+        {"title": "decoder self-attention (causal)", "mask": dec.int(), "rows": tgt_labels[b], "cols": tgt_labels[b],
+         "xlabel": "key: target token", "ylabel": "query: target token"},
+        {"title": "cross-attention (target × source)", "mask": cross.int(), "rows": tgt_labels[b],
+         "cols": src_labels[b], "xlabel": "key: source token", "ylabel": "query: target token"}]}
+    e.figure("masks", "encoder-decoder: padding, causal and cross-attention masks", lambda fig: _draw(fig, data), data,
+             size=(15.0, 5.0))
+
+
+def _visible(call: Call) -> Tensor:
+    """The call's mask as (B, Tq, Tk) bool, True = may attend (all True where it had none)."""
+    B, tq, tk = call.x.size(0), call.x.size(1), call.kv_input.size(1)
+    mask = mask_of(call)
+    full = torch.ones(B, 1, tq, tk, dtype=torch.bool, device=call.x.device)
+    return (full if mask is None else full & mask)[:, 0]  # (B, 1, Tq, Tk) -> (B, Tq, Tk)
+
+
+def _zero_where_masked(e: Explanation, name: str, call: Call) -> None:
+    """The weights the module computed, (B, H, Tq, Tk), are exactly 0 where its mask hides the key."""
+    hidden = ~_visible(call)[:, None].expand_as(call.weights)  # (B, Tq, Tk) -> (B, H, Tq, Tk)
+    masked = call.weights[hidden]
+    if not masked.numel():
+        e.say(f"{name}: nothing is masked (a single token sees itself)")
+        return
+    e.check(f"{name}: the model's weights at the {masked.numel()} masked places are 0", masked,
+            torch.zeros_like(masked), tolerance=0.0)
+
+
+def _grid(e: Explanation, title: str, mask: Tensor, rows: list[str], cols: list[str]) -> None:
+    e.table(["query \\ key", *cols], [[r, *m] for r, m in zip(rows, mask.int().tolist(), strict=True)], title)
+
+
+def _draw(fig, data: dict) -> None:
+    panels = data["panels"]
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, p in zip(axes, panels, strict=True):
+        heatmap(ax, p["mask"], p["rows"], p["cols"], p["xlabel"], p["ylabel"], p["title"])

@@ -1,0 +1,46 @@
+"""The "Look inside" page's API: `qkv explain` over HTTP, with the same numbers (`Explanation.to_json`).
+
+    GET  /api/explain/topics                    the topics in lesson order, with the run tasks each applies to
+    POST /api/runs/{name}/explain/{topic}       one topic on one run: every block (text, tensors, tables, checks),
+                                                its data, and its pictures as PNG data URLs
+
+The topic runs on the run's worker like any other request, so it never races a generation on the same model.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Request
+
+from qkv.explain import TOPICS, explain
+from qkv.server.playground import _run, _served
+from qkv.server.schemas import ExplainRequest
+from qkv.server.served import HTTPError, a_
+
+router = APIRouter(prefix="/api", tags=["look inside"])
+
+
+@router.get("/explain/topics")
+async def topics() -> list[dict]:
+    return [{"name": name, "line": t.line, "kinds": list(t.kinds)} for name, t in TOPICS.items()]
+
+
+@router.post("/runs/{name}/explain/{topic}")
+async def explain_topic(request: Request, name: str, topic: str, req: ExplainRequest) -> dict:
+    s = _served(request, name)
+    if topic not in TOPICS:
+        raise HTTPError(404, f"unknown topic {topic!r}; the topics are: {', '.join(TOPICS)}")
+    if s.task not in TOPICS[topic].kinds:
+        raise HTTPError(404, f"explain {topic} needs {' or '.join(a_(k) for k in TOPICS[topic].kinds)} run; "
+                             f"{name} is {a_(s.task)} run")
+
+    def work():
+        e = explain(topic, s.run, text=req.text, src=req.src, prompt=req.prompt, layer=req.layer, head=req.head,
+                    seed=req.seed)
+        out = e.to_json()
+        out["pictures"] = [{"name": stem, "url": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
+                           for stem, png in (e.render_pngs() if req.pictures else [])]
+        return out
+
+    return await _run(request, s, work)

@@ -1,0 +1,71 @@
+"use strict";
+// Look inside: `qkv explain` as a page. The blocks of a topic (text, tensors, tables, checks) and its pictures
+// come from POST /api/runs/{name}/explain/{topic}; this file only lays them out, as text (never as HTML).
+(async function () {
+  const run = await qkv.header("explain");
+  const name = qkv.runName();
+  const topics = (await qkv.api("/api/explain/topics")).filter((t) => t.kinds.includes(run.task));
+  const inputField = { translate: "src", diffusion: "prompt" }[run.task] || "text";
+  qkv.$("#input-label").firstChild.textContent = { src: "source sentence ", prompt: "class label or prompt ", text: "text " }[inputField];
+  let current = new URLSearchParams(location.hash.slice(1)).get("topic") || topics[0].name;
+
+  const list = qkv.$("#topics");
+  topics.forEach((t, i) => {
+    const a = qkv.el("a", { href: `#topic=${t.name}`, "data-topic": t.name, title: t.line }, `${i + 1}. ${t.name}`);
+    a.addEventListener("click", (e) => { e.preventDefault(); current = t.name; history.replaceState(null, "", `#topic=${t.name}`); show(); });
+    list.append(a);
+  });
+
+  const fmt = (x) => (typeof x === "number" ? (Number.isInteger(x) ? x.toLocaleString("en-US") : x.toPrecision(4)) : String(x));
+  const tensorBlock = (b) => {
+    const box = qkv.el("div", { class: "tensor" });
+    box.append(qkv.el("div", {}, qkv.el("b", {}, b.name), ` · shape (${b.shape.join(" × ") || "scalar"}) · ${b.dtype}`, b.note ? ` — ${b.note}` : ""));
+    const s = b.stats;
+    box.append(qkv.el("div", { class: "stats" }, `mean ${s.mean.toFixed(4)} · std ${s.std.toFixed(4)} · min ${s.min.toFixed(4)} · max ${s.max.toFixed(4)}`));
+    let rows = b.values;
+    if (!Array.isArray(rows)) rows = [[rows]];
+    else if (!Array.isArray(rows[0])) rows = [rows];
+    while (Array.isArray(rows[0][0])) rows = rows.flat(1);  // any shape -> rows of its last dimension
+    const t = qkv.el("table", { class: "grid nums" });
+    rows.slice(0, 6).forEach((r, i) => t.append(qkv.el("tr", {},
+      qkv.el("th", {}, b.row_labels && b.row_labels[i] !== undefined ? b.row_labels[i] : `[${i}]`),
+      r.slice(0, 12).map((x) => qkv.el("td", { class: "num" }, x === null ? "–" : x.toFixed(4))),
+      r.length > 12 ? qkv.el("td", { class: "stats" }, `… ${r.length - 12} more`) : null)));
+    box.append(t);
+    if (rows.length > 6) box.append(qkv.el("div", { class: "stats" }, `… ${rows.length - 6} more rows`));
+    return box;
+  };
+  const tableBlock = (b) => qkv.el("div", {}, b.title ? qkv.el("div", { class: "stats" }, b.title) : null,
+    qkv.el("table", { class: "grid" }, qkv.el("tr", {}, b.columns.map((c) => qkv.el("th", {}, c))),
+      b.rows.map((r) => qkv.el("tr", {}, r.map((c) => qkv.el("td", { class: typeof c === "number" ? "num" : null }, c === null ? "–" : fmt(c)))))));
+  const checkBlock = (b) => qkv.el("div", { class: b.ok ? "check ok" : "check bad" },
+    `${b.ok ? "✓" : "✗"} ${b.what}: max |difference| ${b.max_abs_diff.toExponential(2)} (${b.ok ? "≤" : ">"} ${b.tolerance.toExponential(0)})`);
+
+  async function show() {
+    list.querySelectorAll("a").forEach((a) => a.classList.toggle("here", a.dataset.topic === current));
+    qkv.showError("#error", null);
+    const out = qkv.$("#out");
+    out.replaceChildren(qkv.el("p", { class: "stats" }, "computing…"));
+    const body = { [inputField]: qkv.$("#input").value.trim() || null, layer: qkv.num("#layer"), head: qkv.num("#head") };
+    qkv.$("#go").disabled = true;
+    try {
+      const e = await qkv.api(`/api/runs/${encodeURIComponent(name)}/explain/${current}`, body);
+      out.replaceChildren(qkv.el("h2", {}, `${e.topic}: ${e.title}`));
+      for (const b of e.blocks) {
+        if (b.kind === "text") out.append(qkv.el("p", { class: "lesson" }, b.text));
+        else if (b.kind === "tensor") out.append(tensorBlock(b));
+        else if (b.kind === "table") out.append(tableBlock(b));
+        else if (b.kind === "check") out.append(checkBlock(b));
+      }
+      for (const p of e.pictures) out.append(qkv.el("figure", {}, qkv.el("img", { src: p.url, alt: p.name }), qkv.el("figcaption", {}, p.name)));
+    } catch (err) {
+      out.replaceChildren();
+      qkv.showError("#error", err);
+    } finally {
+      qkv.$("#go").disabled = false;
+    }
+  }
+  qkv.$("#go").addEventListener("click", show);
+  qkv.$("#input").addEventListener("keydown", (e) => { if (e.key === "Enter") show(); });
+  show();
+})().catch((e) => qkv.showError("#error", e));
