@@ -112,6 +112,11 @@ def tour(page, url: str, names: dict, out: Path, prompt: str) -> None:
         page.goto(f"{url}/runs/{names['lm']}/params")
         page.wait_for_selector("#table table")
         shoot(page, out / "serve-params.png", full=True)
+        page.goto(f"{url}/runs/{names['lm']}/explain#topic=qkv")
+        page.fill("#input", "ROMEO: But soft")
+        page.click("#go")
+        page.wait_for_selector("#out figure img")
+        shoot(page, out / "serve-explain.png")
     if names.get("chat"):
         page.goto(f"{url}/runs/{names['chat']}/chat")
         page.fill("#temperature", "0")

@@ -25,8 +25,10 @@ def add_parser(sub, name):
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("topic", nargs="?", help="a topic (no topic: list them)")
     p.add_argument("run_dir", nargs="?")
-    p.add_argument("--text", help="the text a GPT or chat run reads")
-    p.add_argument("--src", help="the source sentence a translation run reads")
+    p.add_argument("--text", help="the text a GPT or chat run reads (training-pairs: a chat conversation in its "
+                   "template, or with --src the target of a translation pair)")
+    p.add_argument("--src", help="the source sentence a translation run reads (evaluation: one of the run's "
+                   "validation sources, whose reference it needs)")
     p.add_argument("--prompt", help="a diffusion run's prompt, or its class label")
     p.add_argument("--layer", type=int, default=None, help="layer index (negative counts from the end)")
     p.add_argument("--head", type=int, default=None, help="head index")

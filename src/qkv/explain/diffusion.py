@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from qkv.data.images import load_images
 from qkv.diffusion.ddpm import DDPM
 from qkv.errors import QKVError
 from qkv.explain.base import Explanation, Options, need, no_grad
@@ -46,13 +47,13 @@ def explain_diffusion(run, opts: Options) -> Explanation:
 
     # 1. the forward process on a real training image
     ts = sorted({round(k * (T - 1) / (FRAMES - 1)) for k in range(FRAMES)})
-    index = run.forward_process([0], seed=opts.seed)["index"]  # which training image this seed picks
+    index = _image_index(run, label, opts.seed)
     fp = run.forward_process(ts, index=index, seed=opts.seed)  # with the index given, ε is the seed's first draw
     x0 = fp["image"][None]  # (1, C, H, W) pixels
     z0 = run.autoencoder.encode(x0) if run.autoencoder is not None else x0  # (1, c, h, w) what is noised
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(opts.seed))  # the ε forward_process drew
-    e.tensor("x_0", x0, f"the clean image: training image #{index} of the run's data ({run.config.data.source}), "
-             "pixels in [-1, 1]")
+    e.tensor("x_0", x0, f"the clean image: training image #{index} of the run's data ({run.config.data.source})"
+             + (f", one of class {label}" if label is not None else "") + ", pixels in [-1, 1]")
     if run.autoencoder is not None:
         decoded = run.autoencoder.decode(z0)  # (1, C, H, W)
         e.tensor("z_0 = autoencoder.encode(x_0)", z0, "the latent the diffusion model noises and denoises")
@@ -224,3 +225,16 @@ def _schedule(abar: Tensor, marked: list[int]):
         lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="center right")
     return draw
+
+
+def _image_index(run, label: int | None, seed: int) -> int:
+    """The training image the forward process noises: one of class `label` for a class-conditional run (so the
+    reverse step's x̂_0, denoised under that label, can be compared with it), else the one the seed draws."""
+    if label is None:
+        return run.forward_process([0], seed=seed)["index"]
+    labels = load_images(run.config.data)[0].labels
+    of_class = torch.nonzero(labels == label).flatten()
+    if len(of_class) == 0:
+        raise QKVError(f"the run's training images have no image of class {label}")
+    g = torch.Generator().manual_seed(seed)
+    return int(of_class[torch.randint(len(of_class), (1,), generator=g)])

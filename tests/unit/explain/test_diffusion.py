@@ -59,6 +59,16 @@ def test_a_sampler_that_differs_is_caught(runs, monkeypatch, method):
         assert sum("DDPM.step" in w for w in wrong) == 2
 
 
+@pytest.mark.parametrize("label", [3, 8])
+def test_the_noised_image_is_of_the_asked_class(runs, label):
+    """The reverse step denoises under the asked label; its x̂_0 is compared with an image of that class."""
+    from qkv.data.images import load_images
+
+    e = explain("diffusion", runs["digits"], prompt=str(label), seed=2)
+    index = int(next(b for b in e.blocks if b.kind == "tensor" and b.name == "x_0").note.split("#")[1].split()[0])
+    assert int(load_images(runs["digits"].config.data)[0].labels[index]) == label
+
+
 def test_latent_mode_shows_the_latent_and_its_decoding(runs):
     digits = runs["digits"]
     ae = Autoencoder(AutoencoderConfig(image_size=8, in_channels=1, width=8, downsample=1, latent_channels=4)).eval()
