@@ -1,7 +1,10 @@
 """``qkv attention RUN_DIR (--src SENTENCE | --text TEXT) [--layer L] [--head H] --out map.png``.
 
 Translation runs (--src): translate the sentence, then draw decoder layer L's cross-attention, source
-tokens × produced target tokens (the alignment). GPT runs (--text): draw layer L's causal
+tokens × produced target tokens (the alignment). When the sentence is in a cached reference alignment of the
+run's training data (`qkv data alignments`, `qkv eval RUN --alignment`), the map is drawn over its reference
+translation instead, read teacher-forced, with the reference word links outlined in red (--no-reference keeps
+the model's own translation); otherwise one line says there is none. GPT runs (--text): draw layer L's causal
 self-attention over the text. Weights are averaged over heads unless --head is given; --layer defaults to
 the last layer (-1).
 """
@@ -21,6 +24,8 @@ def add_parser(sub, name):
     p.add_argument("--layer", type=int, default=-1, help="layer index (default: -1, the last)")
     p.add_argument("--head", type=int, default=None, help="one head (default: mean over heads)")
     p.add_argument("--beam", type=int, default=None, help="beam size for the translation (default: the run's)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="translation runs: draw the model's own translation even when a reference alignment exists")
     p.add_argument("--out", required=True, help="PNG file to write")
 
 
@@ -40,9 +45,32 @@ def run(args) -> int:
     options = {"beam": args.beam} if args.beam is not None else {}
     if options and "beam" not in inspect.signature(run_.attention).parameters:
         raise QKVError(f"--beam does not apply to {a_(run_.task)} run")
-    amap = run_.attention(given, args.layer, args.head, **options)
+    amap = None
+    if want == "src" and not args.no_reference:
+        amap = _reference_map(run_, given, args.layer, args.head)
+    if amap is None:
+        amap = run_.attention(given, args.layer, args.head, **options)
     path = plot_attention(amap, args.out)
     if amap.note:
         print(amap.note)
     print(f"{amap.title}: {len(amap.rows)} × {len(amap.cols)} -> {path}")
     return 0
+
+
+def _reference_map(run_, source: str, layer: int, head: int | None):
+    """The map over the reference translation with its word links as boxes, if a cached reference alignment of
+    the run's training data holds `source`; else None, after one line saying so."""
+    from qkv.data.alignment import find_reference, training_description
+    from qkv.evaluation.alignment import reference_attention
+
+    train = training_description(run_.config.data)
+    found = find_reference(train, source)
+    if found is None:
+        print(f"no reference alignment: the sentence is in no cached alignment of {train} (qkv data alignments, "
+              "qkv eval RUN --alignment); drawing the model's own translation")
+        return None
+    al, k = found
+    print(f"reference alignment: {len(al.sure[k])} word links from {al.path}, outlined in red; rows are the "
+          "reference translation, read teacher-forced (--no-reference: the model's own translation)")
+    return reference_attention(run_.model, run_.src_tokenizer, run_.tgt_tokenizer, al.src[k], al.tgt[k], al.sure[k],
+                               layer, head)

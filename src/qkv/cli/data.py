@@ -1,8 +1,15 @@
-"""``qkv data list`` and ``qkv data get NAME``: named datasets, found locally or downloaded with a sha256 check."""
+"""``qkv data list`` and ``qkv data get NAME``: named datasets, found locally or downloaded with a sha256 check.
+
+``qkv data alignments multi30k --direction de-en --split test_2016_flickr``: reference word alignments of
+the Multi30k training pairs plus a split's (eflomal, both directions, grow-diag-final-and), computed once
+and cached under ``$QKV_CACHE_DIR/alignments/<sha256 of the inputs>/``; ``--src FILE --tgt FILE`` aligns
+two line-aligned files instead. Needs the optional extra: ``pip install 'qkv[align]'``.
+"""
 
 from __future__ import annotations
 
 from qkv.data.registry import DATASETS, local_copy, resolve, stdlib_files, verify
+from qkv.data.translation import DIRECTIONS, MULTI30K_SPLITS
 from qkv.errors import QKVError
 
 
@@ -12,9 +19,19 @@ def add_parser(sub, name):
     verbs.add_parser("list", help="named datasets and where they are")
     g = verbs.add_parser("get", help="make a dataset available locally (download + sha256 check if needed)")
     g.add_argument("name", choices=sorted(DATASETS), metavar="NAME")
+    a = verbs.add_parser("alignments", help="reference word alignments (eflomal), computed once and cached",
+                         description=__doc__)
+    a.add_argument("name", nargs="?", choices=["multi30k"], metavar="NAME", help="multi30k (or --src/--tgt)")
+    a.add_argument("--direction", default="de-en", choices=DIRECTIONS, help="language pair (default de-en)")
+    a.add_argument("--split", default="test_2016_flickr", choices=MULTI30K_SPLITS,
+                   help="the split aligned together with train (default test_2016_flickr; train: train only)")
+    a.add_argument("--src", metavar="FILE", help="source sentences, one per line (instead of NAME)")
+    a.add_argument("--tgt", metavar="FILE", help="their translations, line-aligned with --src")
 
 
 def run(args) -> int:
+    if args.verb == "alignments":
+        return _alignments(args)
     if args.verb == "list":
         for name, info in DATASETS.items():
             if name == "pystdlib":
@@ -34,4 +51,42 @@ def run(args) -> int:
     bad = [str(folder / file) for file, ok in results if not ok]
     if bad:
         raise QKVError(f"{', '.join(bad)}: sha256 does not match the registry (a damaged or different copy)")
+    return 0
+
+
+def _alignments(args) -> int:
+    from qkv.data.alignment import AlignerSettings, align_parts, alignments_root, cache_key, split_words
+    from qkv.data.translation import multi30k_paths, read_parallel
+
+    if (args.src is None) != (args.tgt is None):
+        raise QKVError("give both --src and --tgt (line-aligned files), or neither")
+    if args.src is not None:
+        if args.name:
+            raise QKVError(f"give a dataset name or --src/--tgt files, not both ({args.name!r} and {args.src})")
+        parts = {"files": read_parallel(args.src, args.tgt)}
+        describe = {"files": f"{args.src} -> {args.tgt}"}
+        shown = "files"
+    elif args.name == "multi30k":
+        parts = {"train": read_parallel(*multi30k_paths(args.direction, "train"))}
+        describe = {"train": f"multi30k {args.direction} train"}
+        if args.split != "train":
+            parts[args.split] = read_parallel(*multi30k_paths(args.direction, args.split))
+            describe[args.split] = f"multi30k {args.direction} {args.split}"
+        shown = args.split
+    else:
+        raise QKVError("name a dataset (multi30k) or give --src FILE --tgt FILE")
+    settings = AlignerSettings()
+    cached = (alignments_root() / cache_key(parts, settings) / "meta.json").is_file()
+    al = align_parts(parts, settings, describe, progress=lambda line: print(line, flush=True))
+    m = al.meta
+    n_links = sum(len(s) for s in al.sure)
+    print(f"{' + '.join(describe.values())}: {len(al):,} sentence pairs, {n_links:,} links "
+          f"({m['aligner']}, {m['symmetrization']}; aligned in {m['seconds']:.1f} s"
+          f"{', read back from the cache' if cached else ''})")
+    print(f"cache: {al.path}")
+    part = al.part(shown)
+    if len(part):  # one pair, to show what a link is
+        src, tgt = split_words(part.src[0]), split_words(part.tgt[0])
+        pairs = " ".join(f"{src[i]}={tgt[j]}" for i, j in sorted(part.sure[0], key=lambda ij: ij[1]))
+        print(f"{shown} pair 1: {part.src[0]}  ->  {part.tgt[0]}\n  links (source=target words): {pairs}")
     return 0

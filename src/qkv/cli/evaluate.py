@@ -6,6 +6,10 @@
 - **translate**: ``[--data multi30k --split test_2016_flickr | --src FILE --ref FILE] [--beam 4]
   [--length-penalty A] [--max-pairs N] [--hyps-out FILE]`` — sacreBLEU and chrF++ with their signatures, the
   tokenized lower-cased BLEU older papers quote (labelled), and the teacher-forced loss and perplexity.
+  ``--alignment`` adds the word alignments read off the cross-attention: AER, precision and recall of every
+  decoder layer × head and of each layer's head mean, and the best one, against eflomal's reference alignments
+  (computed with the run's training pairs on first use and cached: ``pip install 'qkv[align]'``) or against
+  ``--ref-alignment FILE`` (Pharaoh ``i-j`` links, ``i?j`` possible, one line per sentence pair).
 - **chat**: ``[--data FILE.jsonl|.csv] [--max-pairs N]`` — answer-only loss and perplexity on the validation
   split, greedy exact match on the unseen test questions, single-turn and follow-up (with --data: both on it).
 - **diffusion**: ``[--n 200] [--sampler ddim --steps 50] [--guidance 3] [--seed S] [--sweep] [--no-ema]`` — a
@@ -25,8 +29,8 @@ from qkv.errors import QKVError
 from qkv.tasks.base import a_
 
 # option -> keyword of Run.evaluate (the same name, spelled with dashes on the command line)
-OPTIONS = ("data", "max_tokens", "split", "src", "ref", "beam", "length_penalty", "max_pairs", "hyps_out", "n",
-           "sampler", "steps", "guidance", "seed", "sweep", "use_ema")
+OPTIONS = ("data", "max_tokens", "split", "src", "ref", "beam", "length_penalty", "max_pairs", "hyps_out",
+           "alignment", "ref_alignment", "n", "sampler", "steps", "guidance", "seed", "sweep", "use_ema")
 
 
 def add_parser(sub, name):
@@ -43,6 +47,11 @@ def add_parser(sub, name):
     g.add_argument("--length-penalty", type=float, default=None)
     g.add_argument("--max-pairs", type=int, default=None, help="score only the first N sentences (or conversations)")
     g.add_argument("--hyps-out", metavar="FILE", help="also write the translations here, one per line")
+    g.add_argument("--alignment", action="store_const", const=True, default=None,
+                   help="also score the cross-attention's word alignments (AER, precision, recall per layer × head)")
+    g.add_argument("--ref-alignment", metavar="FILE",
+                   help="reference word alignments, Pharaoh format, one line per pair (implies --alignment; "
+                        "default: eflomal's, cached)")
     d = p.add_argument_group("diffusion runs")
     d.add_argument("--n", type=int, default=None, help="images generated per setting (default 200)")
     d.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="default: the run's")

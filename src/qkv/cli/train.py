@@ -3,7 +3,7 @@
 The config's ``task`` names the task (`qkv.tasks.TASKS`: lm, translate, chat, diffusion, autoencoder);
 `qkv.tasks.runner.run_task` trains it, whatever it is. ``--resume RUN_DIR`` continues a run from its last
 checkpoint (the budget may change, nothing else); ``--init-from RUN_DIR`` starts from another run's weights
-and tokenizer (lm and chat).
+and tokenizer (lm, chat and translate; a translation run fine-tuned with minimum risk training needs it).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ epoch is a pure function of (seed, epoch), so the sampler's state is two integer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +157,10 @@ class Examples:
     tgt: list[list[int]]  # target tokens (no BOS/EOS), each ≤ max_seq_len - 1
     truncated: int  # pairs with a side cut to fit the context
     skipped: int  # pairs with an empty side, left out
+    index: list[int] = field(default_factory=list)  # the input line of each example (skipped lines have none)
+    # per example, (target position t, source position s) links that batches carry as "align" (guided
+    # alignment, `qkv.tasks.guided_alignment`); None: batches carry none
+    links: list[list[tuple[int, int]]] | None = None
 
 
 def make_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], max_seq_len: int, eos_id: int,
@@ -165,7 +169,7 @@ def make_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], max_seq_le
     src [7, 8, 9, 10, 11], tgt [5] -> src [7, 8, 9, 2], tgt [5] (truncated 1)."""
     keep = max_seq_len - 1
     out = Examples([], [], 0, 0)
-    for s, t in zip(src_ids, tgt_ids, strict=True):
+    for k, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True)):
         if skip_empty and (not s or not t):
             out.skipped += 1
             continue
@@ -173,6 +177,7 @@ def make_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], max_seq_le
             out.truncated += 1
         out.src.append(list(s[:keep]) + [eos_id])
         out.tgt.append(list(t[:keep]))
+        out.index.append(k)
     return out
 
 
@@ -191,9 +196,12 @@ def source_ids(tok, lines: list[str], max_seq_len: int) -> tuple[list[list[int]]
     return [s[: max_seq_len - 1] + [tok.eos_id] for s in ids], cut
 
 
-def collate(src: list[list[int]], tgt: list[list[int]], pad_id: int, bos_id: int, eos_id: int) -> dict:
+def collate(src: list[list[int]], tgt: list[list[int]], pad_id: int, bos_id: int, eos_id: int,
+            links: list[list[tuple[int, int]]] | None = None) -> dict:
     """Pad a batch. Returns src (B, S), src_mask (B, S) bool (True = real), tgt_in (B, T) = BOS + target
-    (padded with pad_id), tgt_out (B, T) = target + EOS (padded with -100, which the loss ignores)."""
+    (padded with pad_id), tgt_out (B, T) = target + EOS (padded with -100, which the loss ignores); with
+    `links` (per pair, (target position t, source position s) pairs) also align (B, T, S) bool, True at the
+    links: row t is the decoder query that predicts tgt_out[t], column s the source token src[s]."""
     B = len(src)
     S, T = max(len(s) for s in src), max(len(t) for t in tgt) + 1
     src_t = torch.full((B, S), pad_id, dtype=torch.long)
@@ -205,7 +213,15 @@ def collate(src: list[list[int]], tgt: list[list[int]], pad_id: int, bos_id: int
         src_mask[b, : len(s)] = True
         tgt_in[b, : len(t) + 1] = torch.tensor([bos_id] + t)
         tgt_out[b, : len(t) + 1] = torch.tensor(t + [eos_id])
-    return {"src": src_t, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out}
+    batch = {"src": src_t, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out}
+    if links is not None:
+        align = torch.zeros((B, T, S), dtype=torch.bool)
+        for b, pairs in enumerate(links):
+            if pairs:
+                t_pos, s_pos = zip(*pairs, strict=True)
+                align[b, list(t_pos), list(s_pos)] = True
+        batch["align"] = align  # (B, T, S)
+    return batch
 
 
 def _cut(order: np.ndarray, cost: np.ndarray, batch_tokens: int | None, batch_sentences: int | None
@@ -257,8 +273,9 @@ class TranslationBatches(EpochBatches):
         return _cut(pool, self.cost, self.batch_tokens, self.batch_sentences)
 
     def _collate(self, idx: np.ndarray) -> dict:
+        links = [self.ex.links[i] for i in idx] if self.ex.links is not None else None
         return collate([self.ex.src[i] for i in idx], [self.ex.tgt[i] for i in idx], self.pad_id, self.bos_id,
-                       self.eos_id)
+                       self.eos_id, links)
 
 
 def eval_batches(ex: Examples, pad_id: int, bos_id: int, eos_id: int, batch_tokens: int = 4000):

@@ -4,7 +4,8 @@
   (source, BOS + translation) with the attention weights kept; row i of a decoder layer's cross-attention
   is where the model looked in the source while producing target token i (the last row produces EOS).
 - `gpt_attention` / `gpt_self_attention`: the causal self-attention of a GPT over a text (lower-triangular).
-- `plot_attention`: a (rows × columns) heatmap with token labels, written as PNG.
+- `plot_attention`: a (rows × columns) heatmap with token labels, written as PNG; the map's `boxes` (a reference
+  word alignment, `qkv.evaluation.alignment.reference_attention`) are outlined in red over it.
 
 An `AttentionStack` holds every layer and head (what the playground draws); an `AttentionMap` is one
 layer's weights, averaged over heads unless a head is chosen (`AttentionStack.pick`, what `qkv attention`
@@ -14,7 +15,7 @@ with the model in eval mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +34,8 @@ class AttentionMap:
     xlabel: str = "keys"  # what the columns are
     ylabel: str = "queries"  # what the rows are
     note: str = ""  # a line to show with the picture (the translation)
+    # cells to outline: (first row, end row, first column, end column), e.g. a reference word alignment's links
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
 def token_label(tok, i: int) -> str:
@@ -136,6 +139,7 @@ def plot_attention(amap: AttentionMap, out: str | Path, xlabel: str | None = Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +151,9 @@ def plot_attention(amap: AttentionMap, out: str | Path, xlabel: str | None = Non
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(amap.title, fontsize=9)
+    for r0, r1, c0, c1 in amap.boxes:  # outlined cells, drawn over the heatmap; inset so edge boxes clear the frame
+        ax.add_patch(Rectangle((c0 - 0.45, r0 - 0.45), c1 - c0 - 0.1, r1 - r0 - 0.1, fill=False,
+                               edgecolor="tab:red", linewidth=1.5))
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(out)

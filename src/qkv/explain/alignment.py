@@ -3,17 +3,20 @@
 The run translates the source (its own decoding settings), then the decoder is re-run teacher-forced on
 (BOS + translation) with its cross-attention weights kept (`qkv.evaluation.attention.seq2seq_attention`, what
 `qkv attention` draws): row t is the query that produced target token t. Subword tokens are merged into words
-(BPE: a piece that starts with a space, '▁', begins a new word; special tokens are words of their own): the
-weights are summed over a source word's pieces (the mass the word received) and averaged over a target word's
-pieces (each piece's row is a distribution), so each word-level row still sums to 1 (checked, as are the
-token-level rows). One decoder layer (default the last), the mean over its heads unless --head picks one.
+by `qkv.evaluation.alignment` (the words of `qkv.data.alignment.split_words`, which `qkv eval --alignment`
+scores against reference alignments; special tokens are words of their own): the weights are summed over a
+source word's pieces (the mass the word received) and averaged over a target word's pieces (each piece's row
+is a distribution), so each word-level row still sums to 1 (checked, as are the token-level rows). One
+decoder layer (default the last), the mean over its heads unless --head picks one.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
+from qkv.evaluation.alignment import label_words as _words
+from qkv.evaluation.alignment import membership as _membership
+from qkv.evaluation.alignment import merge_attention, special_token_ids
 from qkv.evaluation.attention import seq2seq_attention, token_label
 from qkv.explain.base import Explanation, Options, heatmap, need, no_grad, pick
 from qkv.explain.inputs import default_text
@@ -46,8 +49,7 @@ def explain_alignment(run, opts: Options) -> Explanation:
     tgt_words = _words(amap.rows, _specials(run.tgt_tokenizer))
     to_src = _membership(src_words, len(amap.cols))  # (S, S_words): 1 where a piece belongs to a word
     to_tgt = _membership(tgt_words, len(amap.rows))  # (T, T_words)
-    to_tgt = to_tgt / to_tgt.sum(dim=0)  # each column averages its word's pieces
-    words = to_tgt.T @ weights @ to_src  # (T_words, T) @ (T, S) @ (S, S_words) -> (T_words, S_words)
+    words = merge_attention(weights, to_src, to_tgt)  # (T, S) -> (T_words, S_words): sum sources, average targets
     src_names, tgt_names = [w for w, _ in src_words], [w for w, _ in tgt_words]
     e.say(f"{len(amap.cols)} source tokens -> {len(src_names)} words; {len(amap.rows)} produced tokens -> "
           f"{len(tgt_names)} words (summed over a source word's pieces, averaged over a produced word's pieces)")
@@ -72,25 +74,4 @@ def explain_alignment(run, opts: Options) -> Explanation:
 
 def _specials(tok) -> set[str]:
     """The labels of a tokenizer's special tokens (each one a word of its own)."""
-    ids = (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id)
-    return {token_label(tok, i) for i in ids if i is not None}
-
-
-def _words(labels: list[str], specials: set[str]) -> list[tuple[str, list[int]]]:
-    """Pieces -> words: (the word, the positions of its pieces). A piece starting with '▁' (a space) starts a
-    word; so does a special token, and the piece after one."""
-    words: list[tuple[str, list[int]]] = []
-    for i, label in enumerate(labels):
-        if not words or label.startswith("▁") or label in specials or labels[i - 1] in specials:
-            words.append(("", []))
-        text, pieces = words[-1]
-        words[-1] = (text + label, pieces + [i])
-    return [(text.replace("▁", " ").strip() or "▁", pieces) for text, pieces in words]
-
-
-def _membership(words: list[tuple[str, list[int]]], n: int) -> Tensor:
-    """(n pieces, n words) 0/1: column w marks the pieces of word w."""
-    m = torch.zeros(n, len(words))
-    for w, (_, pieces) in enumerate(words):
-        m[pieces, w] = 1.0
-    return m
+    return {token_label(tok, i) for i in special_token_ids(tok)}

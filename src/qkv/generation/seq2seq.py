@@ -1,8 +1,10 @@
-"""Decoding an encoder–decoder: batched greedy search and batched beam search.
+"""Decoding an encoder–decoder: batched greedy search, batched beam search and batched sampling.
 
-Both run the encoder once per sentence, fill each decoder layer's cross-attention keys/values once
+All three run the encoder once per row, fill each decoder layer's cross-attention keys/values once
 (on the first step, `Seq2SeqCache`), and feed one new target token per step through the decoder's
 self-attention KV cache. Sentences that finish are dropped from the batch (their cache rows with them).
+Sampling (`sample_decode`, the candidates of minimum risk training) draws n translations per sentence, each
+token from softmax(logits / temperature) over the same allowed ids as greedy search.
 
 Scoring (beam search). A hypothesis y of n generated tokens (EOS included when it has one) scores
 ``log P(y | x) / lp(n)`` with the length penalty
@@ -19,12 +21,14 @@ EOS ends there. Beam search follows fairseq: EOS is accepted only from the top-`
 step (so beam 1 is exactly greedy), a sentence is done once it has `beam` finished hypotheses or reaches
 its length limit (then its live beams count as finished), and the best finished score wins.
 
-Shape legend: B sentences, K beam, N = rows in the batch (B·K for beams), S source length, V vocab.
+Shape legend: B sentences, K beam, n samples, N = rows in the batch (B·K for beams, B·n for samples), S source
+length, V vocab.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -106,8 +110,40 @@ def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int
     use_cache=False re-runs the decoder over the whole prefix every step (slow; for checking the cache).
     vocab_size: the target tokenizer's size; ids at or above it are never produced.
     """
-    B = src.size(0)
     limit = max_lengths(src_mask, max_len_a, max_len_b, model.config.max_seq_len)
+    return _token_by_token(model, src, src_mask, bos_id, eos_id, limit, lambda logits: logits.argmax(dim=-1),
+                           use_cache, vocab_size)
+
+
+@torch.no_grad()
+def sample_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, n: int, temperature: float = 1.0,
+                  max_len_a: float = 1.5, max_len_b: int = 10, generator: torch.Generator | None = None,
+                  vocab_size: int | None = None) -> list[list[list[int]]]:
+    """Ancestral sampling: `n` independent translations of each sentence, every token drawn from
+    softmax(logits / temperature) (the candidates of minimum risk training, Shen et al. 2016).
+    src (B, S), src_mask (B, S) -> B lists of n id lists (no BOS, no EOS). A sample of exactly its sentence's
+    length limit (`max_lengths`) ended without EOS; a shorter one ended with EOS.
+
+    generator: the random source (None: torch's global generator, which the Trainer seeds and checkpoints).
+    """
+    if n < 1 or temperature <= 0:
+        raise ValueError(f"sampling needs n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
+    src, src_mask = src.repeat_interleave(n, dim=0), src_mask.repeat_interleave(n, dim=0)  # (B·n, S): b owns bn…bn+n-1
+    limit = max_lengths(src_mask, max_len_a, max_len_b, model.config.max_seq_len)
+
+    def draw(logits: Tensor) -> Tensor:  # (N, V) -> (N,)
+        probs = (logits / temperature).softmax(dim=-1)  # (N, V)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+
+    out = _token_by_token(model, src, src_mask, bos_id, eos_id, limit, draw, True, vocab_size)
+    return [out[b * n : (b + 1) * n] for b in range(len(out) // n)]
+
+
+def _token_by_token(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, limit: list[int],
+                    pick: Callable[[Tensor], Tensor], use_cache: bool, vocab_size: int | None) -> list[list[int]]:
+    """One token per row per step, `pick`ed from the next-token logits (N, V) -> ids (N,), until EOS or the
+    row's `limit`; finished rows leave the batch. -> B lists of ids (no BOS, no EOS)."""
+    B = src.size(0)
     L = max(limit)
     banned = _banned(model, bos_id)
     memory = model.encode(src, src_mask)  # (B, S, C)
@@ -117,7 +153,7 @@ def greedy_decode(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int
     out: list[list[int]] = [[] for _ in range(B)]
     for t in range(L):
         step_input = seqs[:, -1:] if use_cache else seqs  # (N, 1) or (N, t + 1)
-        nxt = _next_logits(model, memory, src_mask, step_input, cache, banned, vocab_size).argmax(dim=-1)  # (N,)
+        nxt = pick(_next_logits(model, memory, src_mask, step_input, cache, banned, vocab_size))  # (N,)
         keep = []
         for r, (sent, tok) in enumerate(zip(rows, nxt.tolist(), strict=True)):
             if tok == eos_id:

@@ -242,7 +242,9 @@ class Seq2Seq(nn.Module):
         return self.enc_norm(x), maps  # (B, S, C)
 
     def _decoder(self, memory: Tensor, src_mask: Tensor, tgt: Tensor, cache: Seq2SeqCache | None, last_only: bool,
-                 need_weights: bool) -> tuple[Tensor, dict[str, list[Tensor]]]:
+                 need_weights: bool, cross_weights_of: int | None = None) -> tuple[Tensor, dict[str, list[Tensor]]]:
+        """need_weights: every layer's maps; cross_weights_of: that layer's cross-attention map alone (the other
+        entries None), so only its cross-attention leaves the fused kernel."""
         start = cache.length if cache is not None else 0
         x = self._embed(self.tgt_emb, tgt, start)  # (B, T, C)
         maps: dict[str, list[Tensor]] = {"self": [], "cross": []}
@@ -251,6 +253,7 @@ class Seq2Seq(nn.Module):
                 x, causal=True, memory=memory, memory_mask=src_mask,
                 cache=cache.self_attn.layers[i] if cache is not None else None,
                 cross_cache=cache.cross[i] if cache is not None else None, need_weights=need_weights,
+                need_cross_weights=need_weights or i == cross_weights_of,
             )
             maps["self"].append(w["self"])
             maps["cross"].append(w["cross"])
@@ -259,20 +262,37 @@ class Seq2Seq(nn.Module):
             x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(x), maps  # (B, T, V)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None, *,
+                cross_attention_layer: int | None = None
+                ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor]:
         """Teacher forcing: src (B, S), src_mask (B, S), tgt_in (B, T) = BOS + target, tgt_out (B, T) =
         target + EOS -> (logits (B, T, V), mean cross-entropy over tgt_out, or None).
 
         Positions where tgt_out is -100 (padding) are ignored. This loss is the plain NLL; label smoothing
         belongs to the training recipe.
+
+        cross_attention_layer=L (0-based decoder layer) also returns that layer's cross-attention weights,
+        with gradients: (logits, loss, weights (B, H, T, S)), row t the query that predicts tgt_out[t], each
+        row summing to 1 over the real source tokens (before attention dropout; guided alignment trains
+        them). Only layer L's cross-attention takes the readable path (`attention_reference`); every other
+        attention stays fused, and without the argument nothing changes. A keyword of `forward`, so DDP and
+        torch.compile wrappers pass it through.
         """
         memory = self.encode(src, src_mask)  # (B, S, C)
-        logits = self.decode(memory, src_mask, tgt_in)  # (B, T, V)
+        if cross_attention_layer is None:
+            logits, weights = self.decode(memory, src_mask, tgt_in), None  # (B, T, V)
+        else:
+            L = self.config.n_decoder_layers
+            if not 0 <= cross_attention_layer < L:
+                raise ValueError(f"cross_attention_layer {cross_attention_layer} is outside the decoder's layers "
+                                 f"0..{L - 1}")
+            logits, maps = self._decoder(memory, src_mask, tgt_in, None, False, need_weights=False,
+                                         cross_weights_of=cross_attention_layer)  # (B, T, V)
+            weights = maps["cross"][cross_attention_layer]  # (B, H, T, S)
         loss = None
         if tgt_out is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=-100)
-        return logits, loss
+        return (logits, loss) if weights is None else (logits, loss, weights)
 
     # ------------------------------------------------------------------------------------------ decoding
     def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> Seq2SeqCache:

@@ -35,15 +35,16 @@ def attention_reference(
 
     q: (B, H, Tq, D), k and v: (B, H, Tk, D), mask: bool broadcastable to (B, H, Tq, Tk).
     Returns (out (B, H, Tq, D), weights (B, H, Tq, Tk)). Every query must be allowed at least one key.
+    The weights are the softmax, each row summing to 1, also in training: dropout (as SDPA's) is applied to
+    the copy that mixes the values, not to the weights returned (what guided alignment trains toward).
     """
     d_k = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, Tq, Tk)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)  # (B, H, Tq, Tk), each row sums to 1
-    if dropout_p > 0.0 and training:
-        weights = F.dropout(weights, p=dropout_p)
-    return weights @ v, weights  # (B, H, Tq, D)
+    mixing = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 and training else weights  # (B, H, Tq, Tk)
+    return mixing @ v, weights  # (B, H, Tq, D)
 
 
 class LayerKVCache:

@@ -49,10 +49,12 @@ class TransformerBlock(nn.Module):
         memory_mask: Tensor | None = None,
         cross_cache: LayerKVCache | None = None,
         need_weights: bool = False,
+        need_cross_weights: bool | None = None,
     ) -> tuple[Tensor, dict]:
         """x: (B, T, C). memory: (B, S, C) encoder output for cross-attention, memory_mask (B, S).
 
-        Returns (x, weights) where weights holds "self" and "cross" attention maps when asked for.
+        Returns (x, weights) where weights holds "self" and "cross" attention maps when asked for:
+        need_weights asks for both, need_cross_weights (None: as need_weights) for the cross-attention's alone.
         """
         weights = {}
         a, weights["self"] = self.attn(
@@ -61,7 +63,8 @@ class TransformerBlock(nn.Module):
         x = x + a  # (B, T, C)
         if memory is not None or cross_cache is not None:
             c, weights["cross"] = self.cross_attn(
-                self.norm_cross(x), memory, key_mask=memory_mask, cache=cross_cache, need_weights=need_weights
+                self.norm_cross(x), memory, key_mask=memory_mask, cache=cross_cache,
+                need_weights=need_weights if need_cross_weights is None else need_cross_weights,
             )
             x = x + c  # (B, T, C)
         x = x + self.mlp(self.norm2(x))  # (B, T, C)

@@ -48,7 +48,7 @@ class Context:
     dist: DistInfo = field(default_factory=DistInfo)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     resume: bool = False
-    init_from: Path | None = None  # another run to start from (lm, chat)
+    init_from: Path | None = None  # another run to start from (lm, chat, translate)
     fit_vocab: bool = True  # size the model's vocabulary to the tokenizer's (False: the config set it)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
@@ -215,6 +215,9 @@ class Run:
 
     def attention(self, *args, **kwargs):
         raise self._unsupported("an attention map", "gpt or seq2seq")
+
+    def alignment_scores(self, *args, **kwargs) -> dict:
+        raise self._unsupported("word-alignment scores", "translation (seq2seq)")
 
     def evaluate(self, **options) -> dict:
         raise self._unsupported("evaluation", "trained")

@@ -13,6 +13,18 @@ greedy translations of the first ``data.bleu_val_pairs`` validation sentences.
 Batches are token-count batches (``data.batch_tokens``: pairs × longest side ≤ the budget) or
 ``train.batch_size`` sentences, per step: under torchrun the processes share each batch's rows, and the
 loss is the mean over every target token of the step, however the rows are split.
+
+``--init-from RUN`` starts from a trained translation run: its weights, its tokenizer file(s) (copied) and
+its model shape (``[model]`` is ignored); the run's tokenizers must fit its model. ``train.objective = "mrt"``
+(minimum risk training on sentence BLEU or chrF++, `qkv.tasks.mrt`, the ``[mrt]`` section) fine-tunes such a
+run and needs ``--init-from``; its evaluations also log the expected risk, the mean candidate metric and the
+distinct candidates per source since the previous evaluation (``train_risk``, ``train_cand_bleu`` or
+``train_cand_chrf++``, ``train_candidates``).
+
+``train.alignment_weight = w > 0`` adds guided alignment (Garg et al. 2019, `qkv.tasks.guided_alignment`): one
+cross-attention head (``train.alignment_layer``, ``train.alignment_head``) is trained toward the reference word
+alignment of the training pairs (eflomal's, cached, or ``train.alignment_file``); its evaluations also log the
+alignment cross-entropy since the previous one (``train_align_loss``).
 """
 
 from __future__ import annotations
@@ -38,8 +50,11 @@ from qkv.evaluation.perplexity import perplexity
 from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, corpus_loss, sacre_bleu, translation_scores
 from qkv.generation.seq2seq import SequenceDecoding, translate_lines
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from qkv.runs import TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes
-from qkv.tasks.base import Run, Task, last_eval
+from qkv.runs import CONFIG_FILE, TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes, read_config
+from qkv.tasks.base import Run, Task, a_, last_eval, task_of
+from qkv.tasks.guided_alignment import attach_links, guide_of, guided_loss, training_alignments
+from qkv.tasks.mrt import LOGGED as MRT_LOGGED
+from qkv.tasks.mrt import MRTConfig, mrt_loss
 from qkv.training.config import TrainConfig
 
 
@@ -48,11 +63,24 @@ class TranslateTrainConfig(TrainConfig):
     """`TrainConfig` plus the loss setting of this task."""
 
     label_smoothing: float = 0.1  # ε: the target gets 1 - ε (+ ε/V), every token ε/V (Szegedy et al. 2016)
+    # "xent": the label-smoothed cross-entropy; "mrt": minimum risk training ([mrt], needs --init-from)
+    objective: Literal["xent", "mrt"] = "xent"
+    # guided alignment (`qkv.tasks.guided_alignment`): L = translation loss + w · cross-entropy of one
+    # cross-attention head against the reference word alignment; 0 = off
+    alignment_weight: float = 0.0
+    alignment_layer: int | None = None  # guided decoder layer; None: the penultimate (Garg et al.), or the only one
+    alignment_head: int = 0  # the guided head of that layer
+    alignment_file: str | None = None  # Pharaoh links of the training corpus; None: eflomal's, computed and cached
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.alignment_weight < float("inf"):
+            raise ValueError(f"alignment_weight must be a finite number >= 0, got {self.alignment_weight}")
+        if self.alignment_weight > 0 and self.objective == "mrt":
+            raise ValueError('alignment_weight > 0 (guided alignment) cannot be combined with objective = "mrt"; '
+                             "set one of them")
 
 
 @dataclass
@@ -62,6 +90,7 @@ class TranslateRunConfig:
     data: TranslationDataConfig = field(default_factory=TranslationDataConfig)
     train: TranslateTrainConfig = field(default_factory=TranslateTrainConfig)
     decode: SequenceDecoding = field(default_factory=SequenceDecoding)
+    mrt: MRTConfig = field(default_factory=MRTConfig)  # minimum risk training (train.objective = "mrt")
 
 
 def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -90,22 +119,63 @@ def load_tokenizers(run_dir: str | Path):
     return src_tok, (load_tokenizer(tgt_path) if tgt_path.is_file() else src_tok)
 
 
+def base_translation_run(init_from: Path) -> dict:
+    """config.json of a translation run to start from; QKVError if it is not one."""
+    if init_from.is_dir() and not (init_from / CONFIG_FILE).is_file():
+        raise QKVError(f"init_from {init_from}: not a run directory (no {CONFIG_FILE}); give a translation run")
+    saved = read_config(init_from)
+    if task_of(saved) != "translate":
+        raise QKVError(f"init_from {init_from}: {a_(task_of(saved))} run; the translate task starts only from a "
+                       "translation run")
+    return saved
+
+
 class TranslateTask(Task):
     name = "translate"
     config_class = TranslateRunConfig
+    supports_init_from = True
     fitted_model_fields = ("vocab_size", "src_vocab_size", "tgt_vocab_size", "pad_id")
     data_option = "dataset"
 
     # ------------------------------------------------------------------------------------------ preparing
     def read_data(self) -> None:
+        if self.cfg.train.objective == "mrt" and self.ctx.init_from is None and not self.ctx.resume:
+            raise QKVError('train.objective = "mrt" fine-tunes a trained translation run: give it with --init-from '
+                           "RUN_DIR")
+        if self.ctx.init_from is not None:
+            self._take_base_config(self.ctx.init_from)
         self.train_src, self.train_tgt, self.train_name = load_split(self.cfg.data, "train")
         self.val_src, self.val_tgt, self.val_name = load_split(self.cfg.data, "val")
+        self.guide, self.alignments = guide_of(self.cfg.train, self.cfg.model), None
+        if self.guide is not None and self.ctx.dist.is_main:  # first, and once: the others read the cache later
+            self.alignments = training_alignments(self.cfg.data, self.cfg.train.alignment_file, self.ctx.say)
+
+    def _take_base_config(self, init_from: Path) -> None:
+        """The base run's model shape and tokenizer size; QKVError if it is no translation run, or was trained on
+        Multi30k in another direction."""
+        from qkv.config import from_dict
+        from qkv.models.io import model_config_dict
+
+        cfg, base = self.cfg, base_translation_run(init_from)
+        cfg.model = from_dict(Seq2SeqConfig, model_config_dict("seq2seq", base["model"]), prefix="model.")
+        data = base.get("data") or {}
+        direction = data.get("direction", cfg.data.direction)
+        if data.get("src") is None and cfg.data.src is None and direction != cfg.data.direction:
+            raise QKVError(f"init_from {init_from}: trained on multi30k {direction}, but data.direction is "
+                           f"{cfg.data.direction}")
+        cfg.data = replace(cfg.data, vocab_size=data.get("vocab_size", cfg.data.vocab_size))
 
     def make_tokenizers(self) -> None:
         from qkv.tokenizers import train_bpe
 
         run_dir, d = self.ctx.run_dir, self.cfg.data
         run_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx.init_from is not None:  # the base run's tokenizer file(s), byte for byte
+            for name in (TOKENIZER_FILE, TGT_TOKENIZER_FILE):
+                if (self.ctx.init_from / name).is_file():
+                    atomic_write_bytes(run_dir / name, (self.ctx.init_from / name).read_bytes())
+            self.load_tokenizers()
+            return
         if self.cfg.model.separate_vocabs:
             self.src_tok = train_bpe(self.train_src, vocab_size=d.vocab_size)
             self.tgt_tok = train_bpe(self.train_tgt, vocab_size=d.vocab_size)
@@ -122,6 +192,9 @@ class TranslateTask(Task):
 
         cfg, ctx = self.cfg, self.ctx
         self.pad, self.bos, self.eos = special_ids(self.tgt_tok)
+        if ctx.init_from is not None and self._fit_model_config(cfg.model) != cfg.model:
+            raise QKVError(f"init_from {ctx.init_from}: its tokenizer(s) do not match its model (vocabulary sizes or "
+                           "<pad> id differ)")
         if not ctx.resume:
             cfg.model = self._fit_model_config(cfg.model)
         T = cfg.model.max_seq_len
@@ -143,7 +216,16 @@ class TranslateTask(Task):
                      "src_vocab_size": self.src_tok.vocab_size, "tgt_vocab_size": self.tgt_tok.vocab_size,
                      "src_tokens": int(sum(map(len, self.train_ex.src))),
                      "tgt_tokens": int(sum(map(len, self.train_ex.tgt)))}
-        return load_model(ctx.run_dir)[0] if ctx.resume else Seq2Seq(cfg.model)
+        init_from = (read_config(ctx.run_dir).get("data_meta") or {}).get("init_from") if ctx.resume else ctx.init_from
+        if init_from is not None:  # the run this one fine-tunes
+            self.meta["init_from"] = str(init_from)
+        if self.guide is not None:  # every training example's reference links, which its batches carry
+            ref = self.alignments or training_alignments(cfg.data, cfg.train.alignment_file, ctx.say)
+            self.meta["alignment"] = attach_links(self.train_ex, ref, self.train_src, self.train_tgt, self.src_tok,
+                                                  self.tgt_tok, self.guide, ctx.say)
+        if ctx.resume:
+            return load_model(ctx.run_dir)[0]
+        return load_model(ctx.init_from)[0] if ctx.init_from is not None else Seq2Seq(cfg.model)
 
     def _fit_model_config(self, cfg: Seq2SeqConfig) -> Seq2SeqConfig:
         """The model config sized to the tokenizer(s), with their pad id."""
@@ -163,6 +245,13 @@ class TranslateTask(Task):
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, model, batch):
+        if self.cfg.train.objective == "mrt":
+            eps = self.cfg.train.label_smoothing
+            return mrt_loss(model, batch, self.cfg.mrt, self.tgt_tok, self.cfg.decode,
+                            lambda logits, targets: smoothed_loss(logits, targets, eps))
+        if self.guide is not None:
+            eps = self.cfg.train.label_smoothing
+            return guided_loss(model, batch, self.guide, lambda logits, targets: smoothed_loss(logits, targets, eps))
         logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
         loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
         # (total, count): the Trainer keeps the unsmoothed NLL's running mean until the next evaluation
@@ -176,6 +265,9 @@ class TranslateTask(Task):
         if "nll" in train_means:
             out["train_nll"] = train_means["nll"]
             out["train_ppl"] = perplexity(out["train_nll"])
+        out.update({f"train_{k}": train_means[k] for k in MRT_LOGGED if k in train_means})
+        if "align_loss" in train_means:
+            out["train_align_loss"] = train_means["align_loss"]
         out["val_loss"], _ = corpus_loss(model, self.val_ex, self.pad, self.bos, self.eos)
         out["val_ppl"] = perplexity(out["val_loss"])
         n = self.cfg.data.bleu_val_pairs
@@ -245,25 +337,56 @@ class TranslationRun(Run):
         return seq2seq_alignment(self.model, self.src_tokenizer, self.tgt_tokenizer, text, self.decoding(beam=beam),
                                  layer, head)
 
-    def evaluate(self, data: str | None = None, split: str = "test_2016_flickr", src: str | None = None,
-                 ref: str | None = None, beam: int | None = None, length_penalty: float | None = None,
-                 max_pairs: int | None = None, hyps_out: str | None = None) -> dict:
-        """sacreBLEU, chrF++ and the tokenized lower-cased BLEU of the translations of `split` (Multi30k) or of
-        `src` against `ref`, with the teacher-forced loss and perplexity of the references."""
+    def _eval_pairs(self, data: str | None, split: str, src: str | None, ref: str | None,
+                    max_pairs: int | None) -> tuple[list[str], list[str], str, str]:
+        """(source lines, reference lines, description, part name) of what `evaluate` scores."""
         if (src is None) != (ref is None):
             raise QKVError("give both src and ref (line-aligned files), or neither")
         if max_pairs is not None and max_pairs <= 0:
             raise QKVError(f"max_pairs must be positive, got {max_pairs}")
         if src:
-            src_path, ref_path, source = src, ref, f"{src} -> {ref}"
+            src_path, ref_path, source, part = src, ref, f"{src} -> {ref}", "eval"
         else:
             dataset = data or self.config.data.dataset
             if dataset != "multi30k":
                 raise QKVError(f"unknown parallel dataset {dataset!r}; use multi30k, or src and ref files")
             direction = self.config.data.direction
             src_path, ref_path = multi30k_paths(direction, split)
-            source = f"multi30k {direction} {split}"
+            source, part = f"multi30k {direction} {split}", split
         srcs, refs = read_parallel(src_path, ref_path)
+        return srcs, refs, source, part
+
+    def alignment_scores(self, data: str | None = None, split: str = "test_2016_flickr", src: str | None = None,
+                         ref: str | None = None, max_pairs: int | None = None, ref_alignment: str | None = None,
+                         progress=None) -> dict:
+        """AER, precision and recall of the word alignments read off every decoder layer × head (and each layer's
+        head mean) on `split` (Multi30k) or `src`/`ref`, against `ref_alignment` (a Pharaoh link file, line-aligned
+        with the pairs) or else eflomal's reference alignments, computed once together with the run's training
+        pairs and cached (`qkv.data.alignment`, `qkv.evaluation.alignment`)."""
+        from qkv.data.alignment import read_alignment_file, reference_alignments
+        from qkv.evaluation.alignment import alignment_scores
+
+        srcs, refs, source, part = self._eval_pairs(data, split, src, ref, max_pairs)
+        if ref_alignment:
+            gold = read_alignment_file(ref_alignment, srcs, refs)
+        else:
+            gold = reference_alignments(self.config.data, part, srcs, refs, source, progress=progress)
+        if max_pairs:
+            gold = gold.take(max_pairs)
+        scores = alignment_scores(self.model, self.src_tokenizer, self.tgt_tokenizer, gold, progress=progress)
+        return {"source": source, **scores}
+
+    def evaluate(self, data: str | None = None, split: str = "test_2016_flickr", src: str | None = None,
+                 ref: str | None = None, beam: int | None = None, length_penalty: float | None = None,
+                 max_pairs: int | None = None, hyps_out: str | None = None, alignment: bool = False,
+                 ref_alignment: str | None = None, progress=None) -> dict:
+        """sacreBLEU, chrF++ and the tokenized lower-cased BLEU of the translations of `split` (Multi30k) or of
+        `src` against `ref`, with the teacher-forced loss and perplexity of the references; with `alignment` (or a
+        `ref_alignment` file) also the word-alignment scores of `alignment_scores` under "alignment"."""
+        aligned = None
+        if alignment or ref_alignment:  # first: a missing aligner or a bad link file fails before translating
+            aligned = self.alignment_scores(data, split, src, ref, max_pairs, ref_alignment, progress)
+        srcs, refs, source, _ = self._eval_pairs(data, split, src, ref, max_pairs)
         if max_pairs:
             srcs, refs = srcs[:max_pairs], refs[:max_pairs]
         dcfg = self.decoding(beam=beam, length_penalty=length_penalty)
@@ -276,9 +399,10 @@ class TranslationRun(Run):
         loss, n_tok = corpus_loss(self.model, ex, pad, bos, eos)
         scores = translation_scores(hyps, refs)
         scores["bleu_tok_lc"]["label"] = TOK_LC_LABEL
-        return {"source": source, "sentences": len(srcs), "beam": dcfg.beam, "length_penalty": dcfg.length_penalty,
-                "length_norm": dcfg.length_norm, **scores, "loss": loss, "perplexity": perplexity(loss),
-                "target_tokens": n_tok, "truncated_sources": cut}
+        out = {"source": source, "sentences": len(srcs), "beam": dcfg.beam, "length_penalty": dcfg.length_penalty,
+               "length_norm": dcfg.length_norm, **scores, "loss": loss, "perplexity": perplexity(loss),
+               "target_tokens": n_tok, "truncated_sources": cut}
+        return out | ({"alignment": aligned} if aligned is not None else {})
 
     def report(self, r: dict) -> str:
         decoding = "greedy" if r["beam"] == 1 else \
@@ -292,6 +416,10 @@ class TranslationRun(Run):
         if r["truncated_sources"]:
             lines.append(f"note: {r['truncated_sources']} source sentence(s) longer than the context "
                          f"({self.model.config.max_seq_len} tokens) were truncated")
+        if "alignment" in r:
+            from qkv.evaluation.alignment import alignment_report
+
+            lines += alignment_report(r["alignment"])
         return "\n".join(lines)
 
 

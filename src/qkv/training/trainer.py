@@ -7,7 +7,8 @@ It is handed:
   tokens, images). It must not change any state besides the model's activations: ``info["tokens"]`` counts
   the batch for throughput, and any ``info[name] = (total, count)`` pair is summed by the loop (over
   processes too), which hands the means since the last evaluation to ``evaluate`` (translation logs its
-  unsmoothed training NLL that way). So a trial call (torch.compile's) leaves no trace;
+  unsmoothed training NLL that way, and minimum risk training its expected risk) and shows this process's on
+  the progress bar. So a trial call (torch.compile's) leaves no trace;
 - optionally ``loss_terms(batch) -> int``, how many terms that mean averages. The loop then weights each
   micro-batch and process by it, so a step's loss and gradient are the mean over every term of the global
   batch, however it is split (micro-batches, processes); without it every micro-batch weighs the same;
@@ -220,7 +221,8 @@ class Trainer:
                 tokens_since, t_log = 0, now
                 self._write_metrics({"step": step, "loss": loss_total, "lr": lr, "tokens_per_s": round(tps, 1),
                                      "elapsed_s": round(elapsed, 3)})
-                bar.set_postfix(loss=f"{loss_total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+                running_means = {k: f"{t / c:.4f}" for k, (t, c) in running.items() if c}  # since the last eval
+                bar.set_postfix({"loss": f"{loss_total:.4f}", **running_means, "tok_s": f"{tps:,.0f}"}, refresh=False)
             bar.update(1)
 
             last = step == cfg.max_steps or out_of_time

@@ -1,10 +1,12 @@
-"""Seq2seq decoding: the KV/cross-attention cache, greedy search and beam search.
+"""Seq2seq decoding: the KV/cross-attention cache, greedy search, beam search and sampling.
 
 - cached decoding gives the logits of a full forward, step by step (and after beam reordering);
 - greedy with and without the cache give the same tokens; beam 1 gives greedy's tokens;
 - on a tiny random model (3 output symbols + EOS, at most 4 generated tokens) a beam wide enough to keep
   every candidate finds the best sequence of an exhaustive search under the same scoring function, for
-  each length penalty; a narrow beam never beats it.
+  each length penalty; a narrow beam never beats it;
+- sampling draws each token from softmax(logits / temperature) over the allowed ids, is greedy search as the
+  temperature goes to 0, and repeats itself with the same generator seed.
 
 Seeds and weight scales of the random models are chosen (and asserted) so the cases are not trivial:
 some outputs end with EOS and some at the length limit, the optimum has several lengths, and a 2-beam
@@ -23,6 +25,7 @@ from qkv.generation.seq2seq import (
     greedy_decode,
     length_penalty,
     max_lengths,
+    sample_decode,
     translate_ids,
 )
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -261,3 +264,42 @@ def test_the_n_best_list_is_every_finished_hypothesis_best_first():
         for h in hyps:
             logp, score = _score(m, src[i : i + 1, :S], mask[i : i + 1, :S], h.tokens, h.finished, cfg)
             assert math.isclose(h.logprob, logp, abs_tol=1e-9) and math.isclose(h.score, score, abs_tol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampling_draws_the_first_token_from_the_tempered_softmax(temperature):
+    """One generated token per sample (limit 1): 4,000 draws match softmax(logits / T) without PAD and BOS
+    (EOS gives an empty sample) within 0.03 per token; the model is random with 8 ids, so the mass is spread."""
+    m = random_model(vocab=8, seed=1, head_std=0.2)
+    src, mask = _src([5], vocab=8)
+    n = 4000
+    (samples,) = sample_decode(m, src, mask, BOS, EOS, n, temperature, max_len_a=0.0, max_len_b=1,
+                               generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = m(src, mask, torch.tensor([[BOS]]))[0][0, -1]
+    logits[[PAD, BOS]] = float("-inf")
+    expected = (logits / temperature).softmax(-1)
+    counts = torch.zeros(8)
+    for ids in samples:
+        counts[ids[0] if ids else EOS] += 1
+    assert all(len(ids) <= 1 for ids in samples)
+    assert counts[PAD] == counts[BOS] == 0
+    assert expected.max() < 0.6 and (expected > 0.05).sum() >= 4  # not a near-greedy case
+    torch.testing.assert_close(counts / n, expected, rtol=0, atol=0.03)
+
+
+def test_sampling_at_a_tiny_temperature_is_greedy_and_a_seed_repeats_itself():
+    m = random_model(seed=2)
+    src, mask = _src([7, 4, 2, 5])
+    greedy = greedy_decode(m, src, mask, BOS, EOS, max_len_a=1.0, max_len_b=3)
+    cold = sample_decode(m, src, mask, BOS, EOS, 3, 1e-4, 1.0, 3, generator=torch.Generator().manual_seed(0))
+    assert cold == [[g] * 3 for g in greedy]
+    draw = lambda seed: sample_decode(m, src, mask, BOS, EOS, 3, 1.0, 1.0, 3,  # noqa: E731
+                                      generator=torch.Generator().manual_seed(seed))
+    first = draw(0)
+    assert first == draw(0) and first != draw(1)
+    limits = max_lengths(mask, 1.0, 3, m.config.max_seq_len)
+    assert [len(s) for s in first] == [3] * 4
+    assert all(len(ids) <= lim and EOS not in ids and PAD not in ids and BOS not in ids
+               for samples, lim in zip(first, limits, strict=True) for ids in samples)
