@@ -55,7 +55,14 @@ def run(args) -> int:
 
 
 def _alignments(args) -> int:
-    from qkv.data.alignment import AlignerSettings, align_parts, alignments_root, cache_key, split_words
+    from qkv.data.alignment import (
+        META_FILE,
+        AlignerSettings,
+        align_parts,
+        alignments_root,
+        cache_key,
+        split_words,
+    )
     from qkv.data.translation import multi30k_paths, read_parallel
 
     if (args.src is None) != (args.tgt is None):
@@ -76,7 +83,7 @@ def _alignments(args) -> int:
     else:
         raise QKVError("name a dataset (multi30k) or give --src FILE --tgt FILE")
     settings = AlignerSettings()
-    cached = (alignments_root() / cache_key(parts, settings) / "meta.json").is_file()
+    cached = (alignments_root() / cache_key(parts, settings) / META_FILE).is_file()
     al = align_parts(parts, settings, describe, progress=lambda line: print(line, flush=True))
     m = al.meta
     n_links = sum(len(s) for s in al.sure)

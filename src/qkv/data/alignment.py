@@ -21,7 +21,7 @@ result is cached under ``$QKV_CACHE_DIR/alignments/<sha256>/`` (default ``~/.cac
 hash taken over the texts of every part, the part names, the eflomal settings, the symmetrisation and the
 word definition's version: change any input and a new alignment is computed; ask again and it is read back.
 The folder holds ``src.txt``/``tgt.txt`` (the raw lines), ``fwd.txt``/``rev.txt`` (eflomal's two
-directions), ``links.txt`` (symmetrised) and ``meta.json`` (parts, settings, seconds taken).
+directions), ``links.txt`` (symmetrised) and ``alignment.json`` (parts, settings, seconds taken).
 
 **Link files** are Pharaoh format, one line per sentence pair: ``i-j`` links source word i to target word
 j (0-based). A gold standard may also mark possible links, ``i?j`` or ``ipj``; eflomal's links are all sure
@@ -62,7 +62,8 @@ WORD = re.compile(r"'(?:s|t|re|ve|m|ll|d)|[^\W\d_]+|\d+|(?:[^\s\w]|_)+")
 _LINK = re.compile(r"(\d+)([-?p])(\d+)")  # one Pharaoh link: i-j sure, i?j or ipj possible
 WORDS_VERSION = 1  # bump when WORD changes: it is part of the cache key
 SYMMETRIZATION = "grow-diag-final-and"
-FORMAT_VERSION = 1  # the cache folder's layout
+FORMAT_VERSION = 2  # the cache folder's layout (2: its record is alignment.json)
+META_FILE = "alignment.json"  # what a cached folder was made from; a folder without it is not a cache entry
 
 
 # ------------------------------------------------------------------------------------------------ words
@@ -305,7 +306,7 @@ def align_parts(parts: dict[str, tuple[list[str], list[str]]], settings: Aligner
                 describe: dict | None = None, progress: Callable[[str], None] | None = None) -> Alignments:
     """Reference alignments of the pairs of every part (name -> (source lines, target lines)), aligned as one
     corpus: read from the cache when these inputs were aligned before, else computed with eflomal and cached.
-    `describe` (e.g. {"train": "multi30k de-en train"}) is stored in meta.json; it is not part of the key."""
+    `describe` (e.g. {"train": "multi30k de-en train"}) is stored in alignment.json; it is not part of the key."""
     settings = settings or AlignerSettings()
     for name, (src, tgt) in parts.items():
         if len(src) != len(tgt):
@@ -313,7 +314,7 @@ def align_parts(parts: dict[str, tuple[list[str], list[str]]], settings: Aligner
                            "they must be line-aligned")
     key = cache_key(parts, settings)
     folder = alignments_root() / key
-    if (folder / "meta.json").is_file():
+    if (folder / META_FILE).is_file():
         return load_alignments(folder)
     src = [line for s, _ in parts.values() for line in s]
     tgt = [line for _, t in parts.values() for line in t]
@@ -345,11 +346,11 @@ def _write_folder(folder: Path, files: dict[str, list[str]], meta: dict) -> None
     try:
         for name, lines in files.items():
             (tmp / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         try:
             os.replace(tmp, folder)
         except OSError:  # another process cached the same key first: keep theirs
-            if not (folder / "meta.json").is_file():
+            if not (folder / META_FILE).is_file():
                 raise
     finally:
         if tmp.exists():
@@ -361,7 +362,7 @@ def load_alignments(folder: str | Path) -> Alignments:
     from qkv.runs import load_json
 
     folder = Path(folder)
-    meta = load_json(folder / "meta.json")
+    meta = load_json(folder / META_FILE)
     try:
         src, tgt, links = (_lines(folder / name) for name in ("src.txt", "tgt.txt", "links.txt"))
     except (OSError, UnicodeDecodeError) as e:
@@ -406,7 +407,7 @@ def run_eflomal(src_words: list[str], tgt_words: list[str], settings: AlignerSet
 
 
 def _aligner_name() -> str:
-    """"eflomal 2.0.0": the aligner and its version, as recorded in meta.json."""
+    """"eflomal 2.0.0": the aligner and its version, as recorded in alignment.json."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -423,7 +424,7 @@ def _lines(path: Path) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ runs' data
 def training_description(data_cfg) -> str:
-    """What `training_pairs` reads, in words (stored in meta.json; `find_reference` matches on it)."""
+    """What `training_pairs` reads, in words (stored in alignment.json; `find_reference` matches on it)."""
     if data_cfg.src is None:
         return f"multi30k {data_cfg.direction} train"
     return f"{data_cfg.src} -> {data_cfg.tgt}"
@@ -462,7 +463,7 @@ def find_reference(train_description: str, source: str) -> tuple[Alignments, int
     if not root.is_dir():
         return None
     found = None
-    for meta_path in sorted(root.glob("*/meta.json")):
+    for meta_path in sorted(root.glob(f"*/{META_FILE}")):
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

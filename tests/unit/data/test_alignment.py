@@ -118,7 +118,7 @@ def test_second_call_reads_the_cache_and_new_inputs_recompute(tmp_path, monkeypa
     first = align_parts(PAIRS, describe={"train": "toy"})
     assert calls == [3] and first.path.parent == tmp_path / "alignments"
     assert {f.name for f in first.path.iterdir()} == {"src.txt", "tgt.txt", "fwd.txt", "rev.txt", "links.txt",
-                                                       "meta.json"}
+                                                       "alignment.json"}
     again = align_parts(PAIRS)
     assert calls == [3] and again.path == first.path and again.sure == first.sure  # read back, not recomputed
     assert first.part("test").src == ["b a"] and first.part("test").sure == [frozenset({(0, 0), (1, 1)})]
