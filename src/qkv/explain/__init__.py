@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from qkv.errors import QKVError
 from qkv.explain.base import Explanation, Options
 
-GPT, SEQ2SEQ, TEXT = ("lm", "chat"), ("translate",), ("lm", "chat", "translate")
+SEQ2SEQ, TEXT = ("translate",), ("lm", "chat", "translate")
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ TOPICS: dict[str, Topic] = {
     "heads": Topic("every head of a layer; concatenated heads through W_O vs one head alone", "heads:explain_heads",
                    TEXT),
     "self-vs-cross": Topic("one attention module as self-attention and as cross-attention: where Q, K, V come from",
-                           "self_vs_cross:explain_self_vs_cross", SEQ2SEQ),
+                           "self_vs_cross:explain_self_vs_cross", TEXT),
     "decoder-only-vs-encoder-decoder": Topic("which token sees which: causal mask, padding mask, cross-attention",
                                              "masks:explain_masks", TEXT),
-    "output": Topic("last hidden state -> logits -> softmax; temperature, top-k, top-p", "output:explain_output", GPT),
+    "output": Topic("last hidden state -> logits -> softmax; temperature, top-k, top-p", "output:explain_output", TEXT),
     "encoder-states": Topic("the encoder's outputs for one sentence, its cross-attention K/V, then dropped",
                             "encoder_states:explain_encoder_states", SEQ2SEQ),
     "training-pairs": Topic("a chat and a translation example as trained: inputs, targets, loss mask",

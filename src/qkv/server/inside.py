@@ -13,10 +13,12 @@ import base64
 
 from fastapi import APIRouter, Request
 
+from qkv.errors import QKVError
 from qkv.explain import TOPICS, explain
+from qkv.explain.base import need
 from qkv.server.playground import _run, _served
 from qkv.server.schemas import ExplainRequest
-from qkv.server.served import HTTPError, a_
+from qkv.server.served import HTTPError
 
 router = APIRouter(prefix="/api", tags=["look inside"])
 
@@ -31,9 +33,10 @@ async def explain_topic(request: Request, name: str, topic: str, req: ExplainReq
     s = _served(request, name)
     if topic not in TOPICS:
         raise HTTPError(404, f"unknown topic {topic!r}; the topics are: {', '.join(TOPICS)}")
-    if s.task not in TOPICS[topic].kinds:
-        raise HTTPError(404, f"explain {topic} needs {' or '.join(a_(k) for k in TOPICS[topic].kinds)} run; "
-                             f"{name} is {a_(s.task)} run")
+    try:
+        need(s.run, TOPICS[topic].kinds, topic)  # the message `qkv explain` gives
+    except QKVError as e:
+        raise HTTPError(404, str(e)) from None
 
     def work():
         e = explain(topic, s.run, text=req.text, src=req.src, prompt=req.prompt, layer=req.layer, head=req.head,

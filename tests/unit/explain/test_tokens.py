@@ -64,3 +64,17 @@ def test_unknown_topic_and_missing_run_are_one_line_errors(tiny_runs, capsys):
     assert main(["explain", "tokens"]) != 0
     err = capsys.readouterr().err
     assert "unknown topic 'nonsense'" in err and "needs a run directory" in err
+
+
+@pytest.mark.parametrize("name", ["lm", "translate", "digits"])
+def test_the_registry_lists_exactly_the_topics_a_run_can_take(runs, name):
+    """The playground lists a run's topics from TOPICS' kinds; each topic refuses a run by its own check. The two
+    must agree (self-vs-cross and output take GPT runs too, and the page used to hide them)."""
+    run = runs[name]
+    for topic, t in TOPICS.items():
+        try:
+            explain(topic, run, text="<img src" if name == "lm" else None, prompt="3" if name == "digits" else None)
+            refused = False
+        except QKVError as err:
+            refused = "needs" in str(err) and "\n" not in str(err)
+        assert refused == (run.task not in t.kinds), (topic, name)
