@@ -75,7 +75,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return from_dict(tp, value, prefix=f"{key}.")
     if origin in (tuple, list):
         if isinstance(value, str):
-            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+            # "1,2", "(1, 2)", "[1, 2]", '["red triangle"]', "[]" (an empty list)
+            bare = value.strip().strip("[]()")
+            value = [v.strip().strip("'\"") for v in bare.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise QKVError(f"{key}: expected a list, got {value!r}")
         args = get_args(tp)

@@ -56,6 +56,9 @@ RUNS = {
                                          "4", "--data.em_conversations", "2"]),
     "diffusion": (C / "digits-dit.toml", [*GPT[:6], "--sample.eval_samples", "0"]),
     "autoencoder": (C / "shapes-autoencoder.toml", ["--data.shapes_n", "200", "--model.width", "8"]),
+    "caption": (C / "shapes-caption.toml", ["--data.image_size", "16", "--data.val_scenes", "4", "--model.d_model",
+                                            "32", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
+                                            "--model.n_heads", "2"]),
 }
 
 

@@ -1,6 +1,7 @@
 """The README's Python API section, run as written: its code blocks execute against small runs of each kind,
 made here under the run-directory names the README uses (runs/shakespeare, runs/multi30k-de-en,
-runs/chat-qa-skills, runs/digits-dit). The training block runs too, shrunk to a few steps by wrapping
+runs/chat-qa-skills, runs/digits-dit, runs/shapes-caption, and the scenes/ folder `qkv data scenes` writes). The
+training block runs too, shrunk to a few steps by wrapping
 `run_task` (its lines and names stay the README's)."""
 
 import re
@@ -26,6 +27,9 @@ RUNS = {
     "runs/chat-qa-skills": ["--config", CONFIGS / "chat-qa-skills.toml", *GPT, "--data.train_size", "40",
                             "--data.val_size", "8", "--data.test_size", "4", "--data.em_conversations", "2"],
     "runs/digits-dit": ["--config", CONFIGS / "digits-dit.toml", *GPT[:4], "--sample.eval_samples", "0"],
+    "runs/shapes-caption": ["--config", CONFIGS / "shapes-caption.toml", "--model.d_model", "32",
+                            "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--data.val_scenes",
+                            "4", "--train.batch_size", "4", "--train.precision", "fp32"],
 }
 
 
@@ -43,6 +47,7 @@ def runs_here(tmp_path_factory, shared_data):
         mp.chdir(folder)
         for run, args in RUNS.items():
             assert main(["train", *map(str, args), *COMMON, "--out", run]) == 0, run
+        assert main(["data", "scenes", "--out", "scenes", "--n", "3"]) == 0
     return folder
 
 
@@ -57,6 +62,7 @@ def test_the_inference_example_runs(runs_here, monkeypatch, capsys):
     exec(compile(python_blocks()[0], "README.md", "exec"), scope)  # noqa: S102 - the README's own code
     assert scope["images"].shape == (16, 1, 8, 8) and scope["images"].abs().max() <= 1.0
     assert scope["amap"].weights.shape == (12, 12) and len(scope["english"]) == 1
+    assert len(scope["captions"]) == 2 and scope["where"].weights.shape[1] == 64  # 64 patches per word
     out = capsys.readouterr().out
     assert "bits_per_char" in out and "translation:" in out
 

@@ -4,6 +4,11 @@
 the Multi30k training pairs plus a split's (eflomal, both directions, grow-diag-final-and), computed once
 and cached under ``$QKV_CACHE_DIR/alignments/<sha256 of the inputs>/``; ``--src FILE --tgt FILE`` aligns
 two line-aligned files instead. Needs the optional extra: ``pip install 'qkv[align]'``.
+
+``qkv data scenes --out DIR [--n 8] [--counts 1 2 3] [--clips] [--seed 0]``: render procedural captioning scenes
+(`qkv.data.scenes`) as PNG files with their ``captions.jsonl`` — images to try ``qkv caption`` on, and an
+example of the folder format a caption run trains on (``--data.source DIR``). Clips are written as one strip of
+their frames side by side. ``--pairs any`` also draws the colour–shape pairs the presets hold out.
 """
 
 from __future__ import annotations
@@ -27,11 +32,24 @@ def add_parser(sub, name):
                    help="the split aligned together with train (default test_2016_flickr; train: train only)")
     a.add_argument("--src", metavar="FILE", help="source sentences, one per line (instead of NAME)")
     a.add_argument("--tgt", metavar="FILE", help="their translations, line-aligned with --src")
+    s = verbs.add_parser("scenes", help="render captioning scenes (or clips) as PNG files with captions.jsonl",
+                         description=__doc__)
+    s.add_argument("--out", required=True, metavar="DIR", help="folder to write (created; must hold no captions.jsonl)")
+    s.add_argument("--n", type=int, default=8, help="how many scenes (default 8)")
+    s.add_argument("--counts", type=int, nargs="+", default=[1, 2, 3], help="object counts to draw (default 1 2 3)")
+    s.add_argument("--pairs", choices=["seen", "held-out", "any"], default="seen",
+                   help="colour–shape pairs: the presets' seen ones (default), at least one held-out, or any")
+    s.add_argument("--clips", action="store_true", help="clips of one moving object instead of scenes")
+    s.add_argument("--frames", type=int, default=4, help="frames per clip (default 4)")
+    s.add_argument("--size", type=int, default=64, help="pixels per side (default 64)")
+    s.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
     if args.verb == "alignments":
         return _alignments(args)
+    if args.verb == "scenes":
+        return _scenes(args)
     if args.verb == "list":
         for name, info in DATASETS.items():
             if name == "pystdlib":
@@ -96,4 +114,43 @@ def _alignments(args) -> int:
         src, tgt = split_words(part.src[0]), split_words(part.tgt[0])
         pairs = " ".join(f"{src[i]}={tgt[j]}" for i, j in sorted(part.sure[0], key=lambda ij: ij[1]))
         print(f"{shown} pair 1: {part.src[0]}  ->  {part.tgt[0]}\n  links (source=target words): {pairs}")
+    return 0
+
+
+def _scenes(args) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from qkv.data.captioning import CAPTIONS_FILE, write_image
+    from qkv.data.scenes import SceneSpec, draw_scenes
+    from qkv.runs import atomic_write_bytes
+
+    if args.n < 1:
+        raise QKVError(f"--n must be at least 1, got {args.n}")
+    out = Path(args.out)
+    if (out / CAPTIONS_FILE).exists():
+        raise QKVError(f"{out} already holds {CAPTIONS_FILE}; choose a new folder")
+    try:
+        spec = SceneSpec(args.size, [1] if args.clips else args.counts, holdout_counts=[],
+                         frames=args.frames if args.clips else 1)
+    except ValueError as e:
+        raise QKVError(str(e)) from None
+    images, captions, _ = draw_scenes(spec, args.n, args.seed, pairs=args.pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "clip" if args.clips else "scene"
+    rows = []
+    for i, (x, caption) in enumerate(zip(images, captions, strict=True)):
+        name = f"{kind}_{i:03d}.png"
+        write_image(torch.from_numpy(x), out / name)
+        rows.append(json.dumps({"image": name, "captions": [caption]}))
+    atomic_write_bytes(out / CAPTIONS_FILE, ("\n".join(rows) + "\n").encode("utf-8"))
+    for row in rows[:3]:
+        r = json.loads(row)
+        print(f"{out / r['image']}: {r['captions'][0]}")
+    if len(rows) > 3:
+        print(f"... {len(rows) - 3} more")
+    print(f"wrote {len(rows)} {kind}s ({args.size}×{args.size}{f' × {args.frames} frames' if args.clips else ''}) "
+          f"and {out / CAPTIONS_FILE}")
     return 0

@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "train",
     "generate": "generate",
     "translate": "translate",
+    "caption": "caption",
     "chat": "chat",
     "sample": "sample",
     "noise": "noise",

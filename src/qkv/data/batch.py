@@ -6,9 +6,10 @@
     mask        (B, T)         bool    True at real (unpadded) input positions                      chat
     src         (B, S)         long    source token ids (ending with EOS), padded with pad_id       translate
     src_mask    (B, S)         bool    True at real source tokens                                   translate
-    tgt_in      (B, T)         long    BOS + target ids, padded with pad_id (decoder input)         translate
-    tgt_out     (B, T)         long    target ids + EOS, -100 at padding (decoder targets)          translate
-    images      (B, C, H, W)   float   images (or latents) in the model's range                     diffusion, ae
+    tgt_in      (B, T)         long    BOS + target ids, padded with pad_id (decoder input)         translate, cap
+    tgt_out     (B, T)         long    target ids + EOS, -100 at padding (decoder targets)          translate, cap
+    images      (B, C, H, W)   float   images (or latents) in the model's range                     diffusion, ae,
+                                       (B, F, C, H, W) for clips                                    cap
     labels      (B,)           long    class ids (class-conditional diffusion)                      diffusion
     text        (B, L)         long    caption ids, <bos> first, padded (text-conditional)          diffusion
     text_mask   (B, L)         bool    True at real caption tokens                                  diffusion
@@ -16,9 +17,10 @@
     noise       (B, C, H, W)   float   the ε drawn for these images                                 diffusion
     cond_drop   (B,)           bool    images whose condition is dropped (classifier-free guidance) diffusion
 
-(ae: the autoencoder task.) A batch source draws the *global* batch of a step (every process draws the
-same one) and keeps its own rows, so a run on N processes sees the batches of a run on one. What a batch
-holds beyond that is the task's business; `to_device` moves every tensor in it.
+(ae: the autoencoder task; cap: captioning, whose images are in [-1, 1].) A batch source draws the *global*
+batch of a step (every process draws the same one) and keeps its own rows, so a run on N processes sees the
+batches of a run on one. What a batch holds beyond that is the task's business; `to_device` moves every tensor
+in it.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from qkv.nn.attention import MultiHeadAttention
 from qkv.nn.block import TransformerBlock
 from qkv.nn.mlp import MLP
 from qkv.nn.norm import LayerNorm
+from qkv.nn.positional import sincos_2d
 
 Conditioning = Literal["none", "class", "text"]
 
@@ -101,19 +102,6 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None, :]  # (B, dim/2)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
-
-
-def sincos_2d(dim: int, grid: int) -> Tensor:
-    """(grid², dim) fixed 2-D positions: half the features encode the row, half the column (MAE, DiT)."""
-
-    def one_axis(d: int, pos: Tensor) -> Tensor:
-        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2))  # (d/2,)
-        out = pos.double()[:, None] * omega[None, :]  # (M, d/2)
-        return torch.cat([out.sin(), out.cos()], dim=1)  # (M, d)
-
-    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    emb = torch.cat([one_axis(dim // 2, ys.flatten()), one_axis(dim // 2, xs.flatten())], dim=1)  # (N, dim)
-    return emb.float()
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

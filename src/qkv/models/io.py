@@ -17,6 +17,7 @@ from torch import nn
 from qkv.config import from_dict, to_dict
 from qkv.errors import QKVError
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
+from qkv.models.captioner import Captioner, CaptionerConfig
 from qkv.models.dit import DiT, DiTConfig
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -33,7 +34,7 @@ from qkv.runs import (
 # model_type -> (config class, model class)
 MODEL_TYPES: dict[str, tuple[type, type]] = {
     "gpt": (GPTConfig, GPT), "seq2seq": (Seq2SeqConfig, Seq2Seq), "dit": (DiTConfig, DiT),
-    "autoencoder": (AutoencoderConfig, Autoencoder),
+    "autoencoder": (AutoencoderConfig, Autoencoder), "captioner": (CaptionerConfig, Captioner),
 }
 
 # model_type -> {old field name: new one}: run directories written before a rename still load
@@ -41,6 +42,11 @@ LEGACY_NAMES: dict[str, dict[str, str]] = {"gpt": {"tie_weights": "tie_embedding
 
 
 def model_type_of(model: nn.Module) -> str:
+    """The model_type of `model`'s own class (a Captioner is a Seq2Seq subclass, and a "captioner"), else of the
+    registered class it derives from (a wrapper's)."""
+    for name, (_, cls) in MODEL_TYPES.items():
+        if type(model) is cls:
+            return name
     for name, (_, cls) in MODEL_TYPES.items():
         if isinstance(model, cls):
             return name

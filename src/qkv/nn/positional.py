@@ -4,6 +4,7 @@ Attention by itself is permutation-invariant; these give each token its place.
 
 - sinusoidal: PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(pos / 10000^(2i/C)), added to x.
 - learned: a (max_seq_len, C) table, added to x.
+- 2-D sin-cos (MAE, DiT): half the features encode an image patch's row, half its column.
 - RoPE: no addition; q and k of every head are rotated by an angle proportional to the position, so
   q·k depends only on the distance between the two positions.
 
@@ -26,6 +27,19 @@ def sinusoidal_table(max_len: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * inv_freq)
     table[:, 1::2] = torch.cos(pos * inv_freq[: dim // 2])
     return table
+
+
+def sincos_2d(dim: int, grid: int) -> Tensor:
+    """(grid², dim) fixed 2-D positions: half the features encode the row, half the column (MAE, DiT)."""
+
+    def one_axis(d: int, pos: Tensor) -> Tensor:
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2))  # (d/2,)
+        out = pos.double()[:, None] * omega[None, :]  # (M, d/2)
+        return torch.cat([out.sin(), out.cos()], dim=1)  # (M, d)
+
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    emb = torch.cat([one_axis(dim // 2, ys.flatten()), one_axis(dim // 2, xs.flatten())], dim=1)  # (N, dim)
+    return emb.float()
 
 
 class SinusoidalPositionalEncoding(nn.Module):

@@ -16,6 +16,7 @@ from pathlib import Path
 from qkv.runs import read_config
 from qkv.tasks.autoencoder import AutoencoderTask
 from qkv.tasks.base import TASKS, Run, Task, get_task, task_of
+from qkv.tasks.caption import CaptionTask
 from qkv.tasks.chat import ChatTask
 from qkv.tasks.diffusion import DiffusionTask
 from qkv.tasks.lm import LMTask
@@ -28,6 +29,7 @@ TASKS.update({
     "chat": ChatTask,
     "diffusion": DiffusionTask,
     "autoencoder": AutoencoderTask,
+    "caption": CaptionTask,
 })
 
 

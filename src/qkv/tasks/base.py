@@ -153,9 +153,10 @@ class Run:
 
     task: ClassVar[str]
     config_class: ClassVar[type]
-    model_type: ClassVar[str]  # the model it serves ("gpt", "seq2seq", "dit", "autoencoder")
+    model_type: ClassVar[str]  # the model it serves ("gpt", "seq2seq", "dit", "autoencoder", "captioner")
     legacy_names: ClassVar[dict[str, dict[str, str]]] = {}
-    attention_input: ClassVar[str | None] = None  # what `attention` reads: "text" (GPT) or "src" (translation)
+    # what `attention` reads: "text" (GPT), "src" (translation) or "image" (captioning)
+    attention_input: ClassVar[str | None] = None
 
     def __init__(self, path: Path, config: Any, saved: dict, model: nn.Module):
         self.path, self.config, self.saved, self.model = Path(path), config, saved, model
@@ -252,7 +253,8 @@ def config_sections(config_class: type, saved: dict, legacy_names: dict | None =
 TASKS: dict[str, type[Task]] = {}
 
 # runs saved without a task name (a converted GPT-2, an early run) are known by their model type
-_TASK_OF_MODEL = {"gpt": "lm", "seq2seq": "translate", "dit": "diffusion", "autoencoder": "autoencoder"}
+_TASK_OF_MODEL = {"gpt": "lm", "seq2seq": "translate", "dit": "diffusion", "autoencoder": "autoencoder",
+                  "captioner": "caption"}
 
 
 def get_task(name: str) -> type[Task]:

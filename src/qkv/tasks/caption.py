@@ -1,0 +1,376 @@
+"""The captioning task (``task = "caption"``): images (or clips) -> ViT encoder -> the translation decoder -> words.
+
+``qkv train --config configs/shapes-caption.toml`` trains a captioner (`qkv.models.captioner`) on procedural
+scenes, drawn fresh for every example (`qkv.data.captioning`); ``configs/shapes-clips-caption.toml`` on clips;
+``--data.source FOLDER`` on a folder of images with ``captions.jsonl``. The run directory holds config.json,
+model.safetensors, tokenizer.json (a BPE of the captions, or of every phrase of the scene grammar), the trainer
+state, metrics.jsonl and loss.png.
+
+Logged at every evaluation: the validation loss (NLL per caption token, teacher-forced) and, on full
+evaluations, the greedy exact match of the validation images (``val_exact``; procedural: fresh scenes of the
+seen compositions, drawn from ``data.seed``).
+
+Inference (`CaptionRun`): ``caption`` (images or files -> one caption each, greedy or beam search: the decoding
+loops of translation, unchanged), ``attention`` (each word's cross-attention over the patches), ``evaluate``
+(`qkv eval`: exact match, per-attribute accuracy, BLEU-4 and CIDEr-D; procedural runs report every test group —
+seen compositions by object count, held-out colour–shape pairs, held-out counts — apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from qkv.data.captioning import (
+    CaptionBatches,
+    CaptionDataConfig,
+    CaptionSet,
+    encode_captions,
+    load_caption_folder,
+    procedural_set,
+    read_clip,
+    read_image,
+    split_folder,
+)
+from qkv.data.scenes import COLOURS, DIRECTIONS, PLACES, SHAPES, SIZES, evaluation_groups
+from qkv.errors import QKVError
+from qkv.evaluation.perplexity import perplexity
+from qkv.generation.seq2seq import SequenceDecoding, beam_search, greedy_decode
+from qkv.models.captioner import Captioner, CaptionerConfig
+from qkv.runs import TOKENIZER_FILE
+from qkv.tasks.base import Run, Task, last_eval
+from qkv.training.config import TrainConfig
+
+
+@dataclass
+class CaptionTrainConfig(TrainConfig):
+    label_smoothing: float = 0.0  # ε of the label-smoothed cross-entropy (as translation's)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def _caption_decoding() -> SequenceDecoding:
+    # a caption's length does not follow its input's: the limit is the context (a = 0, b = the most tokens)
+    return SequenceDecoding(beam=1, length_penalty=0.6, max_len_a=0.0, max_len_b=128, batch_size=64)
+
+
+@dataclass
+class CaptionRunConfig:
+    task: Literal["caption"] = "caption"
+    model: CaptionerConfig = field(default_factory=CaptionerConfig)
+    data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
+    train: CaptionTrainConfig = field(default_factory=lambda: CaptionTrainConfig(
+        max_steps=3000, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=200, weight_decay=0.05, beta2=0.98,
+        eval_interval=250, grad_clip=1.0))
+    decode: SequenceDecoding = field(default_factory=_caption_decoding)
+
+
+def grammar_phrases() -> list[str]:
+    """Every phrase the scene grammar can say (every object at every cell and in every direction, and the joins):
+    the text the procedural runs' tokenizer is learned from, so no word of a test caption is unknown."""
+    objs = [f"a {s} {c} {sh}" for s in SIZES for c in COLOURS for sh in SHAPES]
+    scenes = [f"{o} {p}, {o} {p} and" for o in objs for p in PLACES]
+    return scenes + [f"{o} moves {d}" for o in objs for d in DIRECTIONS]
+
+
+def caption_tokenizer(texts: list[str], kind: str, vocab_size: int):
+    """A BPE (or character) tokenizer of the caption texts, with <pad>, <bos> and <eos>."""
+    from qkv.tokenizers import train_bpe, train_char
+
+    if kind == "char":
+        tok = train_char("".join(sorted(set("".join(texts)))))
+        tok.add_special_tokens(["<pad>", "<bos>", "<eos>"])
+        return tok
+    return train_bpe(texts, vocab_size=vocab_size, min_frequency=1)
+
+
+def caption_ids(model, tok, images: torch.Tensor, cfg: SequenceDecoding) -> list[list[int]]:
+    """The caption token ids (no BOS, no EOS) of images (N, C, H, W) or clips (N, F, C, H, W), greedy (beam 1) or
+    by beam search, in batches: translation's decoding loops, with an all-True memory mask."""
+    was_training = model.training
+    model.eval()
+    device = model.lm_head.weight.device
+    out: list[list[int]] = []
+    for start in range(0, len(images), cfg.batch_size):
+        x = images[start : start + cfg.batch_size].to(device)
+        mask = model.memory_mask(len(x), device)  # (B, P) or (B, 1): every patch is real
+        if cfg.beam == 1:
+            out += greedy_decode(model, x, mask, tok.bos_id, tok.eos_id, cfg.max_len_a, cfg.max_len_b,
+                                 vocab_size=tok.vocab_size)
+        else:
+            out += [h.tokens for h in beam_search(model, x, mask, tok.bos_id, tok.eos_id, cfg, tok.vocab_size)]
+    model.train(was_training)
+    return out
+
+
+def caption_images(model, tok, images: torch.Tensor, cfg: SequenceDecoding) -> list[str]:
+    """One caption per image (N, C, H, W) or clip (N, F, C, H, W)."""
+    return [tok.decode(ids).strip() for ids in caption_ids(model, tok, images, cfg)]
+
+
+@torch.no_grad()
+def caption_loss(model, tok, data: CaptionSet, batch_size: int = 128) -> float:
+    """Teacher-forced NLL per caption token of every (image, reference) pair of `data`."""
+    was_training = model.training
+    model.eval()
+    device = model.lm_head.weight.device
+    pairs = [(i, r) for i, refs in enumerate(data.refs) for r in refs]
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        tgt_in, tgt_out = encode_captions(tok, [r for _, r in chunk], model.config.max_seq_len, tok.pad_id,
+                                          tok.bos_id, tok.eos_id)
+        logits, _ = model(data.images[[i for i, _ in chunk]].to(device), tgt_in.to(device))
+        total += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt_out.to(device).flatten(),
+                                                   ignore_index=-100, reduction="sum").item()
+        count += int((tgt_out != -100).sum())
+    model.train(was_training)
+    return total / max(1, count)
+
+
+class CaptionTask(Task):
+    name = "caption"
+    config_class = CaptionRunConfig
+    fitted_model_fields = ("image_size", "channels", "frames", "vocab_size", "pad_id")
+
+    # ------------------------------------------------------------------------------------------ preparing
+    def read_data(self) -> None:
+        d = self.cfg.data
+        p = self.cfg.model.patch_size
+        if d.image_size % p:  # first: nothing is written before this is known
+            raise QKVError(f"data.image_size {d.image_size} is not a multiple of model.patch_size {p}: choose a patch "
+                           f"size that divides it, or an image size such as {max(p, d.image_size // p * p)}")
+        if d.procedural:
+            self.spec = d.scene_spec()
+            self.train_set = None
+            self.val_set = procedural_set(self.spec, d.val_scenes, [d.seed, 1])
+            self.source = f"{d.source} (procedural, drawn fresh for every example)"
+        else:
+            self.spec = None
+            everything = load_caption_folder(d.source, d.image_size, d.channels)
+            self.train_set, self.val_set = split_folder(everything, d.val_fraction, d.seed)
+            self.source = f"{d.source} ({len(everything):,} images)"
+
+    def make_tokenizers(self) -> None:
+        d = self.cfg.data
+        texts = grammar_phrases() if d.procedural else [r for refs in self.train_set.refs for r in refs]
+        self.tok = caption_tokenizer(texts, d.tokenizer, d.vocab_size)
+        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+
+    def load_tokenizers(self) -> None:
+        from qkv.tokenizers import load_tokenizer
+
+        self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+
+    def build_model(self):
+        from qkv.models.io import load_model
+
+        cfg, ctx, d = self.cfg, self.ctx, self.cfg.data
+        if not ctx.resume:
+            cfg.model = replace(cfg.model, image_size=d.image_size, channels=d.channels if not d.procedural else 3,
+                                frames=d.input_frames, vocab_size=self.tok.vocab_size, pad_id=self.tok.pad_id)
+        longest = max((r for refs in self.val_set.refs for r in refs), key=lambda r: len(self.tok.encode(r)))
+        encode_captions(self.tok, [longest], cfg.model.max_seq_len, self.tok.pad_id, self.tok.bos_id,
+                        self.tok.eos_id, where="validation caption")
+        if self.train_set is not None:
+            for refs in self.train_set.refs:
+                encode_captions(self.tok, refs, cfg.model.max_seq_len, self.tok.pad_id, self.tok.bos_id,
+                                self.tok.eos_id, where="training caption")
+        self.meta = {"source": self.source, "val_images": len(self.val_set), "vocab_size": self.tok.vocab_size,
+                     "patches": cfg.model.n_patches, "memory": cfg.model.memory}
+        if self.train_set is not None:
+            self.meta["train_images"] = len(self.train_set)
+        model = load_model(ctx.run_dir)[0] if ctx.resume else Captioner(cfg.model)
+        m = model.config
+        ctx.say(f"captioner: {model.num_params():,} parameters; {m.frames} frame(s) of {m.image_size}×{m.image_size} "
+                f"-> {m.n_patches} patches of {m.patch_size}×{m.patch_size} px; decoder attends to "
+                f"{'every patch' if m.memory == 'patches' else 'one pooled vector'}")
+        return model
+
+    def batches(self, rows: int, rank: int, world: int):
+        return CaptionBatches(self.tok, self.cfg.model.max_seq_len, rows, seed=self.cfg.train.seed, rank=rank,
+                              world_size=world, spec=self.spec, data=self.train_set)
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, model, batch):
+        from qkv.tasks.translate import smoothed_loss
+
+        logits, _ = model(batch["images"], batch["tgt_in"])
+        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
+        return loss, {"tokens": n, "nll": (nll.item() * n, n)}
+
+    def loss_terms(self, batch) -> int:
+        return int((batch["tgt_out"] != -100).sum())
+
+    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+        from qkv.evaluation.captioning import exact_match
+
+        out = {}
+        if "nll" in train_means:
+            out["train_nll"] = train_means["nll"]
+        out["val_loss"] = caption_loss(model, self.tok, self.val_set)
+        out["val_ppl"] = perplexity(out["val_loss"])
+        if full:
+            hyps = caption_images(model, self.tok, self.val_set.images, replace(self.cfg.decode, beam=1))
+            out["val_exact"] = exact_match(hyps, self.val_set.refs)
+        return out
+
+    # ------------------------------------------------------------------------------------------ finishing
+    def summary(self, result) -> list[str]:
+        lines = super().summary(result)
+        last, em = last_eval(result, "val_loss"), last_eval(result, "val_exact")
+        if last:
+            lines.append(f"val loss {last['val_loss']:.4f} (NLL per caption token) | ppl {last['val_ppl']:.3f}")
+        if em:
+            lines.append(f"val exact match {100 * em['val_exact']:.1f}% (greedy, {len(self.val_set):,} validation "
+                         "images)")
+        return lines
+
+    def samples(self):
+        hyps = caption_images(self.model, self.tok, self.val_set.images[:3], self.cfg.decode)
+        yield "--- sample captions (validation) " + "-" * 38 + "\n"
+        for refs, h in zip(self.val_set.refs[:3], hyps, strict=True):
+            mark = "=" if h.lower() in {r.lower() for r in refs} else "≠"
+            yield f"ref: {refs[0]}\nout: {h}  ({mark})\n\n"
+        yield "-" * 71 + "\n"
+
+    def next_command(self) -> str:
+        return f"evaluate it: qkv eval {self.ctx.run_dir}   caption an image: qkv caption {self.ctx.run_dir} image.png"
+
+
+class CaptionRun(Run):
+    """A trained captioner: caption images, draw where each word looked, score it (`qkv.load_run`)."""
+
+    task = "caption"
+    config_class = CaptionRunConfig
+    model_type = "captioner"
+    attention_input = "image"
+
+    def __init__(self, path, config, saved, model, tok):
+        super().__init__(path, config, saved, model)
+        self.tokenizer = tok
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", **options):
+        from qkv.tokenizers import load_tokenizer
+
+        model, saved, config = cls._load_model(path, device)
+        return cls(path, config, saved, model, load_tokenizer(Path(path) / TOKENIZER_FILE))
+
+    def decoding(self, **changes) -> SequenceDecoding:
+        """The run's [decode] settings with `changes` (None values ignored) on top; QKVError if invalid."""
+        from qkv.config import from_dict, to_dict
+
+        values = to_dict(self.config.decode) | {k: v for k, v in changes.items() if v is not None}
+        return from_dict(SequenceDecoding, values, prefix="decode.")
+
+    def read(self, path: str | Path) -> tuple[torch.Tensor, str]:
+        """An image file (or, for a clip run, a strip of its frames side by side) as the model's input, and a note
+        when it had to be resized ("" if not). QKVError if it is missing or not a readable image."""
+        m = self.model.config
+        if m.frames > 1:
+            x, (w, h) = read_clip(path, m.frames, m.image_size, m.channels)
+            size = f"{w}×{h} strip"
+            resized = h != m.image_size
+        else:
+            x, (w, h) = read_image(path, m.image_size, m.channels)
+            size = f"{w}×{h}"
+            resized = (w, h) != (m.image_size, m.image_size)
+        note = f"{path}: {size} resized to {m.image_size}×{m.image_size}{' per frame' * (m.frames > 1)}" \
+            if resized else ""
+        return x, note
+
+    def caption(self, images: torch.Tensor, decoding: SequenceDecoding | None = None) -> list[str]:
+        """One caption per image (N, C, H, W) or clip (N, F, C, H, W), in [-1, 1] at the model's size."""
+        return caption_images(self.model, self.tokenizer, images, decoding or self.config.decode)
+
+    def caption_files(self, paths: list[str], decoding: SequenceDecoding | None = None
+                      ) -> tuple[list[str], list[str]]:
+        """(one caption per image file, the notes of files that were resized)."""
+        read = [self.read(p) for p in paths]
+        return self.caption(torch.stack([x for x, _ in read]), decoding), [n for _, n in read if n]
+
+    def attention(self, image: str, layer: int = -1, head: int | None = None, beam: int | None = None):
+        """Caption the image file, then read each caption word's cross-attention over the patches (layer, head)."""
+        from qkv.evaluation.captioning import caption_attention
+
+        x, _ = self.read(image)
+        (ids,) = caption_ids(self.model, self.tokenizer, x[None], self.decoding(beam=beam))
+        return caption_attention(self.model, self.tokenizer, x, ids, layer, head)
+
+    def evaluate(self, data: str | None = None, n: int | None = None, beam: int | None = None,
+                 seed: int | None = None, hyps_out: str | None = None, progress=None) -> dict:
+        """Exact match, BLEU-4, CIDEr-D (and per-attribute accuracy for procedural scenes) of the captions of each
+        test group: procedural runs draw `n` (data.test_scenes) fresh scenes per group from `seed` (data.seed);
+        folder runs score their validation images, or every image of the folder `data`."""
+        from qkv.evaluation.captioning import caption_scores
+
+        d = self.config.data
+        dcfg = self.decoding(beam=beam)
+        if n is not None and n < 1:
+            raise QKVError(f"n must be at least 1, got {n}")
+        groups: list[tuple[str, CaptionSet, bool]] = []
+        if data is None and d.procedural:
+            spec, seed = d.scene_spec(), d.seed if seed is None else seed
+            for k, (name, counts, pairs) in enumerate(evaluation_groups(spec, n or d.test_scenes)):
+                groups.append((name, procedural_set(spec, n or d.test_scenes, [seed, 2, k], counts, pairs), True))
+            source = f"{d.source}: fresh test scenes (seed {seed}), {n or d.test_scenes} per group"
+        elif data is None:
+            everything = load_caption_folder(d.source, self.model.config.image_size, self.model.config.channels)
+            _, val = split_folder(everything, d.val_fraction, d.seed)
+            groups.append(("validation images", val.subset(list(range(min(len(val), n or len(val))))), False))
+            source = f"{d.source} (the run's validation images)"
+        else:
+            if data in ("shapes", "clips"):
+                raise QKVError(f"--data {data}: give a folder with captions.jsonl (a procedural run scores its own "
+                               "test scenes without --data)")
+            folder = load_caption_folder(data, self.model.config.image_size, self.model.config.channels)
+            groups.append((f"{data}", folder.subset(list(range(min(len(folder), n or len(folder))))), False))
+            source = f"{data} (every image listed)"
+        results, lines = [], []
+        for name, cs, grammar in groups:
+            if progress:
+                progress(f"captioning {name}: {len(cs)} images")
+            hyps = self.caption(cs.images, dcfg)
+            lines += [h + "\n" for h in hyps]
+            results.append({"group": name, **caption_scores(hyps, cs.refs, grammar),
+                            "examples": [{"ref": r[0], "out": h} for r, h in zip(cs.refs[:2], hyps[:2], strict=True)]})
+        if hyps_out:
+            from qkv.runs import atomic_write_bytes
+
+            atomic_write_bytes(Path(hyps_out), "".join(lines).encode("utf-8"))
+        return {"source": source, "beam": dcfg.beam, "memory": self.model.config.memory, "groups": results}
+
+    def report(self, r: dict) -> str:
+        from qkv.data.scenes import ATTRIBUTES
+
+        decoding = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        lines = [f"{r['source']}; {decoding}; decoder attends to "
+                 f"{'every patch' if r['memory'] == 'patches' else 'one pooled vector'}"]
+        grammar = any("attributes" in g for g in r["groups"])
+        head = f"{'group':<58} {'images':>6} {'exact':>6} {'BLEU-4':>6} {'CIDEr-D':>7}"
+        if grammar:
+            head += "  " + " ".join(f"{a:>8}" for a in ATTRIBUTES)
+        lines += [head, "-" * len(head)]
+        for g in r["groups"]:
+            row = (f"{g['group'][:58]:<58} {g['images']:>6} {100 * g['exact_match']:>5.1f}% "
+                   f"{g['bleu4']['score']:>6.2f} {g['cider_d']:>7.3f}")
+            if "attributes" in g:
+                row += "  " + " ".join(f"{100 * g['attributes'][a]:>7.1f}%" for a in ATTRIBUTES)
+            lines.append(row)
+        lines.append("exact: the caption equals a reference; BLEU-4: sacreBLEU against every reference ("
+                     f"{r['groups'][0]['bleu4']['signature']}); CIDEr-D: pycocoevalcap, pre-tokenised")
+        if grammar:
+            lines.append("attributes: read with the scene grammar; count per scene, the others per object (qkv eval "
+                         "--json has the unparsed captions and examples)")
+        return "\n".join(lines)
+
+
+CaptionTask.run_class = CaptionRun
