@@ -52,8 +52,8 @@ def training_record(run: Path) -> dict:
     steps = [m for m in lines if "loss" in m]
     evals = [m for m in lines if "val_exact" in m]
     last = steps[-1]
-    return {"steps": last["step"], "seconds": last["elapsed_s"], "images_per_step": None,
-            "val_exact": evals[-1]["val_exact"] if evals else None, "params": None}
+    return {"steps": last["step"], "seconds": last["elapsed_s"],
+            "val_exact": evals[-1]["val_exact"] if evals else None}
 
 
 def main() -> int:

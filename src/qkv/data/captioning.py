@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from qkv.data.batching import GeneratorBatches
+from qkv.data.files import decode_text
 from qkv.data.scenes import SceneSpec, describe, draw_objects, draw_scenes, render
 from qkv.errors import QKVError
 
@@ -158,12 +159,9 @@ def load_caption_folder(root: str | Path, size: int, channels: int = 3) -> Capti
         raise QKVError(f"{root}: no {CAPTIONS_FILE}; expected one line per image: "
                        '{"image": "a.png", "captions": ["a caption", "another"]}')
     raw = index.read_bytes()
-    if b"\x00" in raw:
-        raise QKVError(f"{index}: looks binary (contains NUL bytes), expected UTF-8 JSON lines")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise QKVError(f"{index}: not UTF-8 (byte {e.start})") from None
+    if not raw.strip():
+        raise QKVError(f"{index}: no images listed (the file is empty)")
+    text = decode_text(raw, index)  # binary, not UTF-8: one-line errors, as for every text file
     images, refs, names = [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -189,8 +187,6 @@ def load_caption_folder(root: str | Path, size: int, channels: int = 3) -> Capti
         images.append(read_image(path, size, channels)[0])
         refs.append(caps)
         names.append(row["image"])
-    if not images:
-        raise QKVError(f"{index}: no images listed (the file is empty)")
     return CaptionSet(torch.stack(images), refs, names)
 
 

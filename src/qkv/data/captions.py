@@ -12,13 +12,15 @@ import torch
 from qkv.errors import QKVError
 
 
-def train_caption_tokenizer(captions: list[str], kind: str, vocab_size: int):
-    """A char or BPE tokenizer of the training captions, with <pad> and <bos>."""
+def train_caption_tokenizer(captions: list[str], kind: str, vocab_size: int,
+                            specials: tuple[str, ...] = ("<pad>", "<bos>")):
+    """A char or BPE tokenizer of the training captions; a char one gets `specials` (the BPE has <pad> <bos> <eos>
+    <unk>). Text conditioning needs <pad> and <bos>; a caption decoder also <eos>."""
     from qkv.tokenizers import train_bpe, train_char
 
     if kind == "char":
         tok = train_char("".join(sorted(set("".join(captions)))))
-        tok.add_special_tokens(["<pad>", "<bos>"])
+        tok.add_special_tokens(list(specials))
         return tok
     return train_bpe(captions, vocab_size=vocab_size, min_frequency=1)
 

@@ -38,7 +38,7 @@ from qkv.data.captioning import (
 from qkv.data.scenes import COLOURS, DIRECTIONS, PLACES, SHAPES, SIZES, evaluation_groups
 from qkv.errors import QKVError
 from qkv.evaluation.perplexity import perplexity
-from qkv.generation.seq2seq import SequenceDecoding, beam_search, greedy_decode
+from qkv.generation.seq2seq import SequenceDecoding, decode_batch
 from qkv.models.captioner import Captioner, CaptionerConfig
 from qkv.runs import TOKENIZER_FILE
 from qkv.tasks.base import Run, Task, last_eval
@@ -81,13 +81,9 @@ def grammar_phrases() -> list[str]:
 
 def caption_tokenizer(texts: list[str], kind: str, vocab_size: int):
     """A BPE (or character) tokenizer of the caption texts, with <pad>, <bos> and <eos>."""
-    from qkv.tokenizers import train_bpe, train_char
+    from qkv.data.captions import train_caption_tokenizer
 
-    if kind == "char":
-        tok = train_char("".join(sorted(set("".join(texts)))))
-        tok.add_special_tokens(["<pad>", "<bos>", "<eos>"])
-        return tok
-    return train_bpe(texts, vocab_size=vocab_size, min_frequency=1)
+    return train_caption_tokenizer(texts, kind, vocab_size, specials=("<pad>", "<bos>", "<eos>"))
 
 
 def caption_ids(model, tok, images: torch.Tensor, cfg: SequenceDecoding) -> list[list[int]]:
@@ -100,11 +96,7 @@ def caption_ids(model, tok, images: torch.Tensor, cfg: SequenceDecoding) -> list
     for start in range(0, len(images), cfg.batch_size):
         x = images[start : start + cfg.batch_size].to(device)
         mask = model.memory_mask(len(x), device)  # (B, P) or (B, 1): every patch is real
-        if cfg.beam == 1:
-            out += greedy_decode(model, x, mask, tok.bos_id, tok.eos_id, cfg.max_len_a, cfg.max_len_b,
-                                 vocab_size=tok.vocab_size)
-        else:
-            out += [h.tokens for h in beam_search(model, x, mask, tok.bos_id, tok.eos_id, cfg, tok.vocab_size)]
+        out += decode_batch(model, x, mask, tok.bos_id, tok.eos_id, cfg, tok.vocab_size)
     model.train(was_training)
     return out
 
@@ -234,10 +226,12 @@ class CaptionTask(Task):
         return lines
 
     def samples(self):
+        from qkv.evaluation.captioning import exact_match
+
         hyps = caption_images(self.model, self.tok, self.val_set.images[:3], self.cfg.decode)
         yield "--- sample captions (validation) " + "-" * 38 + "\n"
         for refs, h in zip(self.val_set.refs[:3], hyps, strict=True):
-            mark = "=" if h.lower() in {r.lower() for r in refs} else "≠"
+            mark = "=" if exact_match([h], [refs]) else "≠"
             yield f"ref: {refs[0]}\nout: {h}  ({mark})\n\n"
         yield "-" * 71 + "\n"
 
