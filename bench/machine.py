@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import time
 
 import torch
 
@@ -36,3 +37,16 @@ def describe(threads: int | None = None) -> str:
 
 if __name__ == "__main__":
     print(describe())
+
+
+def matmul_peak(repeats: int = 5) -> float:
+    """fp32 GFLOP/s of this machine's best 2048×768 @ 768×3072 matmul (the shape of a GPT-2 MLP projection) of
+    `repeats`, at torch's current thread count: the ceiling a training step's matmuls could reach."""
+    a, b = torch.randn(2048, 768), torch.randn(768, 3072)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048 * 768 * 3072 / best / 1e9

@@ -69,7 +69,7 @@ def _args(task: str, folder: Path) -> list[str]:
 
 
 def _metrics(run: Path) -> list[dict]:
-    timing = {"tokens_per_s", "elapsed_s"}
+    timing = {"tokens_per_s", "elapsed_s", "eval_s"}
     return [{k: v for k, v in json.loads(x).items() if k not in timing}
             for x in (run / "metrics.jsonl").read_text().splitlines()]
 

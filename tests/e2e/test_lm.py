@@ -574,3 +574,27 @@ def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, sha
     assert after[0]["lr"] < 0.8 * cfg.train.lr  # the peak would be 3e-3
     final = json.loads(state_file.read_text())
     assert final["elapsed_s"] >= 15.0 and "time budget of 0.25 min reached" in proc.stderr
+
+
+def test_speedrun_preset_trains_with_its_options_and_times_its_evaluations(tmp_path, capsys):
+    """configs/shakespeare-char-speedrun.toml: every option of the GPT speedruns plus Muon, through the CLI. Its
+    evaluations record the run's clock (evaluations included) and their own cost, which bench/gpt_train.py
+    --speedrun reads; the saved run reloads and generates."""
+    run = tmp_path / "speedrun"
+    train(capsys, str(REPO / "configs" / "shakespeare-char-speedrun.toml"), run, "--data.max_chars", "60000",
+          "--train.max_minutes", "none", "--train.schedule_by", "steps", "--train.max_steps", "40",
+          "--train.eval_interval", "20", "--train.full_eval_interval", "20", "--train.threads", "1",
+          "--train.progress", "false")
+    saved = json.loads((run / "config.json").read_text())
+    assert {k: saved["model"][k] for k in ("activation", "qk_norm", "zero_init_proj", "x0_shortcut",
+                                          "logit_softcap")} == {"activation": "relu2", "qk_norm": True,
+                                                                "zero_init_proj": True, "x0_shortcut": True,
+                                                                "logit_softcap": 15.0}
+    assert saved["train"]["optimizer"] == "muon"
+    evals = [r for r in metrics(run) if "val_loss" in r]
+    assert [r["step"] for r in evals] == [20, 40]
+    assert evals[1]["val_loss"] < evals[0]["val_loss"] < math.log(65)
+    assert 0 < evals[0]["eval_s"] < evals[0]["elapsed_s"] < evals[1]["elapsed_s"]
+    rc, out, err = qkv(capsys, "generate", run, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1")
+    assert rc == 0, err
+    assert out.startswith("ROMEO:")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from qkv.errors import QKVError
+from qkv.generation.inference import QUANTIZE
 
 HELP = "/reset clears the history, /exit quits"
 
@@ -26,7 +27,10 @@ def add_parser(sub, name):
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU; faster decoding)")
+    p.add_argument("--quantize", choices=QUANTIZE, default=None,
+                   help="int8 weights (CPU; faster decoding), or bf16 weights (CPUs with bf16 units)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the one-token decode step (seconds to a minute up front; eager if it fails)")
     p.add_argument("--device", default="cpu")
 
 
@@ -39,7 +43,7 @@ def load_session(args):
         raise QKVError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     sampling = run_.sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              max_new_tokens=args.max_new_tokens, seed=args.seed, system=args.system)
-    return run_.chat(sampling, quantize=args.quantize)
+    return run_.chat(sampling, quantize=args.quantize, compile=args.compile)
 
 
 def _say(session, message: str, prefix: str = "") -> None:

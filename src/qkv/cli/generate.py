@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from qkv.errors import QKVError
+from qkv.generation.inference import QUANTIZE
 
 
 def add_parser(sub, name):
@@ -18,7 +19,10 @@ def add_parser(sub, name):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="re-run the whole prefix every token (slow; for checks)")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU; faster decoding)")
+    p.add_argument("--quantize", choices=QUANTIZE, default=None,
+                   help="int8 weights (CPU; faster decoding), or bf16 weights (CPUs with bf16 units)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the one-token decode step (seconds to a minute up front; eager if it fails)")
     p.add_argument("--device", default="cpu")
 
 
@@ -31,7 +35,7 @@ def run(args) -> int:
     sampling = run_.sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              max_new_tokens=args.max_new_tokens, seed=args.seed, prompt=args.prompt)
     pieces = run_.stream(sampling.prompt, sampling, stop=args.stop, use_cache=not args.no_cache,
-                         quantize=args.quantize)
+                         quantize=args.quantize, compile=args.compile)
     n = len(run_.tokenizer.encode(sampling.prompt))
     if n > run_.model.config.max_seq_len:
         print(f"note: prompt has {n} tokens; only the last {run_.model.config.max_seq_len} fit the context",

@@ -67,7 +67,13 @@ def explain_output(run, opts: Options) -> Explanation:
         ours = ours + head.bias
     e.tensor("logits = h Wᵀ" + (" + b" if head.bias is not None else ""), ours,
              f"V = {V:,}: one score per id; logit i is the dot product of h with row i")
-    e.check("h @ lm_head.weightᵀ  ==  the model's logits at the last position", ours, logits)
+    cap = getattr(model.config, "logit_softcap", None)
+    if cap is not None:
+        ours = cap * torch.tanh(ours / cap)  # (V,)
+        e.tensor(f"logits = {cap:g}·tanh(h Wᵀ / {cap:g})", ours,
+                 f"the soft cap: every logit squeezed into (−{cap:g}, {cap:g}), nearly unchanged near 0")
+    e.check("h @ lm_head.weightᵀ" + (" (capped)" if cap is not None else "") + "  ==  the model's logits at the last "
+            "position", ours, logits)
 
     shifted = ours - ours.max()  # softmax is unchanged by a shift; this keeps exp from overflowing
     probs = shifted.exp() / shifted.exp().sum()  # (V,)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.evaluation.attention import token_label
@@ -95,15 +96,20 @@ def one_head(attn: MultiHeadAttention, call: Call, h: int) -> dict[str, Tensor]:
 
     w_q, b_q, q_lin = project(attn.q_proj, call.x)
     w_k, b_k, k_lin = project(attn.k_proj, call.kv_input)
-    w_v, b_v, v = project(attn.v_proj, call.kv_input)
+    w_v, b_v, v_lin = project(attn.v_proj, call.kv_input)
+    extra = call.kwargs.get("value_extra")  # value embeddings: a per-token vector added to the values
+    v = v_lin if extra is None else v_lin + extra[..., rows][:, None]  # (B, T, D) -> (B, 1, T, D)
+    q, k = q_lin, k_lin
+    if getattr(attn, "qk_norm", False):  # QK-norm: each head's query and key rows scaled to unit RMS
+        q, k = F.rms_norm(q, (d,)), F.rms_norm(k, (d,))
     rope = call.kwargs.get("rope")
-    q, k = (apply_rope(q_lin, *rope), apply_rope(k_lin, *rope)) if rope is not None else (q_lin, k_lin)
+    q, k = (apply_rope(q, *rope), apply_rope(k, *rope)) if rope is not None else (q, k)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (B, 1, Tq, D) @ (B, 1, D, Tk) -> (B, 1, Tq, Tk)
     mask = mask_of(call)
     masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     weights = masked.softmax(dim=-1)  # (B, 1, Tq, Tk), rows sum to 1
     return {"W_Q": w_q, "b_Q": b_q, "W_K": w_k, "b_K": b_k, "W_V": w_v, "b_V": b_v, "Q_lin": q_lin, "K_lin": k_lin,
-            "Q": q, "K": k, "V": v, "scores": scores, "masked": masked, "weights": weights,
+            "V_lin": v_lin, "Q": q, "K": k, "V": v, "scores": scores, "masked": masked, "weights": weights,
             "out": weights @ v}  # (B, 1, Tq, Tk) @ (B, 1, Tk, D) -> (B, 1, Tq, D)
 
 
@@ -178,15 +184,21 @@ def explain_qkv(run, opts: Options) -> Explanation:
                  "transposed")
         if getattr(attn, proj).bias is not None:
             e.tensor(f"b_{name}", p[f"b_{name}"], f"head {head}'s part of {proj}.bias")
-    for name, key in (("Q", "Q_lin"), ("K", "K_lin"), ("V", "V")):
+    for name, key in (("Q", "Q_lin"), ("K", "K_lin"), ("V", "V_lin")):
         bias = f" + b_{name}" if attn.q_proj.bias is not None else ""
         e.tensor(f"{name} = X W_{name}{bias}", p[key][0, 0], "" if bias else "(this run's projections have no bias)",
                  labels)
-    ours = torch.cat([p["Q_lin"], p["K_lin"], p["V"]], dim=-1)  # (1, 1, T, 3D)
+    ours = torch.cat([p["Q_lin"], p["K_lin"], p["V_lin"]], dim=-1)  # (1, 1, T, 3D)
     inputs = ((attn.q_proj, call.x), (attn.k_proj, call.kv_input), (attn.v_proj, call.kv_input))
     module = torch.cat([proj(inp)[..., head * d:(head + 1) * d] for proj, inp in inputs],
                        dim=-1)[:, None]  # (1, T, 3D) -> (1, 1, T, 3D)
     e.check("Q, K, V == q_proj(X), k_proj(X), v_proj(X) (head's columns)", ours, module)
+    if attn.qk_norm:
+        e.say("this run uses QK-norm: each head's Q and K rows are divided by their root-mean-square before the dot "
+              "product (F.rms_norm), so every score is bounded by √d_k")
+    if call.kwargs.get("value_extra") is not None:
+        e.tensor("V = X W_V + ve(token)", p["V"][0, 0], "value embeddings: this layer's embedding of each input "
+                 "token added to its value", labels)
     if call.kwargs.get("rope") is not None:
         e.say("this run uses RoPE: no position vector was added to X; instead Q and K are rotated by "
               "qkv.nn.positional.apply_rope with the angles of each position (rope_angles), so Q·K depends on the "

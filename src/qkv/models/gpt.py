@@ -5,6 +5,19 @@
 Trained to predict token t+1 from tokens ≤ t. With ``tie_embeddings`` the output projection reuses the
 token-embedding matrix (Press & Wolf 2017), which for GPT-2 saves 38.6M of its 124M parameters.
 
+Options from the GPT speedruns (modded-nanogpt, nanochat), each off by default so that GPT-2 and
+nanoGPT's recipes are exactly themselves (docs/benchmarks.md measures each one on tinyshakespeare):
+
+    activation = "relu2"     MLP nonlinearity max(0, h)² (So et al. 2021)
+    qk_norm                  RMS-normalise each head's queries and keys before the dot product
+    zero_init_proj           attention and MLP output projections start at 0: every block starts as the identity
+    tie_embeddings = false   the head gets its own (V, C) matrix instead of reusing the token embedding
+    value_embeddings         each layer adds ve_l(idx), a (V, H·D) embedding of the input tokens, to its values
+    x0_shortcut              block l reads λ_l·x + μ_l·x0 (x0 the embedded input; λ_l from 1, μ_l from 0.1, learned)
+    logit_softcap = c        logits = c·tanh(logits / c): bounded in (−c, c), smooth near 0
+
+(and, in training, optimizer = "muon": see qkv.training.optim).
+
 Shape legend: B batch, T sequence length, C d_model, V vocab size, H heads, D head dim.
 """
 
@@ -44,6 +57,12 @@ class GPTConfig:
     pos_encoding: PosEncoding = "learned"
     rope_base: float = 10000.0
     tie_embeddings: bool = True  # lm_head.weight is tok_emb.weight
+    # the speedrun options (module docstring); all off by default
+    qk_norm: bool = False  # RMS-normalise queries and keys per head
+    zero_init_proj: bool = False  # attention o_proj and MLP down start at zero
+    value_embeddings: bool = False  # a per-layer (V, H·D) token embedding added to the values
+    x0_shortcut: bool = False  # learned per-layer residual scalars λ_l, μ_l: block input λ_l·x + μ_l·x0
+    logit_softcap: float | None = None  # c in c·tanh(logits / c); None: raw logits
 
     def __post_init__(self):
         for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads"):
@@ -61,6 +80,8 @@ class GPTConfig:
             value, choices = getattr(self, name), get_args(kind)
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if self.logit_softcap is not None and self.logit_softcap <= 0:
+            raise ValueError(f"logit_softcap must be positive, got {self.logit_softcap}")
         if self.pos_encoding == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head dim, got {self.head_dim}")
 
@@ -86,10 +107,17 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(
                 cfg.d_model, cfg.n_heads, cfg.ff_dim, d_head=cfg.d_head, dropout=cfg.dropout, bias=cfg.bias,
-                norm=cfg.norm, norm_eps=cfg.norm_eps, activation=cfg.activation,
+                norm=cfg.norm, norm_eps=cfg.norm_eps, activation=cfg.activation, qk_norm=cfg.qk_norm,
             )
             for _ in range(cfg.n_layers)
         )
+        if cfg.value_embeddings:
+            self.value_embs = nn.ModuleList(
+                nn.Embedding(cfg.vocab_size, cfg.n_heads * cfg.head_dim) for _ in range(cfg.n_layers)
+            )
+        if cfg.x0_shortcut:
+            self.resid_scales = nn.Parameter(torch.ones(cfg.n_layers))  # λ_l
+            self.x0_scales = nn.Parameter(torch.full((cfg.n_layers,), 0.1))  # μ_l
         self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -108,7 +136,10 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, 0.0, std)
         for block in self.blocks:
             for proj in (block.attn.o_proj, block.mlp.down):
-                nn.init.normal_(proj.weight, 0.0, std / math.sqrt(2 * self.config.n_layers))
+                if self.config.zero_init_proj:
+                    nn.init.zeros_(proj.weight)
+                else:
+                    nn.init.normal_(proj.weight, 0.0, std / math.sqrt(2 * self.config.n_layers))
 
     def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         """An empty KV cache for decoding up to `max_len` (default: the context length) positions."""
@@ -135,10 +166,14 @@ class GPT(nn.Module):
         elif self.config.pos_encoding == "rope":
             rope = rope_angles(positions, self.config.head_dim, self.config.rope_base)  # 2 × (T, D)
         x = self.drop(x)
+        x0 = x  # (B, T, C) the embedded input, for the x0 shortcut
         maps = []
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
-            x, w = block(x, causal=True, rope=rope, cache=layer_cache, need_weights=need_weights)
+            if self.config.x0_shortcut:
+                x = self.resid_scales[i] * x + self.x0_scales[i] * x0  # (B, T, C)
+            ve = self.value_embs[i](idx) if self.config.value_embeddings else None  # (B, T, H·D)
+            x, w = block(x, causal=True, rope=rope, cache=layer_cache, need_weights=need_weights, value_extra=ve)
             if need_weights:
                 maps.append(w["self"])  # (B, H, T, T_cached)
         return self.norm_f(x), maps  # (B, T, C)
@@ -156,6 +191,9 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(x)  # (B, T, V)
+        if self.config.logit_softcap is not None:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)  # (B, T, V), each in (−cap, cap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -169,6 +207,8 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # shared (tied) tensors are counted once
         if non_embedding:
             n -= self.tok_emb.weight.numel()
+            if self.config.value_embeddings:
+                n -= sum(e.weight.numel() for e in self.value_embs)
             if self.config.pos_encoding == "learned":
                 n -= self.pos_emb.weight.numel()
         return n

@@ -7,6 +7,15 @@
 plots and tests. `MultiHeadAttention` uses the fused ``F.scaled_dot_product_attention`` (same maths,
 tested equal) unless the weights are asked for.
 
+Two options from the GPT speedruns: `qk_norm` RMS-normalises each head's queries and keys before the dot
+product (Henry et al. 2020; Dehghani et al. 2023), which bounds the logits and lets a higher learning rate
+train stably; `forward(..., value_extra=)` adds a per-token vector to the values (value embeddings,
+modded-nanogpt), which the GPT model feeds from an embedding of the input tokens.
+
+At decode time the three input projections can be one: [Q | K | V] = X [W_Q; W_K; W_V]ᵀ, a single matmul
+whose output is split (`MultiHeadAttention.qkv_weight`; `qkv.generation.inference.for_decoding` sets
+`qkv_proj` on its inference copy). Same function; one weight stream and one call instead of three.
+
 Shape legend: B batch, H heads, Tq query length, Tk key length, D head dim, C model width.
 Masks are bool with True = may attend (see `qkv.nn.masks`).
 """
@@ -114,7 +123,9 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention for self-attention (context=None) and cross-attention (context given).
 
     Per-head projections are stored as one (H·D, C) matrix each for Q, K and V (head h owns rows
-    h·D … (h+1)·D); the heads are concatenated and mixed by `o_proj`.
+    h·D … (h+1)·D); the heads are concatenated and mixed by `o_proj`. An inference copy may also set
+    `qkv_proj`, one projection of x to [q | k | v] (B, T, 3·H·D) built from `qkv_weight`: self-attention
+    calls (no context) then use it instead of the three.
     """
 
     def __init__(
@@ -125,9 +136,11 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         d_context: int | None = None,
+        qk_norm: bool = False,
     ):
         super().__init__()
         self.n_heads = n_heads
+        self.qk_norm = qk_norm
         self.d_head = d_head or d_model // n_heads
         inner = self.n_heads * self.d_head
         d_context = d_context or d_model
@@ -135,8 +148,21 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_context, inner, bias=bias)
         self.v_proj = nn.Linear(d_context, inner, bias=bias)
         self.o_proj = nn.Linear(inner, d_model, bias=bias)
+        self.qkv_proj: nn.Module | None = None  # decode copies only: x -> [q | k | v], see `qkv_weight`
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
+
+    def qkv_weight(self) -> tuple[Tensor, Tensor | None]:
+        """[W_Q; W_K; W_V]: the three projections stacked, (3·H·D, C), and their biases, (3·H·D,) or None —
+        the one matrix of a fused self-attention (`forward` splits its output in this order). Self-attention
+        only: it needs the keys' and values' input width to be the queries'."""
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        if self.k_proj.in_features != self.q_proj.in_features:
+            raise ValueError(f"cannot fuse Q, K, V: the context width {self.k_proj.in_features} is not the "
+                             f"model width {self.q_proj.in_features} (cross-attention)")
+        weight = torch.cat([p.weight.detach() for p in projs])  # (3·H·D, C)
+        bias = None if self.q_proj.bias is None else torch.cat([p.bias.detach() for p in projs])  # (3·H·D,)
+        return weight, bias
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -153,6 +179,7 @@ class MultiHeadAttention(nn.Module):
         rope: tuple[Tensor, Tensor] | None = None,
         cache: LayerKVCache | None = None,
         need_weights: bool = False,
+        value_extra: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, Tq, C) queries; context: (B, Tk, C_ctx) for cross-attention, else x itself.
 
@@ -160,16 +187,29 @@ class MultiHeadAttention(nn.Module):
         key_mask: (B, Tk) bool, False at padded keys. attn_mask: extra bool mask broadcastable to
         (B, H, Tq, Tk). rope: (cos, sin) for the new positions, rotates q and k.
         cache: decoding state; self-attention appends to it, cross-attention fills it once.
+        value_extra: (B, Tk, H·D) added to the new positions' values before they are cached (value embeddings).
         Returns (out (B, Tq, C), weights (B, H, Tq, Tk) if need_weights else None).
         """
         B, Tq, _ = x.shape
-        q = self._heads(self.q_proj(x))  # (B, H, Tq, D)
+        fused = self.qkv_proj is not None and context is None
+        if fused:  # one matmul for the three projections (decode copies)
+            q, k, v = self.qkv_proj(x).split(self.n_heads * self.d_head, dim=-1)  # 3 × (B, Tq, H·D)
+        else:
+            q = self.q_proj(x)  # (B, Tq, H·D)
+        q = self._heads(q)  # (B, H, Tq, D)
+        if self.qk_norm:
+            q = F.rms_norm(q, (self.d_head,))  # each head's query scaled to unit RMS
         if cache is not None and cache.static:
             k, v = cache.k, cache.v  # cross-attention keys/values computed on the first step
         else:
-            src = x if context is None else context
-            k = self._heads(self.k_proj(src))  # (B, H, Tk, D)
-            v = self._heads(self.v_proj(src))  # (B, H, Tk, D)
+            if not fused:
+                src = x if context is None else context
+                k, v = self.k_proj(src), self.v_proj(src)  # 2 × (B, Tk, H·D)
+            if value_extra is not None:
+                v = v + value_extra
+            k, v = self._heads(k), self._heads(v)  # 2 × (B, H, Tk, D)
+            if self.qk_norm:
+                k = F.rms_norm(k, (self.d_head,))
             if rope is not None:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             if cache is not None:

@@ -27,10 +27,11 @@ class TransformerBlock(nn.Module):
         norm_eps: float = 1e-5,
         activation: Activation = "gelu",
         cross_attention: bool = False,
+        qk_norm: bool = False,
     ):
         super().__init__()
         self.norm1 = make_norm(norm, d_model, norm_eps, bias)
-        self.attn = MultiHeadAttention(d_model, n_heads, d_head, bias, dropout)
+        self.attn = MultiHeadAttention(d_model, n_heads, d_head, bias, dropout, qk_norm=qk_norm)
         if cross_attention:
             self.norm_cross = make_norm(norm, d_model, norm_eps, bias)
             self.cross_attn = MultiHeadAttention(d_model, n_heads, d_head, bias, dropout)
@@ -50,15 +51,18 @@ class TransformerBlock(nn.Module):
         cross_cache: LayerKVCache | None = None,
         need_weights: bool = False,
         need_cross_weights: bool | None = None,
+        value_extra: Tensor | None = None,
     ) -> tuple[Tensor, dict]:
         """x: (B, T, C). memory: (B, S, C) encoder output for cross-attention, memory_mask (B, S).
 
         Returns (x, weights) where weights holds "self" and "cross" attention maps when asked for:
         need_weights asks for both, need_cross_weights (None: as need_weights) for the cross-attention's alone.
+        value_extra: (B, T, H·D) added to the self-attention's values (value embeddings).
         """
         weights = {}
         a, weights["self"] = self.attn(
-            self.norm1(x), causal=causal, key_mask=key_mask, rope=rope, cache=cache, need_weights=need_weights
+            self.norm1(x), causal=causal, key_mask=key_mask, rope=rope, cache=cache, need_weights=need_weights,
+            value_extra=value_extra,
         )
         x = x + a  # (B, T, C)
         if memory is not None or cross_cache is not None:

@@ -263,14 +263,15 @@ class ChatRun(LMRun):
                            "(train one with task = \"chat\", e.g. --config configs/chat-qa-skills.toml)") from None
         return run
 
-    def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None):
+    def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None, compile: bool = False):
         """A `ChatSession` on this run (history kept, trimmed from the front when the context fills)."""
         from qkv.generation.chat import ChatSession
 
         s = sampling or self.config.sample
         if s.max_new_tokens <= 0:
             raise QKVError(f"max_new_tokens must be positive, got {s.max_new_tokens}")
-        return ChatSession(self.decoder(quantize), self.tokenizer, s, s.max_new_tokens, system=s.system, seed=s.seed)
+        return ChatSession(self.decoder(quantize, compile), self.tokenizer, s, s.max_new_tokens, system=s.system,
+                           seed=s.seed)
 
     def evaluate(self, data: str | None = None, max_pairs: int | None = None) -> dict:
         """Answer-only loss and perplexity, and greedy exact match, single-turn and follow-up.

@@ -192,16 +192,17 @@ class LMRun(Run):
         values = to_dict(self.config.sample) | {k: v for k, v in changes.items() if v is not None}
         return from_dict(TokenSampling, values, prefix="sample.")
 
-    def decoder(self, quantize: str | None = None) -> nn.Module:
-        """The copy decoding runs on: the decode layout, or int8 weights (made once, then kept)."""
+    def decoder(self, quantize: str | None = None, compile: bool = False) -> nn.Module:
+        """The copy decoding runs on: the decode layout, or int8 or bf16 weights, its one-token step compiled
+        if asked (`qkv.generation.inference.prepare_for_decoding`; made once, then kept)."""
         from qkv.generation.inference import prepare_for_decoding
 
-        if quantize not in self._decoders:
-            self._decoders[quantize] = prepare_for_decoding(self.model, quantize)
-        return self._decoders[quantize]
+        if (quantize, compile) not in self._decoders:
+            self._decoders[quantize, compile] = prepare_for_decoding(self.model, quantize, compile)
+        return self._decoders[quantize, compile]
 
     def stream(self, prompt: str | None = None, sampling: TokenSampling | None = None, *, stop=(),
-               use_cache: bool = True, quantize: str | None = None) -> Iterator[str]:
+               use_cache: bool = True, quantize: str | None = None, compile: bool = False) -> Iterator[str]:
         """The continuation of `prompt` (default: the run's sample prompt) as text pieces, as they come."""
         from qkv.generation.lm import stream_text
 
@@ -209,7 +210,7 @@ class LMRun(Run):
         prompt = s.prompt if prompt is None else prompt
         if prompt == "":
             raise QKVError("the prompt is empty; give at least one character")
-        return stream_text(self.decoder(quantize), self.tokenizer, prompt, s.max_new_tokens, s, seed=s.seed,
+        return stream_text(self.decoder(quantize, compile), self.tokenizer, prompt, s.max_new_tokens, s, seed=s.seed,
                            stop=stop, use_cache=use_cache)
 
     def generate(self, prompt: str | None = None, sampling: TokenSampling | None = None, **kwargs) -> str:

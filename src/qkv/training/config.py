@@ -22,6 +22,9 @@ class TrainConfig:
     beta2: float = 0.99
     eps: float = 1e-8
     weight_decay: float = 0.1  # applied to 2-D weights only (matrices and embeddings)
+    # "muon": torch.optim.Muon for the hidden Linear weights, AdamW for the rest (qkv.training.optim)
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_momentum: float = 0.95
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     eval_interval: int = 250  # evaluate (and checkpoint) every N steps, and at the end
     eval_iters: int = 20  # batches in nanoGPT's sampled loss estimate; 0 skips it
@@ -50,5 +53,9 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.schedule_by == "time" and self.max_minutes is None:
             raise ValueError("schedule_by = 'time' needs max_minutes")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adamw or muon")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive, got {self.threads}")

@@ -19,10 +19,10 @@ It is handed:
 - an optional ``on_step(model, step)``, run after every optimizer step (diffusion updates its weight
   average there).
 
-It owns the rest: AdamW and the schedule, gradient accumulation and clipping, autocast, torch.compile, DDP,
-the time budget, NaN detection, progress bar, ``metrics.jsonl``, ``loss.png`` and crash-safe checkpoints
-with exact resume — also under a time budget: the schedule's clock (elapsed time and the moment warm-up
-ended) is saved with every checkpoint.
+It owns the rest: the optimizer (AdamW, or Muon with AdamW) and the schedule, gradient accumulation and
+clipping, autocast, torch.compile, DDP, the time budget, NaN detection, progress bar, ``metrics.jsonl``,
+``loss.png`` and crash-safe checkpoints with exact resume — also under a time budget: the schedule's clock
+(elapsed time and the moment warm-up ended) is saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ class Trainer:
             self.log(precision.reason)
         amp_dtype = precision.dtype
         scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        if scaler is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise QKVError("optimizer = 'muon' does not run with fp16 loss scaling; use precision = 'bf16' or 'fp32'")
         autocast = (
             (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         )
@@ -233,9 +235,13 @@ class Trainer:
                     counts_ = {k: distributed.sum_across(c, self.dist, device) for k, (_, c) in sorted(running.items())}
                     means = {k: sums[k] / counts_[k] for k in sums if counts_[k]}
                     running.clear()
+                    t_eval = time.perf_counter()
                     metrics = self.evaluate(raw, step % full_eval_every == 0 or last, means)
                     model.train()
-                    record = {"step": step, **metrics}
+                    # elapsed_s: the run's clock once this evaluation is done (evaluations count); eval_s: its cost
+                    done = time.perf_counter()
+                    record = {"step": step, **metrics, "elapsed_s": round(elapsed_before + done - t_start, 3),
+                              "eval_s": round(done - t_eval, 3)}
                     result.evals.append(record)
                     self._write_metrics(record)
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
