@@ -46,6 +46,7 @@ from qkv.models.gpt import GPT, GPTConfig
 _COMPONENTS: list[tuple[str, str, str]] = [
     (r"tok_emb\.", "token embedding (tok_emb)", "embedding"),
     (r"pos_emb\.", "positions (pos_emb)", "embedding"),
+    (r"value_embs\.", "value embeddings (value_embs, one table per layer)", "embedding"),
     (r"blocks\.\d+\.attn\.q_proj\.", "Q (attn.q_proj)", "layer"),
     (r"blocks\.\d+\.attn\.k_proj\.", "K (attn.k_proj)", "layer"),
     (r"blocks\.\d+\.attn\.v_proj\.", "V (attn.v_proj)", "layer"),
@@ -56,6 +57,7 @@ _COMPONENTS: list[tuple[str, str, str]] = [
     (r"blocks\.\d+\.", "other (per layer)", "layer"),
     (r"norm_f\.", "final norm (norm_f)", "head"),
     (r"lm_head\.", "LM head (lm_head)", "head"),
+    (r"(resid|x0)_scales", "residual scalars λ, μ of the x0 shortcut (resid_scales, x0_scales)", "head"),
     (r"", "other", "head"),
 ]
 

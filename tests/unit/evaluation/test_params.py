@@ -53,6 +53,9 @@ VARIANTS = {
                                     pos_encoding="rope", tie_embeddings=False, bias=False, norm="rmsnorm"),
     "sinusoidal-dhead": GPTConfig(vocab_size=50, max_seq_len=16, d_model=24, n_layers=2, n_heads=2, d_head=8,
                                   d_ff=40, pos_encoding="sinusoidal"),
+    "speedrun-options": GPTConfig(vocab_size=65, max_seq_len=64, d_model=32, n_layers=3, n_heads=4, bias=False,
+                                  activation="relu2", qk_norm=True, zero_init_proj=True, tie_embeddings=False,
+                                  value_embeddings=True, x0_shortcut=True, logit_softcap=15.0),
 }
 
 
@@ -69,6 +72,14 @@ def test_rows_sum_to_total(name):
         r.count for r in report.rows if r.group == "head"
     ) == report.total
     assert report.to_json()["total"] == report.total
+
+
+def test_speedrun_options_get_rows_of_their_own():
+    rows = {r.name: r for r in param_report(VARIANTS["speedrun-options"]).rows}
+    assert rows["value embeddings (value_embs, one table per layer)"].count == 3 * 65 * 32
+    assert rows["value embeddings (value_embs, one table per layer)"].group == "embedding"
+    assert rows["residual scalars λ, μ of the x0 shortcut (resid_scales, x0_scales)"].count == 2 * 3
+    assert not [name for name in rows if name.startswith("other")]
 
 
 def test_positions_without_params_are_shown():
