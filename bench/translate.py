@@ -324,8 +324,11 @@ def run_joeynmt(work: Path, minutes: float, threads: int, python: str, valid_fre
     train_yaml.write_text(to_yaml(cfg) + "\n", encoding="utf-8")
     log_path, model_dir = work / "train.out", Path(cfg["model_dir"])
     with open(log_path, "w", encoding="utf-8") as out:
+        # SIGINT back to its default: a bench started in the background of a non-interactive shell inherits it
+        # ignored, and then JoeyNMT would never see the interrupt that ends its budget
         proc = subprocess.Popen([python, "-c", JOEY_TRAIN, "train", str(train_yaml), "--skip-test"], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, cwd=work)
+                                stderr=subprocess.STDOUT, env=env, cwd=work,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         start, train_s, interrupted = None, math.nan, False  # the budget starts at its log's "EPOCH 1"
         while proc.poll() is None:
             time.sleep(1)
