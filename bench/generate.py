@@ -84,11 +84,11 @@ def main() -> None:
     from qkv.generation.lm import generate_ids
     from qkv.generation.quantize import quantize_int8
     from qkv.generation.sampling import TokenSampling
+    from qkv.hardware import cpu_bf16_units
     from qkv.models.convert import export_hf_gpt2
     from qkv.models.gpt import GPT
     from qkv.models.io import save_run
     from qkv.models.presets import get_preset
-    from qkv.training.precision import cpu_bf16_units
 
     torch.manual_seed(0)
     model = GPT(get_preset("gpt2")).eval()

@@ -75,11 +75,11 @@ def main() -> None:
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
+    from qkv.hardware import cpu_bf16_units
     from qkv.models.convert import export_hf_gpt2
     from qkv.models.gpt import GPT
     from qkv.models.io import save_run
     from qkv.models.presets import get_preset
-    from qkv.training.precision import cpu_bf16_units
 
     hf_logging.set_verbosity_error()  # no loading bar, no note about the config's loss_type
     hf_logging.disable_progress_bar()

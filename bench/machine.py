@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from qkv.training.precision import cpu_bf16_units, cpu_flags, cpu_model
+from qkv.hardware import cpu_bf16_units, cpu_flags, cpu_model
 
 # the vector/matrix flags that decide which kernels torch runs (and how fast bf16 and int8 are)
 FLAGS = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"]

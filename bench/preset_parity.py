@@ -3,7 +3,8 @@
     QKV_DATA_DIR=../shared/data python bench/preset_parity.py run OUT_DIR [--steps 200]
     python bench/preset_parity.py compare OUT_DIR_BEFORE OUT_DIR_AFTER
 
-`run` trains each preset in configs/ for `--steps` optimizer steps on one thread, with the learning-rate
+`run` trains each preset in configs/ for `--steps` optimizer steps (a minimum-risk-training preset starts from the
+Multi30k preset trained the same way first) on one thread, with the learning-rate
 schedule by steps (no wall-clock budget), an evaluation every steps/2, torch.compile off (its generated
 kernels are not this repository's code) and the latent autoencoder phase cut to the same step count; the
 preset's model, data, loss and precision are kept. It copies each run's metrics.jsonl to
@@ -61,14 +62,24 @@ def run(out_dir: Path, steps: int) -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = Path(tmp) / "run"
-            cmd = [sys.executable, "-m", "qkv", "train", "--config", str(preset), "--out", str(run_dir),
-                   "--no-sample", *overrides(preset, steps)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.exit(f"{preset.name} failed:\n{proc.stderr[-3000:]}")
+            extra = []
+            if tomllib.loads(preset.read_text(encoding="utf-8")).get("train", {}).get("objective") == "mrt":
+                # minimum risk training fine-tunes a trained run: the base preset, trained the same way, first
+                base = Path(tmp) / "base"
+                _train(preset.parent / "multi30k-de-en.toml", base, steps, env)
+                extra = ["--init-from", str(base)]
+            _train(preset, run_dir, steps, env, extra)
             shutil.copyfile(run_dir / "metrics.jsonl", out_dir / f"{preset.stem}.jsonl")
             lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         print(f"{preset.stem}: {len(lines)} metrics lines", flush=True)
+
+
+def _train(preset: Path, run_dir: Path, steps: int, env: dict, extra: list[str] = ()) -> None:
+    cmd = [sys.executable, "-m", "qkv", "train", "--config", str(preset), "--out", str(run_dir), "--no-sample",
+           *overrides(preset, steps), *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{preset.name} failed:\n{proc.stderr[-3000:]}")
 
 
 def _records(path: Path) -> list[dict]:

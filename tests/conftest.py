@@ -7,7 +7,7 @@
 - Every test computes in fp32 whatever the CPU has: ``train.precision = "auto"`` (the Multi30k preset's)
   resolves as on a CPU without bf16 units. bf16 matmuls round differently on AMX, AVX512-BF16 and
   emulation, so what a model learns in bf16 depends on the machine. Tests about precision patch
-  `qkv.training.precision.cpu_bf16_units` themselves.
+  `qkv.hardware.cpu_bf16_units` themselves.
 - `tiny_runs`: one tiny trained run of each task (lm, chat, translate, digits), trained once per session for the
   server's tests (tests/serve_fixtures.py).
 - `fwd_bwd_close`: tinygrad ``helper_test_op``-style check that two implementations agree on the
@@ -72,9 +72,9 @@ def _one_thread():
 
 @pytest.fixture(autouse=True)
 def _fp32_everywhere(monkeypatch):
-    from qkv.training import precision
+    from qkv import hardware
 
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
 
 
 def _outputs(out) -> list[Tensor]:

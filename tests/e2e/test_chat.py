@@ -37,7 +37,7 @@ from qkv.config import from_dict, load_toml
 from qkv.data.chat import encode_conversations, read_conversations
 from qkv.data.chat_template import chat_tokens, render_text
 from qkv.errors import QKVError
-from qkv.evaluation.chat import answer_loss, exact_match
+from qkv.evaluation.chat import answer_loss, reply_accuracy
 from qkv.generation.chat import ChatSession
 from qkv.generation.inference import for_decoding
 from qkv.generation.sampling import TokenSampling
@@ -160,7 +160,7 @@ def test_eval_max_pairs_scores_the_first_conversations(learned_run, capsys):
     tok = load_tokenizer(learned_run / "tokenizer.json")
     first = read_conversations(str(learned_run.parent / "pairs.csv"))[:2]
     assert two["loss"] == answer_loss(model, encode_conversations(first, tok, 64), chat_tokens(tok).end)[0]
-    assert two["em_single"] == exact_match(model, tok, first)["single"]  # same weights, same greedy decoder
+    assert two["em_single"] == reply_accuracy(model, tok, first)["single"]  # same weights, same greedy decoder
     assert eval_json(capsys, learned_run, "--max-pairs", 100) == full
     one = eval_json(capsys, learned_run, "--data", write_two_turns(learned_run.parent), "--max-pairs", 1)
     assert (one["conversations"], one["n_single"], one["n_followup"]) == (1, 1, 1)

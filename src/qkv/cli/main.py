@@ -33,23 +33,12 @@ COMMANDS = {
 }
 
 
-def _available_commands() -> dict:
-    mods = {}
-    for name, module in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"qkv.cli.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"qkv.cli.{module}":
-                raise
-    return mods
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog="qkv", description="Transformers and diffusion models built from the attention head up."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    mods = _available_commands()
+    mods = {name: importlib.import_module(f"qkv.cli.{module}") for name, module in COMMANDS.items()}
     for name, mod in mods.items():
         mod.add_parser(sub, name)
     return parser, mods

@@ -1,7 +1,7 @@
-"""Captions for text-to-image diffusion: a tokenizer learned from the training captions, and captions -> ids.
+"""Prompts for text-to-image diffusion: a tokenizer learned from the training captions, and prompts -> ids.
 
     tok = train_caption_tokenizer(["a red circle at the top left", ...], "char", 300)
-    ids, mask = encode_captions(tok, ["a red circle at the top left"], max_len=40)
+    ids, mask = encode_prompts(tok, ["a red circle at the top left"], max_len=40)
     # ids (1, 29): [<bos>, a, ' ', r, e, d, …]; mask (1, 29) True at real tokens
 """
 
@@ -25,8 +25,9 @@ def train_caption_tokenizer(captions: list[str], kind: str, vocab_size: int,
     return train_bpe(captions, vocab_size=vocab_size, min_frequency=1)
 
 
-def encode_captions(tok, captions: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Captions -> ids (N, S) = [<bos>, tokens…, <pad>…] and mask (N, S), S = the longest caption + 1.
+def encode_prompts(tok, captions: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (a text-to-image model's condition) -> ids (N, S) = [<bos>, tokens…, <pad>…] and mask (N, S),
+    S = the longest prompt + 1.
 
     QKVError if a caption is longer than `max_len` tokens (with <bos>) or has characters the tokenizer lacks.
     """

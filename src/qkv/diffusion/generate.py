@@ -1,7 +1,5 @@
-"""From a request to images: the condition tensors a label or a prompt stands for, and the sampled images.
+"""From condition tensors to images: the sampler settings of a run, and the sampled (and decoded) images.
 
-`make_condition` turns what a user asks for (a class label, a caption, or the defaults: every class or every
-training caption in turn) into the model's condition inputs, checked against what the run was trained on;
 `generate` samples (`qkv.diffusion.sampling`) with classifier-free guidance against the model's null
 condition and, in latent mode, decodes the latents with the run's autoencoder. `ImageSampling` holds the
 sampler settings: the ``[sample]`` section of a diffusion run and the defaults of `qkv sample`.
@@ -14,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from qkv.data.captions import encode_captions
-from qkv.data.images import parse_caption
 from qkv.diffusion.ddpm import DiffusionConfig, Spacing
+from qkv.diffusion.protocols import Denoiser
 from qkv.diffusion.sampling import Sampler, sample
 from qkv.errors import QKVError
 
@@ -42,41 +39,7 @@ class ImageSampling:
             raise ValueError("n must be positive, eval_samples and eta >= 0")
 
 
-def make_condition(model, tok, n: int, *, label: int | None = None, prompt: str | None = None,
-                   prompts: list[str] | None = None, class_names: list[str] | None = None) -> tuple[dict, dict]:
-    """(cond, what) for n samples. cond holds the model inputs; what["targets"] the (n, heads) ids asked for.
-
-    Class models: `label`, or (default) labels 0, 1, 2 … cycling. Text models: `prompt`, or (default)
-    `prompts` (the run's training captions) cycling. A label on a text model, a prompt on a class
-    model, a label outside the trained classes or a caption the tokenizer cannot encode: QKVError.
-    """
-    cfg = model.config
-    if n <= 0:
-        raise QKVError(f"n must be positive, got {n}")
-    if cfg.conditioning == "class":
-        if prompt is not None:
-            raise QKVError(f"this run is class-conditional ({cfg.n_classes} classes); give a label, not a prompt")
-        if label is not None and not 0 <= label < cfg.n_classes:
-            names = f" ({', '.join(class_names[:12])}{' …' if len(class_names) > 12 else ''})" if class_names else ""
-            raise QKVError(f"label {label} is outside the trained classes 0 … {cfg.n_classes - 1}{names}")
-        labels = torch.full((n,), label) if label is not None else torch.arange(n) % cfg.n_classes
-        return {"labels": labels}, {"targets": labels[:, None], "labels": labels.tolist()}
-    if cfg.conditioning == "text":
-        if label is not None:
-            raise QKVError("this run is text-conditional; give a prompt, not a label")
-        if prompt is not None and not prompt.strip():
-            raise QKVError("the prompt is empty")
-        texts = [prompt] * n if prompt is not None else [prompts[i % len(prompts)] for i in range(n)]
-        ids, mask = encode_captions(tok, texts, cfg.max_seq_len)
-        parsed = [parse_caption(t) for t in texts]
-        targets = torch.tensor(parsed) if all(p is not None for p in parsed) else None
-        return {"text": ids, "text_mask": mask}, {"targets": targets, "prompts": texts}
-    if label is not None or prompt is not None:
-        raise QKVError("this run is unconditional; it takes neither a label nor a prompt")
-    return {}, {"targets": None}
-
-
-def generate(model, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, sampler: Sampler = "ddim",
+def generate(model: Denoiser, diffusion_cfg: DiffusionConfig, cond: dict, n: int, *, sampler: Sampler = "ddim",
              steps: int | None = None, eta: float = 0.0, spacing: Spacing = "trailing", guidance: float = 1.0,
              seed: int = 0, batch_size: int = 256, progress=None,
              autoencoder=None, on_step=None) -> torch.Tensor:

@@ -28,19 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from qkv.data.captioning import CaptionSet, encode_captions
 from qkv.data.scenes import ATTRIBUTES, parse_caption
 from qkv.errors import QKVError
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def exact_match(hyps: list[str], refs: list[list[str]]) -> float:
-    """Share (0..1) of captions equal to one of their references (lower case, spaces collapsed)."""
-    if not hyps:
-        return 0.0
-    return sum(normalise(h) in {normalise(r) for r in rs} for h, rs in zip(hyps, refs, strict=True)) / len(hyps)
+from qkv.evaluation.matching import exact_match
 
 
 def attribute_accuracy(hyps: list[str], refs: list[str]) -> dict:
@@ -215,3 +206,23 @@ def attention_table(att: CaptionAttention) -> list[str]:
         out.append(f"  {word:<10} peak at {where}patch row {r}, column {c} ({float(w[k]):.2f}); "
                    f"top-4 patches hold {float(w.topk(min(4, len(w))).values.sum()):.2f}")
     return out
+
+
+@torch.no_grad()
+def caption_loss(model, tok, data: CaptionSet, batch_size: int = 128) -> float:
+    """Teacher-forced NLL per caption token of every (image, reference) pair of `data`."""
+    was_training = model.training
+    model.eval()
+    device = model.lm_head.weight.device
+    pairs = [(i, r) for i, refs in enumerate(data.refs) for r in refs]
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        tgt_in, tgt_out = encode_captions(tok, [r for _, r in chunk], model.config.max_seq_len, tok.pad_id,
+                                          tok.bos_id, tok.eos_id)
+        logits = model(data.images[[i for i, _ in chunk]].to(device), None, tgt_in.to(device)).logits
+        total += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt_out.to(device).flatten(),
+                                                   ignore_index=-100, reduction="sum").item()
+        count += int((tgt_out != -100).sum())
+    model.train(was_training)
+    return total / max(1, count)

@@ -6,7 +6,8 @@ conversation once, padded batches and all.
 Every assistant turn of a conversation is scored from the *reference* history before it (teacher forcing
 across turns), so a follow-up is judged on its own and not on an earlier mistake. The first assistant
 turn of a conversation counts as **single-turn**; every later one as **follow-up**. A reply matches when it
-equals the reference after stripping surrounding whitespace. Decoding stops after the reference's token
+equals the reference after stripping surrounding whitespace (`qkv.evaluation.matching.exact_match` with
+``normalise=str.strip``: case counts). Decoding stops after the reference's token
 count + 1: a longer reply cannot match anyway.
 """
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qkv.evaluation.matching import exact_match
 from qkv.generation.chat import greedy_reply
 from qkv.generation.inference import for_decoding
 
@@ -40,7 +42,7 @@ def answer_loss(model: nn.Module, ex, pad_id: int) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def exact_match(model: nn.Module, tok, conversations: Sequence, *, keep_errors: int = 5) -> dict:
+def reply_accuracy(model: nn.Module, tok, conversations: Sequence, *, keep_errors: int = 5) -> dict:
     """{"single": accuracy, "followup": accuracy, "n_single", "n_followup", "errors": [...]} (accuracy None
     when there is no turn of that kind). `conversations` hold ``.messages`` (see `qkv.data.chat`)."""
     fast = for_decoding(model)  # an eval copy with decode-friendly weights; `model` is untouched
@@ -55,7 +57,7 @@ def exact_match(model: nn.Module, tok, conversations: Sequence, *, keep_errors: 
             kind = "single" if k == first else "followup"
             got = greedy_reply(fast, tok, msgs[:k], len(tok.encode(ref)) + 1).strip()
             count[kind] += 1
-            if got == ref:
+            if exact_match([got], [[ref]], normalise=str.strip):
                 hits[kind] += 1
             elif len(errors) < keep_errors:
                 errors.append({"question": msgs[k - 1]["content"], "reference": ref, "reply": got, "turn": kind})

@@ -150,3 +150,19 @@ def score_samples(judge: Judge, samples: Tensor, wanted: Tensor) -> dict:
     n = min(samples.size(0), judge.train_features.size(0))
     out["fd_real"] = frechet_distance(judge.train_features[:n], judge.val_features)
     return out
+
+
+@torch.no_grad()
+def denoising_loss(model, diffusion, images: torch.Tensor, cond: dict, seed: int = 0,
+                    batch_size: int = 256) -> float:
+    """The training objective, `DDPM.loss`, over held-out images, with t and ε from a fixed seed (comparable
+    across evaluations)."""
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for lo in range(0, images.size(0), batch_size):
+        x = images[lo : lo + batch_size].to(device)
+        c = {k: v[lo : lo + batch_size].to(device) for k, v in cond.items()}
+        loss, _ = diffusion.loss(model, x, c, generator=g)
+        total += loss.item() * x.size(0)
+    return total / images.size(0)

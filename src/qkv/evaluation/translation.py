@@ -76,7 +76,7 @@ def corpus_loss(model, ex, pad_id: int, bos_id: int, eos_id: int) -> tuple[float
     total, count = 0.0, 0
     for batch in eval_batches(ex, pad_id, bos_id, eos_id):
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
         total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
                                                    ignore_index=-100, reduction="sum").item()
         count += int((batch["tgt_out"] != -100).sum())

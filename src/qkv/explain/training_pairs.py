@@ -141,7 +141,7 @@ def _translate(run, opts: Options, e: Explanation) -> None:
           "of several pairs, shorter targets are padded: the padded inputs are <pad>, their targets -100, and "
           "the loss skips them.")
     eps = run.config.train.label_smoothing
-    logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])  # (1, T, V), as TranslateTask.loss
+    logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits  # (1, T, V), as TranslateTask.loss
     loss, nll, n = smoothed_loss(logits, batch["tgt_out"], eps)  # the task's loss
     ours = _show(e, tgt_tok, batch["tgt_in"][0], batch["tgt_out"][0], logits[0], nll,
                  "the NLL of smoothed_loss(logits, tgt_out, ε) — TranslateTask.loss")

@@ -84,15 +84,15 @@ QUANTIZE = ("int8", "bf16")  # the weight formats of `prepare_for_decoding` (and
 
 def require_bf16(device: torch.device) -> None:
     """QKVError unless `device` multiplies bf16 natively: bf16 weights would be emulated and slower than fp32."""
-    from qkv.training import precision
+    from qkv import hardware
 
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise QKVError(f"--quantize bf16 needs bf16 support; this GPU ({torch.cuda.get_device_name(device)}) "
-                       "lacks it; use --quantize int8 or fp32 (the default)")
-    if device.type == "cpu" and not precision.cpu_bf16_units():
-        raise QKVError(f"--quantize bf16 needs a CPU with bf16 units (AMX-BF16 or AVX512-BF16); this one "
-                       f"({precision.cpu_model()}) has none, so bf16 would be emulated and slower than fp32; "
-                       "use --quantize int8 or fp32 (the default)")
+        raise QKVError(f"quantize = 'bf16' needs bf16 support; this GPU ({torch.cuda.get_device_name(device)}) "
+                       "lacks it; use quantize = 'int8', or fp32 weights (the default)")
+    if device.type == "cpu" and not hardware.cpu_bf16_units():
+        raise QKVError(f"quantize = 'bf16' needs a CPU with bf16 units (AMX-BF16 or AVX512-BF16); this one "
+                       f"({hardware.cpu_model()}) has none, so bf16 would be emulated and slower than fp32; "
+                       "use quantize = 'int8', or fp32 weights (the default)")
 
 
 def prepare_for_decoding(model: nn.Module, quantize: str | None = None, compile: bool = False) -> nn.Module:

@@ -25,7 +25,7 @@ def _quantize_dynamic():
     try:
         from torch.ao.quantization import quantize_dynamic
     except ImportError as e:
-        raise QKVError(f"--quantize int8 needs torch.ao.quantization.quantize_dynamic, which torch "
+        raise QKVError(f"quantize = 'int8' needs torch.ao.quantization.quantize_dynamic, which torch "
                        f"{torch.__version__} no longer has ({e}); use a torch that still has it (measured on 2.13) "
                        "or decode in fp32 — see docs/design.md, \"int8 decoding stays on torch.ao\"") from None
     return quantize_dynamic

@@ -72,17 +72,17 @@ class CampaignSpec:
         if not 1 <= len(self.runs) <= 2:
             raise QKVError(f"a campaign compares 1 or 2 runs, got {len(self.runs)}")
         if self.n <= 0:
-            raise QKVError(f"--n must be positive, got {self.n}")
+            raise QKVError(f"n must be positive, got {self.n}")
         if self.raters <= 0:
-            raise QKVError(f"--raters must be positive, got {self.raters}")
+            raise QKVError(f"raters must be positive, got {self.raters}")
         if (self.data is None) == (self.src is None):
-            raise QKVError("give the items with either --data multi30k [--split S] or --src FILE [--ref FILE], "
-                           "not both" if self.data is not None else
-                           "give the items with --data multi30k [--split S] or --src FILE [--ref FILE]")
+            raise QKVError("give the items with either data = 'multi30k' (and a split) or a src file (and its ref "
+                           "file), not both" if self.data is not None else
+                           "give the items with data = 'multi30k' (and a split) or a src file (and its ref file)")
         if self.data is None and self.split is not None:
-            raise QKVError("--split goes with --data multi30k, not with --src")
+            raise QKVError("split goes with data = 'multi30k', not with a src file")
         if self.data is not None and self.ref is not None:
-            raise QKVError("--ref goes with --src; --data multi30k brings its own references")
+            raise QKVError("ref goes with a src file; data = 'multi30k' brings its own references")
 
 
 @dataclass
@@ -170,10 +170,10 @@ def read_items(spec: CampaignSpec, kind: str, direction: str | None) -> tuple[li
 
     if spec.data is not None:
         if kind != "translate":
-            raise QKVError(f"--data {spec.data} is for translation runs; give {kind} runs their prompts with "
-                           "--src FILE")
+            raise QKVError(f"data = {spec.data!r} is for translation runs; give {kind} runs their prompts in a src "
+                           "file")
         if spec.data != "multi30k":
-            raise QKVError(f"unknown parallel dataset {spec.data!r}; use multi30k, or --src FILE [--ref FILE]")
+            raise QKVError(f"unknown parallel dataset {spec.data!r}; use multi30k, or a src file (and its ref file)")
         split = spec.split or DEFAULT_SPLIT
         srcs, refs = read_parallel(*multi30k_paths(direction, split))
         where = f"multi30k {direction} {split}"

@@ -7,8 +7,8 @@
     caption ─ tgt_emb·√C + pos ─ [ TransformerBlock (causal self-attn, cross-attn to memory, MLP) ] × n_decoder_layers
         ─ dec_norm ─ lm_head ─ logits
 
-A captioner *is* the encoder–decoder of translation (`qkv.models.seq2seq.Seq2Seq`, which this class extends)
-with one change: the encoder reads image patches (Dosovitskiy et al. 2021, "An image is worth 16x16 words")
+A captioner *is* the encoder–decoder of translation (`qkv.models.seq2seq.Seq2Seq`, built through its
+constructor) with one change: the encoder reads image patches (Dosovitskiy et al. 2021, "An image is worth 16x16 words")
 instead of source-token embeddings. Everything on the decoder's side is inherited unchanged — the decoder
 blocks, the cross-attention module, the KV cache with its static cross-attention keys and values, `decode`,
 `attention_maps` — and so greedy search, beam search and the attention plots of translation work on it as
@@ -23,7 +23,8 @@ position, so "left to right" and "right to left" (the same frames in reverse ord
 one vector, the mean of the encoder's outputs, so every cross-attention has one key and nothing to choose.
 
 The memory mask of `encode`/`decode` (the ``src_mask`` of translation) is all True: every patch is real.
-It is (B, P), or (B, 1) when pooled: `memory_length` says which.
+It is (B, P), or (B, 1) when pooled: `memory_length` says which. ``model(images, None, tgt_in)`` trains like
+``model(src, src_mask, tgt_in)`` (None: every patch is real).
 
 Shape legend: B batch, F frames, C channels (or d_model in the stream), H × W image, p patch side,
 P patches (F · (H/p) · (W/p)), T caption length, V vocab size.
@@ -38,10 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqPosEncoding
-from qkv.nn.block import TransformerBlock
 from qkv.nn.mlp import Activation
-from qkv.nn.norm import NormKind, make_norm
-from qkv.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sincos_2d, sinusoidal_table
+from qkv.nn.norm import NormKind
+from qkv.nn.positional import sincos_2d, sinusoidal_table
 
 Memory = Literal["patches", "pooled"]
 
@@ -136,37 +136,21 @@ def patch_positions(cfg: CaptionerConfig) -> Tensor:
 
 
 class Captioner(Seq2Seq):
+    """`Seq2Seq` built through its own constructor, with the source side replaced: patches in, not token ids."""
+
     def __init__(self, config: CaptionerConfig):
-        nn.Module.__init__(self)  # the parts are built here; Seq2Seq's methods read them by the same names
-        self.config = cfg = config
-        C = cfg.d_model
-        # the encoder's input: patches, not token ids
-        self.patch_embed = nn.Conv2d(cfg.channels, C, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.register_buffer("patch_pos", patch_positions(cfg), persistent=False)  # (P, C)
-        # the decoder's input: caption tokens and their positions, as translation's target side
-        self.tgt_emb = nn.Embedding(cfg.vocab_size, C)
-        if cfg.pos_encoding == "learned":
-            self.pos_emb = LearnedPositionalEmbedding(cfg.max_seq_len, C)
-        else:
-            self.pos_emb = SinusoidalPositionalEncoding(cfg.max_seq_len, C)
-        self.drop = nn.Dropout(cfg.dropout)
-
-        def block(cross: bool) -> TransformerBlock:
-            return TransformerBlock(C, cfg.n_heads, cfg.ff_dim, dropout=cfg.dropout, bias=cfg.bias, norm=cfg.norm,
-                                    norm_eps=cfg.norm_eps, activation=cfg.activation, cross_attention=cross)
-
-        self.encoder = nn.ModuleList(block(False) for _ in range(cfg.n_encoder_layers))
-        self.enc_norm = make_norm(cfg.norm, C, cfg.norm_eps, cfg.bias)
-        self.decoder = nn.ModuleList(block(True) for _ in range(cfg.n_decoder_layers))
-        self.dec_norm = make_norm(cfg.norm, C, cfg.norm_eps, cfg.bias)
-        self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.tgt_emb.weight
-        self._init_weights()
+        super().__init__(config)
         # the patch embedding is a linear map of flattened patches: initialise it like one (ViT, DiT)
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.size(0), -1))
         nn.init.zeros_(self.patch_embed.bias)
+
+    def _build_source(self) -> nn.Embedding:
+        """The encoder's input: patches, not token ids; the caption tokens have their own table."""
+        cfg = self.config
+        self.patch_embed = nn.Conv2d(cfg.channels, cfg.d_model, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.register_buffer("patch_pos", patch_positions(cfg), persistent=False)  # (P, C)
+        return nn.Embedding(cfg.vocab_size, cfg.d_model)
 
     # ------------------------------------------------------------------------------------------ the encoder
     def patchify(self, images: Tensor) -> Tensor:
@@ -183,32 +167,22 @@ class Captioner(Seq2Seq):
         x = x.reshape(B, F * x.size(1), x.size(2))  # (B, P, C), frame after frame
         return self.drop(x + self.patch_pos)  # (B, P, C)
 
-    def encode(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
-        """images (B, C, H, W) or clips (B, F, C, H, W) -> memory (B, P, C), or (B, 1, C) when pooled.
-        `mask` (the decoding loops' memory mask) is accepted and unused: every patch is real."""
-        return self._encoder(images, mask, need_weights=False)[0]
+    def embed_source(self, images: Tensor, mask: Tensor | None) -> tuple[Tensor, None]:
+        """images (B, C, H, W) or clips (B, F, C, H, W) -> (patch embeddings (B, P, C), no key mask: every
+        patch is real)."""
+        return self.patchify(images), None
 
-    def _encoder(self, images: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, list[Tensor]]:
-        x = self.patchify(images)  # (B, P, C)
-        maps = []
-        for blk in self.encoder:
-            x, w = blk(x, causal=False, need_weights=need_weights)
-            maps.append(w["self"])
-        x = self.enc_norm(x)  # (B, P, C)
-        if self.config.memory == "pooled":
-            x = x.mean(dim=1, keepdim=True)  # (B, 1, C): one vector for the whole image
-        return x, maps
+    def pool(self, memory: Tensor) -> Tensor:
+        """(B, P, C), or its mean (B, 1, C) when ``memory = "pooled"``: one vector for the whole image."""
+        return memory.mean(dim=1, keepdim=True) if self.config.memory == "pooled" else memory
+
+    def source_mask(self, images: Tensor) -> Tensor:
+        """The (B, memory_length) all-True mask that `decode` and the decoding loops take with the memory."""
+        return self.memory_mask(images.size(0), images.device)
 
     def memory_mask(self, batch: int, device=None) -> Tensor:
-        """The (B, memory_length) all-True mask that `decode` and the decoding loops take with the memory."""
+        """The (B, memory_length) all-True memory mask: P keys, or 1 when pooled."""
         return torch.ones(batch, self.config.memory_length, dtype=torch.bool, device=device)
-
-    # ------------------------------------------------------------------------------------------ training
-    def forward(self, images: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        """Teacher forcing: images (B, C, H, W) or (B, F, C, H, W), tgt_in (B, T) = BOS + caption,
-        tgt_out (B, T) = caption + EOS, -100 at padding -> (logits (B, T, V), mean cross-entropy or None)."""
-        return super().forward(images, self.memory_mask(images.size(0), images.device), tgt_in, tgt_out)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # the tied lm_head is counted once

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -135,13 +135,23 @@ class Seq2SeqCache:
                 layer.reorder(index)
 
 
+class Seq2SeqOutput(NamedTuple):
+    """What `Seq2Seq.forward` returns, always the same three fields."""
+
+    logits: Tensor  # (B, T, V)
+    loss: Tensor | None  # mean cross-entropy over tgt_out, or None without targets
+    cross_attention: Tensor | None  # (B, H, T, S) of the decoder layer asked for, or None
+
+
 class Seq2Seq(nn.Module):
+    """The encoder–decoder. A subclass that reads another kind of source (`qkv.models.captioner`: image
+    patches) is built through this constructor and changes only the source side: `_build_source`,
+    `embed_source` and `pool`."""
+
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
         self.config = cfg = config
-        self.src_emb = nn.Embedding(cfg.src_vocab, cfg.d_model)
-        # one table for both sides with a joint vocabulary (registered twice, saved once)
-        self.tgt_emb = nn.Embedding(cfg.tgt_vocab, cfg.d_model) if cfg.separate_vocabs else self.src_emb
+        self.tgt_emb = self._build_source()
         if cfg.pos_encoding == "learned":
             self.pos_emb = LearnedPositionalEmbedding(cfg.max_seq_len, cfg.d_model)
         else:
@@ -162,6 +172,13 @@ class Seq2Seq(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tgt_emb.weight
         self._init_weights()
+
+    def _build_source(self) -> nn.Embedding:
+        """The source side's modules (here the source token table), registered first; returns the target table:
+        with a joint vocabulary the same table (registered twice, saved once), else its own."""
+        cfg = self.config
+        self.src_emb = nn.Embedding(cfg.src_vocab, cfg.d_model)
+        return nn.Embedding(cfg.tgt_vocab, cfg.d_model) if cfg.separate_vocabs else self.src_emb
 
     def _init_weights(self) -> None:
         """GPT-2 style: N(0, 0.02) for every matrix, biases 0; the projections that write into the residual
@@ -208,9 +225,21 @@ class Seq2Seq(nn.Module):
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         return self.drop(x + self.pos_emb(positions))  # (B, T, C)
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Tensor:
-        """src (B, S) ids, src_mask (B, S) bool (True = real token) -> memory (B, S, C)."""
-        return self._encoder(src, src_mask, need_weights=False)[0]
+    def source_mask(self, src: Tensor) -> Tensor:
+        """(B, S) all True: the memory mask of sources without padding."""
+        return torch.ones(src.shape[:2], dtype=torch.bool, device=src.device)
+
+    def embed_source(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """src (B, S) ids -> (the encoder's input (B, S, C), the key mask its self-attention uses)."""
+        return self._embed(self.src_emb, src), src_mask  # (B, S, C), (B, S)
+
+    def pool(self, memory: Tensor) -> Tensor:
+        """What the decoder attends to, from the encoder's normalised output (B, S, C): all of it."""
+        return memory
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """src (B, S) ids, src_mask (B, S) bool (True = real token; None: all real) -> memory (B, S, C)."""
+        return self._encoder(src, src_mask if src_mask is not None else self.source_mask(src), need_weights=False)[0]
 
     def decode(self, memory: Tensor, src_mask: Tensor, tgt: Tensor, cache: Seq2SeqCache | None = None,
                last_only: bool = False) -> Tensor:
@@ -222,24 +251,26 @@ class Seq2Seq(nn.Module):
         """
         return self._decoder(memory, src_mask, tgt, cache, last_only, need_weights=False)[0]
 
-    def attention_maps(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> dict[str, list[Tensor]]:
+    def attention_maps(self, src: Tensor, src_mask: Tensor | None, tgt_in: Tensor) -> dict[str, list[Tensor]]:
         """Every attention weight of a teacher-forced pass, per layer: {"encoder": [(B, H, S, S)],
         "self": [(B, H, T, T)] (decoder, causal), "cross": [(B, H, T, S)]}; each row sums to 1."""
+        if src_mask is None:
+            src_mask = self.source_mask(src)
         memory, enc = self._encoder(src, src_mask, need_weights=True)
         _, dec = self._decoder(memory, src_mask, tgt_in, None, False, need_weights=True)
         return {"encoder": enc, **dec}
 
-    def cross_attention_maps(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> list[Tensor]:
+    def cross_attention_maps(self, src: Tensor, src_mask: Tensor | None, tgt_in: Tensor) -> list[Tensor]:
         """Cross-attention weights of every decoder layer: a list of (B, H, T, S), each row summing to 1."""
         return self.attention_maps(src, src_mask, tgt_in)["cross"]
 
     def _encoder(self, src: Tensor, src_mask: Tensor, need_weights: bool) -> tuple[Tensor, list[Tensor]]:
-        x = self._embed(self.src_emb, src)  # (B, S, C)
+        x, key_mask = self.embed_source(src, src_mask)  # (B, S, C)
         maps = []
         for blk in self.encoder:
-            x, w = blk(x, causal=False, key_mask=src_mask, need_weights=need_weights)
+            x, w = blk(x, causal=False, key_mask=key_mask, need_weights=need_weights)
             maps.append(w["self"])
-        return self.enc_norm(x), maps  # (B, S, C)
+        return self.pool(self.enc_norm(x)), maps  # (B, S, C)
 
     def _decoder(self, memory: Tensor, src_mask: Tensor, tgt: Tensor, cache: Seq2SeqCache | None, last_only: bool,
                  need_weights: bool, cross_weights_of: int | None = None) -> tuple[Tensor, dict[str, list[Tensor]]]:
@@ -262,22 +293,24 @@ class Seq2Seq(nn.Module):
             x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(x), maps  # (B, T, V)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None, *,
-                cross_attention_layer: int | None = None
-                ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor]:
-        """Teacher forcing: src (B, S), src_mask (B, S), tgt_in (B, T) = BOS + target, tgt_out (B, T) =
-        target + EOS -> (logits (B, T, V), mean cross-entropy over tgt_out, or None).
+    def forward(self, src: Tensor, src_mask: Tensor | None, tgt_in: Tensor, tgt_out: Tensor | None = None, *,
+                cross_attention_layer: int | None = None) -> Seq2SeqOutput:
+        """Teacher forcing: src (B, S), src_mask (B, S) (None: every source position is real), tgt_in (B, T) =
+        BOS + target, tgt_out (B, T) = target + EOS -> `Seq2SeqOutput`: logits (B, T, V), the mean
+        cross-entropy over tgt_out (None without it), and the cross-attention weights asked for (or None).
 
         Positions where tgt_out is -100 (padding) are ignored. This loss is the plain NLL; label smoothing
         belongs to the training recipe.
 
         cross_attention_layer=L (0-based decoder layer) also returns that layer's cross-attention weights,
-        with gradients: (logits, loss, weights (B, H, T, S)), row t the query that predicts tgt_out[t], each
-        row summing to 1 over the real source tokens (before attention dropout; guided alignment trains
-        them). Only layer L's cross-attention takes the readable path (`attention_reference`); every other
-        attention stays fused, and without the argument nothing changes. A keyword of `forward`, so DDP and
-        torch.compile wrappers pass it through.
+        with gradients: (B, H, T, S), row t the query that predicts tgt_out[t], each row summing to 1 over the
+        real source tokens (before attention dropout; guided alignment trains them). Only layer L's
+        cross-attention takes the readable path (`attention_reference`); every other attention stays fused,
+        and without the argument nothing changes. A keyword of `forward`, so DDP and torch.compile wrappers
+        pass it through.
         """
+        if src_mask is None:
+            src_mask = self.source_mask(src)
         memory = self.encode(src, src_mask)  # (B, S, C)
         if cross_attention_layer is None:
             logits, weights = self.decode(memory, src_mask, tgt_in), None  # (B, T, V)
@@ -292,7 +325,7 @@ class Seq2Seq(nn.Module):
         loss = None
         if tgt_out is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=-100)
-        return (logits, loss) if weights is None else (logits, loss, weights)
+        return Seq2SeqOutput(logits, loss, weights)
 
     # ------------------------------------------------------------------------------------------ decoding
     def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> Seq2SeqCache:
@@ -305,12 +338,6 @@ class Seq2Seq(nn.Module):
         empty = torch.empty(0, device=device, dtype=dtype)
         cross = [LayerKVCache(empty, empty) for _ in range(cfg.n_decoder_layers)]
         return Seq2SeqCache(self_attn, cross)
-
-    @staticmethod
-    def reorder_cache(cache: Seq2SeqCache, index: Tensor) -> Seq2SeqCache:
-        """Keep rows `index` of every cache tensor (beam search); returns the same cache object."""
-        cache.reorder(index)
-        return cache
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # shared (tied) tensors are counted once

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from qkv.data.images import ImageBatches, ImageDataConfig, ImageSet, load_images, save_grid
 from qkv.errors import QKVError
+from qkv.evaluation.reconstruction import reconstruction_mse
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.io import save_run
 from qkv.runs import SAMPLES_FILE
@@ -37,17 +38,6 @@ class AutoencoderRunConfig:
     data: ImageDataConfig = field(default_factory=lambda: ImageDataConfig(source="shapes"))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1500, batch_size=64, lr=2e-3, min_lr=2e-4,
                                                                    warmup_steps=100, weight_decay=0.0))
-
-
-@torch.no_grad()
-def reconstruction_mse(model: Autoencoder, images: torch.Tensor, batch_size: int = 512) -> float:
-    """Mean squared error of the reconstructions of `images` (N, C, H, W), over every pixel."""
-    device = next(model.parameters()).device
-    total = 0.0
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device)
-        total += F.mse_loss(model(x), x, reduction="sum").item()
-    return total / images.numel()
 
 
 class AutoencoderTask(Task):

@@ -106,26 +106,6 @@ def caption_images(model, tok, images: torch.Tensor, cfg: SequenceDecoding) -> l
     return [tok.decode(ids).strip() for ids in caption_ids(model, tok, images, cfg)]
 
 
-@torch.no_grad()
-def caption_loss(model, tok, data: CaptionSet, batch_size: int = 128) -> float:
-    """Teacher-forced NLL per caption token of every (image, reference) pair of `data`."""
-    was_training = model.training
-    model.eval()
-    device = model.lm_head.weight.device
-    pairs = [(i, r) for i, refs in enumerate(data.refs) for r in refs]
-    total, count = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        tgt_in, tgt_out = encode_captions(tok, [r for _, r in chunk], model.config.max_seq_len, tok.pad_id,
-                                          tok.bos_id, tok.eos_id)
-        logits, _ = model(data.images[[i for i, _ in chunk]].to(device), tgt_in.to(device))
-        total += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt_out.to(device).flatten(),
-                                                   ignore_index=-100, reduction="sum").item()
-        count += int((tgt_out != -100).sum())
-    model.train(was_training)
-    return total / max(1, count)
-
-
 class CaptionTask(Task):
     name = "caption"
     config_class = CaptionRunConfig
@@ -194,7 +174,7 @@ class CaptionTask(Task):
     def loss(self, model, batch):
         from qkv.tasks.translate import smoothed_loss
 
-        logits, _ = model(batch["images"], batch["tgt_in"])
+        logits = model(batch["images"], None, batch["tgt_in"]).logits
         loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
         return loss, {"tokens": n, "nll": (nll.item() * n, n)}
 
@@ -202,7 +182,8 @@ class CaptionTask(Task):
         return int((batch["tgt_out"] != -100).sum())
 
     def evaluate(self, model, full: bool, train_means: dict) -> dict:
-        from qkv.evaluation.captioning import exact_match
+        from qkv.evaluation.captioning import caption_loss
+        from qkv.evaluation.matching import exact_match
 
         out = {}
         if "nll" in train_means:
@@ -226,7 +207,7 @@ class CaptionTask(Task):
         return lines
 
     def samples(self):
-        from qkv.evaluation.captioning import exact_match
+        from qkv.evaluation.matching import exact_match
 
         hyps = caption_images(self.model, self.tok, self.val_set.images[:3], self.cfg.decode)
         yield "--- sample captions (validation) " + "-" * 38 + "\n"
@@ -323,8 +304,8 @@ class CaptionRun(Run):
             source = f"{d.source} (the run's validation images)"
         else:
             if data in ("shapes", "clips"):
-                raise QKVError(f"--data {data}: give a folder with captions.jsonl (a procedural run scores its own "
-                               "test scenes without --data)")
+                raise QKVError(f"data = {data!r}: give a folder with captions.jsonl (a procedural run scores its own "
+                               "test scenes without data)")
             folder = load_caption_folder(data, self.model.config.image_size, self.model.config.channels)
             groups.append((f"{data}", folder.subset(list(range(min(len(folder), n or len(folder))))), False))
             source = f"{data} (every image listed)"

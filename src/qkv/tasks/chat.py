@@ -32,7 +32,7 @@ import torch
 from qkv.data.chat import ChatBatches, ChatDataConfig, encode_conversations, load_chat_splits, read_conversations
 from qkv.data.chat_template import add_chat_tokens, chat_tokens
 from qkv.errors import QKVError
-from qkv.evaluation.chat import answer_loss, exact_match
+from qkv.evaluation.chat import answer_loss, reply_accuracy
 from qkv.evaluation.perplexity import perplexity
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
@@ -99,7 +99,7 @@ def chat_loss(model, batch: dict):
 
 def em_metrics(model, tok, convs: list, prefix: str) -> dict:
     """Exact match as flat metrics: {prefix}_em_single / {prefix}_em_followup (omitted when there are none)."""
-    em = exact_match(model, tok, convs)
+    em = reply_accuracy(model, tok, convs)
     return {f"{prefix}_em_{k}": em[k] for k in ("single", "followup") if em[k] is not None}
 
 
@@ -260,7 +260,7 @@ class ChatRun(LMRun):
             chat_tokens(run.tokenizer)
         except QKVError:
             raise QKVError(f"{path} is not a chat run: its tokenizer has no chat template tokens "
-                           "(train one with task = \"chat\", e.g. --config configs/chat-qa-skills.toml)") from None
+                           "(train one with task = \"chat\", e.g. the chat-qa-skills preset)") from None
         return run
 
     def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None, compile: bool = False):
@@ -300,7 +300,7 @@ class ChatRun(LMRun):
         if not loss_ex.inputs:
             raise QKVError(f"{source}: no conversation fits the context ({T} tokens)")
         loss, n_tok = answer_loss(self.model, loss_ex, pad_id)
-        em = exact_match(self.model, tok, em_ex.conversations)
+        em = reply_accuracy(self.model, tok, em_ex.conversations)
         return {"source": source, "conversations": len(loss_ex.inputs), "answer_tokens": n_tok, "loss": loss,
                 "perplexity": perplexity(loss), "em_conversations": len(em_ex.conversations),
                 "em_single": em["single"], "em_followup": em["followup"], "n_single": em["n_single"],

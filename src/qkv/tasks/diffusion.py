@@ -26,10 +26,10 @@ import torch
 
 from qkv.config import from_dict
 from qkv.data.batch import condition_of
-from qkv.data.captions import encode_captions, train_caption_tokenizer
-from qkv.data.images import ImageBatches, ImageDataConfig, ImageSet, load_images, save_grid
+from qkv.data.captions import encode_prompts, train_caption_tokenizer
+from qkv.data.images import ImageBatches, ImageDataConfig, ImageSet, load_images, parse_caption, save_grid
 from qkv.diffusion.ddpm import DDPM, DiffusionConfig
-from qkv.diffusion.generate import ImageSampling, generate, make_condition
+from qkv.diffusion.generate import ImageSampling, generate
 from qkv.diffusion.sampling import default_steps
 from qkv.errors import QKVError
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
@@ -109,24 +109,43 @@ def dataset_condition(model_cfg: DiTConfig, data: ImageSet, tok) -> dict:
     if model_cfg.conditioning == "class":
         return {"labels": data.labels}
     if model_cfg.conditioning == "text":
-        ids, mask = encode_captions(tok, data.captions, model_cfg.max_seq_len)
+        ids, mask = encode_prompts(tok, data.captions, model_cfg.max_seq_len)
         return {"text": ids, "text_mask": mask}
     return {}
 
 
-@torch.no_grad()
-def validation_loss(model, diffusion: DDPM, images: torch.Tensor, cond: dict, seed: int = 0,
-                    batch_size: int = 256) -> float:
-    """`DDPM.loss` over the held-out images, t and ε from a fixed seed (comparable across evaluations)."""
-    device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    total = 0.0
-    for lo in range(0, images.size(0), batch_size):
-        x = images[lo : lo + batch_size].to(device)
-        c = {k: v[lo : lo + batch_size].to(device) for k, v in cond.items()}
-        loss, _ = diffusion.loss(model, x, c, generator=g)
-        total += loss.item() * x.size(0)
-    return total / images.size(0)
+def make_condition(model, tok, n: int, *, label: int | None = None, prompt: str | None = None,
+                   prompts: list[str] | None = None, class_names: list[str] | None = None) -> tuple[dict, dict]:
+    """(cond, what) for n samples. cond holds the model inputs; what["targets"] the (n, heads) ids asked for.
+
+    Class models: `label`, or (default) labels 0, 1, 2 … cycling. Text models: `prompt`, or (default)
+    `prompts` (the run's training captions) cycling. A label on a text model, a prompt on a class
+    model, a label outside the trained classes or a caption the tokenizer cannot encode: QKVError.
+    """
+    cfg = model.config
+    if n <= 0:
+        raise QKVError(f"n must be positive, got {n}")
+    if cfg.conditioning == "class":
+        if prompt is not None:
+            raise QKVError(f"this run is class-conditional ({cfg.n_classes} classes); give a label, not a prompt")
+        if label is not None and not 0 <= label < cfg.n_classes:
+            names = f" ({', '.join(class_names[:12])}{' …' if len(class_names) > 12 else ''})" if class_names else ""
+            raise QKVError(f"label {label} is outside the trained classes 0 … {cfg.n_classes - 1}{names}")
+        labels = torch.full((n,), label) if label is not None else torch.arange(n) % cfg.n_classes
+        return {"labels": labels}, {"targets": labels[:, None], "labels": labels.tolist()}
+    if cfg.conditioning == "text":
+        if label is not None:
+            raise QKVError("this run is text-conditional; give a prompt, not a label")
+        if prompt is not None and not prompt.strip():
+            raise QKVError("the prompt is empty")
+        texts = [prompt] * n if prompt is not None else [prompts[i % len(prompts)] for i in range(n)]
+        ids, mask = encode_prompts(tok, texts, cfg.max_seq_len)
+        parsed = [parse_caption(t) for t in texts]
+        targets = torch.tensor(parsed) if all(p is not None for p in parsed) else None
+        return {"text": ids, "text_mask": mask}, {"targets": targets, "prompts": texts}
+    if label is not None or prompt is not None:
+        raise QKVError("this run is unconditional; it takes neither a label nor a prompt")
+    return {}, {"targets": None}
 
 
 @torch.no_grad()
@@ -269,13 +288,13 @@ class DiffusionTask(Task):
         self.ema.update(model)
 
     def evaluate(self, model, full: bool, train_means: dict) -> dict:
-        from qkv.evaluation.diffusion import score_samples, train_judge
+        from qkv.evaluation.diffusion import denoising_loss, score_samples, train_judge
 
         cfg, s = self.cfg, self.cfg.sample
         self.ema_model.to(next(model.parameters()).device)
         self.ema.copy_to(self.ema_model)
-        out = {"val_loss": validation_loss(model, self.diffusion, self.val_images, self.val_cond),
-               "val_loss_ema": validation_loss(self.ema_model, self.diffusion, self.val_images, self.val_cond)}
+        out = {"val_loss": denoising_loss(model, self.diffusion, self.val_images, self.val_cond),
+               "val_loss_ema": denoising_loss(self.ema_model, self.diffusion, self.val_images, self.val_cond)}
         if full and s.eval_samples and cfg.model.conditioning != "none":
             if self.judge is None:
                 self.judge = train_judge(*self.pixels, seed=cfg.data.seed)
@@ -373,7 +392,7 @@ class DiffusionRun(Run):
 
     def condition(self, n: int, label: int | None = None, prompt: str | None = None) -> tuple[dict, dict]:
         """The condition inputs for `n` images of `label` or `prompt` (default: every class or training prompt
-        in turn), and what was asked for (`qkv.diffusion.generate.make_condition`)."""
+        in turn), and what was asked for (`make_condition`)."""
         return make_condition(self.model, self.tokenizer, n, label=label, prompt=prompt,
                               prompts=self.meta.get("prompts"), class_names=self.meta.get("class_names"))
 

@@ -205,7 +205,7 @@ def mrt_loss(model: nn.Module, batch: dict, cfg: MRTConfig, tgt_tok, decode: Seq
         tgt_in[r, : len(f) - 1] = torch.tensor(f[:-1])
         targets[r, : len(f) - 1] = torch.tensor(f[1:])
     rows = torch.cat([torch.arange(B, device=device), owner])  # (B + M,) the source of each row
-    logits, _ = model(src[rows], src_mask[rows], tgt_in)  # (B + M, T, V)
+    logits = model(src[rows], src_mask[rows], tgt_in).logits  # (B + M, T, V)
 
     # 4.–6. risk of the candidates, token loss of the references, mixed
     tok, nll, n_tok = token_loss(logits[:B], targets[:B])

@@ -140,8 +140,7 @@ class TranslateTask(Task):
     # ------------------------------------------------------------------------------------------ preparing
     def read_data(self) -> None:
         if self.cfg.train.objective == "mrt" and self.ctx.init_from is None and not self.ctx.resume:
-            raise QKVError('train.objective = "mrt" fine-tunes a trained translation run: give it with --init-from '
-                           "RUN_DIR")
+            raise QKVError('train.objective = "mrt" fine-tunes a trained translation run: give that run as init_from')
         if self.ctx.init_from is not None:
             self._take_base_config(self.ctx.init_from)
         self.train_src, self.train_tgt, self.train_name = load_split(self.cfg.data, "train")
@@ -252,7 +251,7 @@ class TranslateTask(Task):
         if self.guide is not None:
             eps = self.cfg.train.label_smoothing
             return guided_loss(model, batch, self.guide, lambda logits, targets: smoothed_loss(logits, targets, eps))
-        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
         loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
         # (total, count): the Trainer keeps the unsmoothed NLL's running mean until the next evaluation
         return loss, {"tokens": int(batch["src_mask"].sum()) + n, "nll": (nll.item() * n, n)}

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import _muon
 
+from qkv import hardware
 from qkv.training.config import TrainConfig
-from qkv.training.precision import cpu_bf16_units
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -141,7 +141,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str):
     matrices = hidden_matrices(model)
     if not matrices:
         raise ValueError("optimizer = 'muon' found no hidden Linear weights to update in this model")
-    fast_bf16 = device_type != "cpu" or bool(cpu_bf16_units())
+    fast_bf16 = device_type != "cpu" or bool(hardware.cpu_bf16_units())
     muon = (torch.optim.Muon if fast_bf16 else MuonFP32)(
         matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw")
     taken = {id(p) for p in matrices}

@@ -22,37 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-# /proc/cpuinfo flag -> its name in messages
-BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """Every feature flag the CPU reports in /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            return set(next((line for line in f if line.startswith("flags")), "").split())
-    except OSError:
-        return set()
-
-
-def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
-    """The bf16 matrix units this CPU reports (names from `BF16_FLAGS`); [] if none or unreadable."""
-    flags = cpu_flags(cpuinfo)
-    return [name for flag, name in BF16_FLAGS.items() if flag in flags]
-
-
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name ("Intel(R) Xeon(R) Processor"), or the platform's answer where /proc has none."""
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            line = next((ln for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        line = ""
-    if line:
-        return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine() or "unknown CPU"
+from qkv import hardware
 
 
 @dataclass(frozen=True)
@@ -81,7 +51,7 @@ def resolve_precision(setting: str, device: torch.device) -> Precision:
         if setting == "auto":
             return Precision(None, f"precision: fp32 (auto: no bf16 detection for {device.type})")
         return Precision(torch.bfloat16 if setting == "bf16" else torch.float16, f"precision: {setting} autocast")
-    units = cpu_bf16_units()
+    units = hardware.cpu_bf16_units()
     if setting == "auto":
         if units:
             return Precision(torch.bfloat16, f"precision: bf16 autocast (auto: this CPU has {', '.join(units)})")

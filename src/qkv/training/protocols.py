@@ -25,12 +25,6 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
-class PeekableBatchSource(BatchSource, Protocol):
-    """A source that can show its next batch without consuming it (torch.compile's trial call uses it)."""
-
-    def peek_batch(self) -> Batch: ...
-
-
 # loss_fn(model, batch) -> (mean loss over the batch's terms, info). info["tokens"]: throughput count;
 # info[name] = (total, count): a running mean the Trainer keeps and hands to `evaluate`. No other side effects.
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict]]

@@ -67,6 +67,25 @@ class TrainResult:
     stopped_by: str = "max_steps"  # "max_steps" or "max_minutes"
 
 
+@dataclass
+class _Loop:
+    """What the loop carries from one step to the next."""
+
+    step: int = 0
+    elapsed_before: float = 0.0  # seconds trained before this session (a resume's checkpoint says)
+    warm_end: float | None = None  # elapsed seconds at which warm-up ended (the time schedule's origin)
+    t_start: float = 0.0  # perf_counter() when this session started
+    t_log: float = 0.0  # ... when tokens_since was last reset
+    step_elapsed: float = 0.0  # the clock when the last step ended (before its evaluation): what a checkpoint saves
+    tokens_since: int = 0  # tokens (or images) trained since the last metrics line
+    running: dict[str, list[float]] = field(default_factory=dict)  # info name -> [total, count] since the last eval
+    result: TrainResult = field(default_factory=lambda: TrainResult(step=0))
+
+    def elapsed(self, now: float | None = None) -> float:
+        """The run's clock: seconds trained, across resumes."""
+        return self.elapsed_before + (time.perf_counter() if now is None else now) - self.t_start
+
+
 class Trainer:
     def __init__(
         self,
@@ -119,152 +138,186 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
-        cfg, device = self.cfg, self.device
+        """Train until max_steps or the time budget: each step is `_learning_rate`, `_forward_backward` over the
+        micro-batches, `_optimizer_step`, `_log_step`, and at evaluation steps `_evaluate_and_save`."""
+        cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        raw = self.model.to(device)
-        optimizer = build_optimizer(raw, cfg, device.type)
-        step, elapsed_before = 0, 0.0
-        warm_end = None  # elapsed seconds at which warm-up ended (the time schedule's origin), once it has
+        raw = self.model.to(self.device)
+        optimizer = build_optimizer(raw, cfg, self.device.type)
+        loop = self._start(optimizer)
+        model = self._wrap(raw)
+        autocast, scaler = self._precision(optimizer)
+        loop.t_start = loop.t_log = time.perf_counter()  # compiling is not training time
+        bar = tqdm(total=cfg.max_steps, initial=loop.step, disable=not (cfg.progress and self.dist.is_main),
+                   desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        model.train()
+        try:
+            while loop.step < cfg.max_steps:
+                lr = self._learning_rate(optimizer, loop)
+                loss = self._forward_backward(model, autocast, scaler, loop)
+                self._optimizer_step(raw, optimizer, scaler)
+                loop.step += 1
+                if self.on_step is not None:
+                    self.on_step(raw, loop.step)
+                loop.result.losses.append((loop.step, loss))
+                out_of_time = self._log_step(loop, loss, lr, bar)
+                last = loop.step == cfg.max_steps or out_of_time
+                if loop.step % cfg.eval_interval == 0 or last:
+                    self._evaluate_and_save(model, raw, optimizer, loop, last)
+                if out_of_time:
+                    loop.result.stopped_by = "max_minutes"
+                    self.log(f"time budget of {cfg.max_minutes} min reached at step {loop.step}")
+                    break
+        finally:
+            bar.close()
+        loop.result.step = loop.step
+        loop.result.elapsed_s = loop.elapsed()
+        return loop.result
+
+    def _start(self, optimizer) -> _Loop:
+        """The loop's state: fresh (seeded), or the checkpoint's (optimizer, data position, RNGs, clock)."""
+        loop = _Loop()
         if self.resume:
             state, tensors = load_trainer_state(self.run_dir)
             restore_optimizer(optimizer, state, tensors)
             self.data.load_state_dict(data_state_of(tensors))
             set_rng_state(tensors, state["rng"])
-            step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-            warm_end = state.get("warm_end_s")
-            self._saved_step = step  # the checkpoint we resumed from is the last good one until the next save
-            self.log(f"resumed from {self.run_dir} at step {step}")
+            loop.step, loop.elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
+            loop.warm_end = state.get("warm_end_s")
+            self._saved_step = loop.step  # the checkpoint we resumed from is the last good one until the next save
+            self.log(f"resumed from {self.run_dir} at step {loop.step}")
         else:
-            torch.manual_seed(cfg.seed + self.dist.rank)
-        self._trim_metrics(step)  # a fresh run (step 0) starts a fresh metrics.jsonl
+            torch.manual_seed(self.cfg.seed + self.dist.rank)
+        self._trim_metrics(loop.step)  # a fresh run (step 0) starts a fresh metrics.jsonl
+        loop.result = TrainResult(step=loop.step)
+        return loop
 
-        model = raw
-        if cfg.compile:
-            model = self._compile(raw)
+    def _wrap(self, raw: nn.Module) -> nn.Module:
+        """The module the loop calls: `raw`, compiled if asked (and if compiling works), in DDP under torchrun."""
+        model = self._compile(raw) if self.cfg.compile else raw
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        precision = resolve_precision(cfg.precision, device)
-        if cfg.precision != "fp32":
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def _precision(self, optimizer) -> tuple[Callable, torch.amp.GradScaler | None]:
+        """(a context manager factory for the forward passes, the fp16 gradient scaler or None)."""
+        precision = resolve_precision(self.cfg.precision, self.device)
+        if self.cfg.precision != "fp32":
             self.log(precision.reason)
         amp_dtype = precision.dtype
-        scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         if scaler is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise QKVError("optimizer = 'muon' does not run with fp16 loss scaling; use precision = 'bf16' or 'fp32'")
-        autocast = (
-            (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-        )
+        if amp_dtype is None:
+            return contextlib.nullcontext, scaler
+        return (lambda: torch.autocast(self.device.type, dtype=amp_dtype)), scaler
 
-        result = TrainResult(step=step)
-        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
-        full_eval_every = cfg.full_eval_interval or cfg.eval_interval
-        running: dict[str, list[float]] = {}  # info name -> [total, count] since the last evaluation
-        t_start = time.perf_counter()
-        bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress and self.dist.is_main),
-                   desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
-        tokens_since, t_log = 0, time.perf_counter()
-        model.train()
-        while step < cfg.max_steps:
-            elapsed = elapsed_before + time.perf_counter() - t_start
-            time_fraction = None
-            if cfg.schedule_by == "time" and step >= cfg.warmup_steps:
-                warm_end = elapsed if warm_end is None else warm_end
-                time_fraction = (elapsed - warm_end) / max(1e-9, budget_s - warm_end)
-            lr = lr_at(step, cfg, time_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    def _learning_rate(self, optimizer, loop: _Loop) -> float:
+        """This step's rate (warm-up, then cosine by steps or by the time budget), set on every group."""
+        cfg = self.cfg
+        time_fraction = None
+        if cfg.schedule_by == "time" and loop.step >= cfg.warmup_steps:
+            elapsed = loop.elapsed()
+            loop.warm_end = elapsed if loop.warm_end is None else loop.warm_end
+            budget_s = cfg.max_minutes * 60
+            time_fraction = (elapsed - loop.warm_end) / max(1e-9, budget_s - loop.warm_end)
+        lr = lr_at(loop.step, cfg, time_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
-            # the step's micro-batches, and how many loss terms each holds in the global batch
-            batches = [to_device(self.data.next_batch(), device) for _ in range(cfg.grad_accum)]
-            counts = [self.loss_terms(b) for b in batches] if self.loss_terms else [1] * cfg.grad_accum
-            total = distributed.sum_across(float(sum(counts)), self.dist, device)
-            loss_total = 0.0
-            for micro, (batch, n) in enumerate(zip(batches, counts, strict=True)):
-                sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-                with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
-                    loss, info = self.loss_fn(model, batch)
-                # weight n / total of the global mean; DDP averages the processes' gradients, hence × world.
-                # Written as a division: with equal micro-batches it is exactly loss / grad_accum
-                share = total / (n * self.dist.world_size)
-                scaled = loss / share
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_total += loss.item() / share
-                tokens_since += int(info.get("tokens", 0)) * self.dist.world_size
-                for name, value in info.items():
-                    if isinstance(value, tuple):  # (total, count): a running mean the loop keeps
-                        acc = running.setdefault(name, [0.0, 0.0])
-                        acc[0], acc[1] = acc[0] + float(value[0]), acc[1] + float(value[1])
-            loss_total = distributed.mean_across(loss_total, self.dist, device)
-            if not math.isfinite(loss_total):
-                bar.close()
-                raise self._diverged(f"loss became {loss_total} at step {step + 1}")
-            if scaler:
-                scaler.unscale_(optimizer)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if self.on_step is not None:
-                self.on_step(raw, step)
-            result.losses.append((step, loss_total))
+    def _forward_backward(self, model: nn.Module, autocast, scaler, loop: _Loop) -> float:
+        """One step's micro-batches forward and backward, each weighted by its share of the global batch's loss
+        terms; returns the step's loss (the mean over every term of every process)."""
+        cfg, device = self.cfg, self.device
+        # the step's micro-batches, and how many loss terms each holds in the global batch
+        batches = [to_device(self.data.next_batch(), device) for _ in range(cfg.grad_accum)]
+        counts = [self.loss_terms(b) for b in batches] if self.loss_terms else [1] * cfg.grad_accum
+        total = distributed.sum_across(float(sum(counts)), self.dist, device)
+        loss_total = 0.0
+        for micro, (batch, n) in enumerate(zip(batches, counts, strict=True)):
+            sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
+                loss, info = self.loss_fn(model, batch)
+            # weight n / total of the global mean; DDP averages the processes' gradients, hence × world.
+            # Written as a division: with equal micro-batches it is exactly loss / grad_accum
+            share = total / (n * self.dist.world_size)
+            scaled = loss / share
+            (scaler.scale(scaled) if scaler else scaled).backward()
+            loss_total += loss.item() / share
+            loop.tokens_since += int(info.get("tokens", 0)) * self.dist.world_size
+            for name, value in info.items():
+                if isinstance(value, tuple):  # (total, count): a running mean the loop keeps
+                    acc = loop.running.setdefault(name, [0.0, 0.0])
+                    acc[0], acc[1] = acc[0] + float(value[0]), acc[1] + float(value[1])
+        loss_total = distributed.mean_across(loss_total, self.dist, device)
+        if not math.isfinite(loss_total):
+            raise self._diverged(f"loss became {loss_total} at step {loop.step + 1}")
+        return loss_total
 
-            now = time.perf_counter()
-            elapsed = elapsed_before + now - t_start
-            out_of_time = budget_s is not None and elapsed >= budget_s
-            if step % cfg.log_interval == 0 or step == cfg.max_steps or out_of_time:
-                tps = tokens_since / max(now - t_log, 1e-9)
-                tokens_since, t_log = 0, now
-                self._write_metrics({"step": step, "loss": loss_total, "lr": lr, "tokens_per_s": round(tps, 1),
-                                     "elapsed_s": round(elapsed, 3)})
-                running_means = {k: f"{t / c:.4f}" for k, (t, c) in running.items() if c}  # since the last eval
-                bar.set_postfix({"loss": f"{loss_total:.4f}", **running_means, "tok_s": f"{tps:,.0f}"}, refresh=False)
-            bar.update(1)
+    def _optimizer_step(self, raw: nn.Module, optimizer, scaler) -> None:
+        """Clip the gradient norm, step the optimizer (through the fp16 scaler if any), free the gradients."""
+        if scaler:
+            scaler.unscale_(optimizer)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), self.cfg.grad_clip)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-            last = step == cfg.max_steps or out_of_time
-            if step % cfg.eval_interval == 0 or last:
-                if self.evaluate is not None:
-                    model.eval()
-                    sums = {k: distributed.sum_across(t, self.dist, device) for k, (t, _) in sorted(running.items())}
-                    counts_ = {k: distributed.sum_across(c, self.dist, device) for k, (_, c) in sorted(running.items())}
-                    means = {k: sums[k] / counts_[k] for k in sums if counts_[k]}
-                    running.clear()
-                    t_eval = time.perf_counter()
-                    metrics = self.evaluate(raw, step % full_eval_every == 0 or last, means)
-                    model.train()
-                    # elapsed_s: the run's clock once this evaluation is done (evaluations count); eval_s: its cost
-                    done = time.perf_counter()
-                    record = {"step": step, **metrics, "elapsed_s": round(elapsed_before + done - t_start, 3),
-                              "eval_s": round(done - t_eval, 3)}
-                    result.evals.append(record)
-                    self._write_metrics(record)
-                    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-                    self.log(f"step {step}: {shown}")
-                    bad = [k for k, v in metrics.items()
-                           if "loss" in k and isinstance(v, float) and not math.isfinite(v)]
-                    if bad:  # these weights give NaN/inf: don't let them replace the last good checkpoint
-                        bar.close()
-                        raise self._diverged(f"{bad[0]} became {metrics[bad[0]]} at step {step}")
-                if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
-                    bar.close()
-                    raise self._diverged(f"weights became NaN/inf at step {step}")
-                self._save(raw, optimizer, step, {"elapsed_s": elapsed, "warm_end_s": warm_end})
-                self._saved_step = step
-                distributed.barrier(self.dist)
-            if out_of_time:
-                result.stopped_by = "max_minutes"
-                self.log(f"time budget of {cfg.max_minutes} min reached at step {step}")
-                break
-        bar.close()
-        result.step = step
-        result.elapsed_s = elapsed_before + time.perf_counter() - t_start
-        return result
+    def _log_step(self, loop: _Loop, loss: float, lr: float, bar) -> bool:
+        """A metrics.jsonl line every log_interval steps (and at the end); the progress bar. Returns whether the
+        time budget is spent."""
+        cfg = self.cfg
+        now = time.perf_counter()
+        elapsed = loop.step_elapsed = loop.elapsed(now)
+        out_of_time = cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60
+        if loop.step % cfg.log_interval == 0 or loop.step == cfg.max_steps or out_of_time:
+            tps = loop.tokens_since / max(now - loop.t_log, 1e-9)
+            loop.tokens_since, loop.t_log = 0, now
+            self._write_metrics({"step": loop.step, "loss": loss, "lr": lr, "tokens_per_s": round(tps, 1),
+                                 "elapsed_s": round(elapsed, 3)})
+            running_means = {k: f"{t / c:.4f}" for k, (t, c) in loop.running.items() if c}  # since the last eval
+            bar.set_postfix({"loss": f"{loss:.4f}", **running_means, "tok_s": f"{tps:,.0f}"}, refresh=False)
+        bar.update(1)
+        return out_of_time
+
+    def _evaluate_and_save(self, model: nn.Module, raw: nn.Module, optimizer, loop: _Loop, last: bool) -> None:
+        """Evaluate (full every full_eval_interval steps and at the end), log it, refuse NaN weights or losses
+        (the last good checkpoint is kept), then write a checkpoint and wait for every process."""
+        cfg, device = self.cfg, self.device
+        if self.evaluate is not None:
+            model.eval()
+            sums = {k: distributed.sum_across(t, self.dist, device) for k, (t, _) in sorted(loop.running.items())}
+            counts = {k: distributed.sum_across(c, self.dist, device) for k, (_, c) in sorted(loop.running.items())}
+            means = {k: sums[k] / counts[k] for k in sums if counts[k]}
+            loop.running.clear()
+            t_eval = time.perf_counter()
+            full_eval_every = cfg.full_eval_interval or cfg.eval_interval
+            metrics = self.evaluate(raw, loop.step % full_eval_every == 0 or last, means)
+            model.train()
+            # elapsed_s: the run's clock once this evaluation is done (evaluations count); eval_s: its cost
+            done = time.perf_counter()
+            record = {"step": loop.step, **metrics, "elapsed_s": round(loop.elapsed(done), 3),
+                      "eval_s": round(done - t_eval, 3)}
+            loop.result.evals.append(record)
+            self._write_metrics(record)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            self.log(f"step {loop.step}: {shown}")
+            bad = [k for k, v in metrics.items() if "loss" in k and isinstance(v, float) and not math.isfinite(v)]
+            if bad:  # these weights give NaN/inf: don't let them replace the last good checkpoint
+                raise self._diverged(f"{bad[0]} became {metrics[bad[0]]} at step {loop.step}")
+        if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
+            raise self._diverged(f"weights became NaN/inf at step {loop.step}")
+        self._save(raw, optimizer, loop.step, {"elapsed_s": loop.step_elapsed, "warm_end_s": loop.warm_end})
+        self._saved_step = loop.step
+        distributed.barrier(self.dist)
 
     _saved_step: int = 0
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import sacrebleu
 
-from qkv.evaluation.captioning import attribute_accuracy, bleu4, caption_scores, cider_d, coco_tokenize, exact_match
+from qkv.evaluation.captioning import attribute_accuracy, bleu4, caption_scores, cider_d, coco_tokenize
+from qkv.evaluation.matching import exact_match
 
 
 def test_cider_d_on_a_hand_worked_example():

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qkv import hardware
 from qkv.data.chat_template import add_chat_tokens, render
 from qkv.errors import QKVError
 from qkv.generation.chat import ChatSession, stream_reply
@@ -23,7 +24,6 @@ from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.nn.attention import LayerKVCache, MultiHeadAttention
 from qkv.nn.positional import rope_angles
 from qkv.tokenizers import train_bpe, train_char
-from qkv.training import precision
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -240,7 +240,7 @@ def test_compiled_decode_step_for_real_generates_the_eager_tokens():
 
 
 def test_bf16_is_refused_on_a_cpu_without_bf16_units(monkeypatch):
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
     m = GPT(GPTConfig(vocab_size=20, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)).eval()
     with pytest.raises(QKVError, match=r"needs a CPU with bf16 units \(AMX-BF16 or AVX512-BF16\); this one .* none"):
         prepare_for_decoding(m, "bf16")
@@ -251,18 +251,18 @@ def test_bf16_is_refused_on_a_cpu_without_bf16_units(monkeypatch):
 def test_bf16_refusal_through_the_cli_is_one_line(monkeypatch, capsys, lm_run):
     from qkv.cli.main import main
 
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": [])
     assert main(["generate", str(lm_run), "--quantize", "bf16", "--max-new-tokens", "3"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
-    assert err.startswith("qkv generate: error: --quantize bf16 needs a CPU with bf16 units")
+    assert err.startswith("qkv generate: error: quantize = 'bf16' needs a CPU with bf16 units")
 
 
 def test_bf16_weights_where_the_cpu_has_bf16_units(monkeypatch):
     """With bf16 units (claimed here; computed by emulation on a CPU without them): every weight and the KV cache
     in bf16, Q/K/V fused; logits close to fp32 (cosine > 0.999), and cached decoding follows the full bf16
     forward. Measured on this tiny model: cosine vs fp32 ≈ 0.99998."""
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": ["AMX-BF16"])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda cpuinfo="/proc/cpuinfo": ["AMX-BF16"])
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=40, max_seq_len=16, d_model=32, n_layers=2, n_heads=4)).eval()
     b = prepare_for_decoding(m, "bf16")

@@ -105,9 +105,9 @@ def test_mismatched_files_name_both_counts(tmp_path):
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"name": "a b"}, "campaign name"), ({"name": "../x"}, "campaign name"), ({"runs": []}, "1 or 2 runs"),
-    ({"runs": ["a", "b", "c"]}, "1 or 2 runs"), ({"n": 0}, "--n must be positive"),
-    ({"raters": -1}, "--raters must be positive"), ({"src": None}, "give the items with"),
-    ({"data": "multi30k"}, "not both"), ({"split": "val"}, "--split goes with --data"),
+    ({"runs": ["a", "b", "c"]}, "1 or 2 runs"), ({"n": 0}, "^n must be positive"),
+    ({"raters": -1}, "^raters must be positive"), ({"src": None}, "give the items with"),
+    ({"data": "multi30k"}, "not both"), ({"split": "val"}, "split goes with data = .multi30k."),
 ])
 def test_spec_checks(changes, message):
     spec = CampaignSpec(**({"name": "ok", "runs": ["a"], "src": "s.txt"} | changes))

@@ -74,7 +74,7 @@ def test_forward_shapes_and_loss(memory):
     x, tgt = torch.randn(2, 3, 16, 16), torch.randint(3, 30, (2, 7))
     out = tgt.clone()
     out[1, 4:] = -100
-    logits, loss = m(x, tgt, out)
+    logits, loss, _ = m(x, None, tgt, out)
     assert logits.shape == (2, 7, 30)
     want = F.cross_entropy(logits.flatten(0, 1), out.flatten(), ignore_index=-100)
     torch.testing.assert_close(loss, want)
@@ -152,4 +152,4 @@ def test_save_load_round_trip(tmp_path):
     back, saved = load_model(tmp_path)
     assert saved["model_type"] == "captioner" and type(back) is Captioner and back.config == m.config
     x, tgt = torch.randn(1, 2, 3, 16, 16), torch.randint(3, 30, (1, 4))
-    torch.testing.assert_close(back(x, tgt)[0], m(x, tgt)[0])
+    torch.testing.assert_close(back(x, None, tgt).logits, m(x, None, tgt).logits)

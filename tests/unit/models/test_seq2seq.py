@@ -87,7 +87,7 @@ def test_separate_vocabs_sizes():
     assert m.src_emb.weight.shape == (11, 32) and m.tgt_emb.weight.shape == (17, 32)
     assert m.lm_head.weight is m.tgt_emb.weight
     src, mask = _src([4, 2], 4, vocab=11)
-    logits, _ = m(src, mask, torch.randint(3, 17, (2, 5)))
+    logits = m(src, mask, torch.randint(3, 17, (2, 5))).logits
     assert logits.shape == (2, 5, 17)
 
 
@@ -97,7 +97,7 @@ def test_forward_shapes_and_loss_ignores_padding():
     tgt_in = torch.randint(3, 23, (2, 4))
     tgt_out = torch.randint(3, 23, (2, 4))
     tgt_out[1, 2:] = -100
-    logits, loss = m(src, mask, tgt_in, tgt_out)
+    logits, loss, _ = m(src, mask, tgt_in, tgt_out)
     assert logits.shape == (2, 4, 23)
     keep = tgt_out != -100
     expected = -logits.log_softmax(-1)[keep].gather(1, tgt_out[keep][:, None]).mean()
@@ -218,7 +218,7 @@ def test_tiny_model_learns_to_reverse():
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
         src, mask, tin, tout, _ = _reverse_batch(64, g)
-        _, loss = m(src, mask, tin, tout)
+        loss = m(src, mask, tin, tout).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
@@ -230,7 +230,7 @@ def test_tiny_model_learns_to_reverse():
     assert exact >= 0.95, f"exact match {exact:.3f}"
     src, mask, tin, tout, _ = _reverse_batch(500, torch.Generator().manual_seed(99))
     with torch.no_grad():
-        logits, _ = m(src, mask, tin)
+        logits = m(src, mask, tin).logits
     real = tout != -100
     token_acc = (logits.argmax(-1)[real] == tout[real]).float().mean().item()
     assert token_acc >= 0.98, f"teacher-forced token accuracy {token_acc:.4f}"

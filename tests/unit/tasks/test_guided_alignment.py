@@ -110,7 +110,7 @@ def test_the_guided_loss_adds_w_times_the_row_mean_to_the_translation_loss(toy):
     batch = task.batches(16, 0, 1).next_batch()
     guide = Guide(0.3, LAYER, HEAD)
     loss, info = guided_loss(model, batch, guide, lambda lg, tg: smoothed_loss(lg, tg, 0.1))
-    logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+    logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
     tok, nll, n = smoothed_loss(logits, batch["tgt_out"], 0.1)
     weights = model.cross_attention_maps(batch["src"], batch["src_mask"], batch["tgt_in"])[LAYER][:, HEAD]
     total, rows = alignment_loss(weights, batch["align"])
@@ -203,7 +203,7 @@ def test_weight_zero_is_the_plain_translation_loss_bit_for_bit(toy):
         batch = task.batches(16, 0, 1).next_batch()
         assert set(batch) == {"src", "src_mask", "tgt_in", "tgt_out"}  # no links carried
         loss, info = task.loss(model, batch)
-        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
         ref, nll, n = smoothed_loss(logits, batch["tgt_out"], task.cfg.train.label_smoothing)
         assert torch.equal(loss, ref) and set(info) == {"tokens", "nll"}
         memory = model.encode(batch["src"], batch["src_mask"])

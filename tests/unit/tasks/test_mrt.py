@@ -88,8 +88,8 @@ def test_the_logged_candidate_metric_is_sacrebleus_on_the_decoded_candidates():
             logp = []
             for u in us:
                 full = [BOS, *u.tokens, *([EOS] if u.finished else [])]
-                logits, _ = model(batch["src"][b : b + 1, :n], batch["src_mask"][b : b + 1, :n],
-                                  torch.tensor([full[:-1]]))
+                logits = model(batch["src"][b : b + 1, :n], batch["src_mask"][b : b + 1, :n],
+                               torch.tensor([full[:-1]])).logits
                 logp.append(logits[0].log_softmax(-1)[torch.arange(len(full) - 1), torch.tensor(full[1:])].sum())
             q = (cfg.alpha * torch.stack(logp)).softmax(0)
             cost = torch.tensor([1 - sacrebleu.sentence_bleu(TOK.decode(u.tokens), [refs[b]]).score / 100 for u in us])

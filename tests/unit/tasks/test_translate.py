@@ -39,7 +39,7 @@ def test_corpus_loss_is_the_token_mean_of_a_per_sentence_loop():
     total, count = 0.0, 0
     with torch.no_grad():
         for s, t in zip(ex.src, ex.tgt, strict=True):  # one sentence at a time: no padding at all
-            logits, _ = model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.bool), torch.tensor([[BOS, *t]]))
+            logits = model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.bool), torch.tensor([[BOS, *t]])).logits
             total += F.cross_entropy(logits[0], torch.tensor(t + [EOS]), reduction="sum").item()
             count += len(t) + 1
     loss, n = corpus_loss(model, ex, PAD, BOS, EOS)

@@ -7,6 +7,7 @@ model that learns a toy task with it.
 import pytest
 import torch
 
+from qkv import hardware
 from qkv.models.io import load_model, save_run
 from qkv.training.optim import MuonWithAdamW, build_optimizer, hidden_matrices
 from qkv.training.trainer import Trainer
@@ -133,7 +134,7 @@ def test_without_bf16_units_muon_iterates_in_fp32_and_leaves_torch_as_it_was(mon
     original = _muon._zeropower_via_newtonschulz
     seen = []
     monkeypatch.setattr(optim, "newton_schulz_fp32", lambda *a: seen.append(a[0].dtype) or original(*a).float())
-    monkeypatch.setattr(optim, "cpu_bf16_units", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda: [])
     model = tiny_gpt()
     opt = build_optimizer(model, train_cfg(optimizer="muon"), "cpu")
     assert isinstance(opt.parts[0], optim.MuonFP32)
@@ -141,5 +142,5 @@ def test_without_bf16_units_muon_iterates_in_fp32_and_leaves_torch_as_it_was(mon
     opt.step()
     assert len(seen) == 6  # one call per hidden matrix, through qkv's fp32 iteration
     assert _muon._zeropower_via_newtonschulz is original
-    monkeypatch.setattr(optim, "cpu_bf16_units", lambda: ["AVX512-BF16"])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda: ["AVX512-BF16"])
     assert type(build_optimizer(model, train_cfg(optimizer="muon"), "cpu").parts[0]) is torch.optim.Muon

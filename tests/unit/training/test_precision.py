@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from qkv.training import precision as precision_mod
-from qkv.training.precision import cpu_bf16_units, resolve_precision
+from qkv import hardware
+from qkv.hardware import cpu_bf16_units
+from qkv.training.precision import resolve_precision
 from qkv.training.trainer import Trainer
 from trainer_fixtures import FixedBatches, lm_loss, tiny_gpt, train_cfg
 
@@ -44,13 +45,13 @@ def test_cpu_bf16_units_without_cpuinfo_is_none(tmp_path):
     ("fp16", [], torch.float16, "emulated"),
 ])
 def test_resolve_precision_on_cpu(monkeypatch, setting, units, dtype, says):
-    monkeypatch.setattr(precision_mod, "cpu_bf16_units", lambda: units)
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda: units)
     p = resolve_precision(setting, torch.device("cpu"))
     assert p.dtype is dtype and says in p.reason and p.name == {None: "fp32"}.get(dtype, p.name)
 
 
 def test_auto_precision_is_logged_with_its_reason(monkeypatch):
-    monkeypatch.setattr(precision_mod, "cpu_bf16_units", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda: [])
     logs = []
     Trainer(tiny_gpt(), lm_loss, FixedBatches(8), train_cfg(precision="auto"), log=logs.append).fit()
     assert any(line.startswith("precision: fp32 (auto: this CPU has no bf16 units") for line in logs), logs
