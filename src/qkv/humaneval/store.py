@@ -53,6 +53,7 @@ __all__ = ["CampaignPlan", "InvalidJudgement", "NotFound", "PlannedCandidate", "
            "Store"]
 
 SCHEMA_VERSION = 1
+_MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER is 64-bit: a bigger Python int cannot be bound (OverflowError)
 KINDS = ("translate", "chat", "lm")
 
 _TABLES = ("campaigns", "systems", "items", "candidates", "raters", "tasks", "judgements")
@@ -489,6 +490,8 @@ class Store:
         """What the rater sees at `position`: {task_id, position, source, candidates [{id, slot, text}],
         judgement (the latest payload, or None)}; None if the position is out of range. Never the systems, the
         reference, or whether the task is a control."""
+        if not 0 <= position <= _MAX_INTEGER:
+            return None
         conn = self._conn()
         row = conn.execute("""
             SELECT t.id, t.position, t.candidate_ids, i.source FROM tasks t JOIN items i ON i.id = t.item_id
@@ -512,6 +515,8 @@ class Store:
         ``{"candidates": {"<id>": {"accuracy": 0-100, "fluency": 0-100, "spans": [{start, end, severity}]}},
         "preference": "A" | "B" | "tie" | null}`` (a preference is required with two candidates, refused with one).
         """
+        if not 0 <= task_id <= _MAX_INTEGER:
+            raise NotFound(f"task {task_id} is not one of this rater's tasks")
         with self._write() as conn:
             self._rater_row(conn, rater_id)
             task = conn.execute("SELECT id, candidate_ids FROM tasks WHERE id = ? AND rater_id = ?",
