@@ -153,6 +153,8 @@ def test_a_translation_campaign_from_create_to_export(runs, tmp_path, capsys):
     with open(csv_path, encoding="utf-8", newline="") as f:  # candidates may hold line breaks: parse, don't split
         records = list(csv.DictReader(f))
     assert len(records) == 58 and [r["candidate"] for r in records] == [r["candidate"] for r in rows]
+    assert [(r["slot"], r["candidate_id"]) for r in records] == [(r["slot"], str(r["candidate_id"])) for r in rows]
+    assert {r["slot"] for r in rows} == {"A", "B"}
 
     rc, out, err = qkv(capsys, "human-eval", "list", "--db", db)
     assert rc == 0 and out.startswith("mt: translate, big, small; 12 items, 2 raters, 28/28 tasks judged, 29 judg")

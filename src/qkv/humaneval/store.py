@@ -410,10 +410,13 @@ class Store:
     def judged_candidates(self, campaign: str, history: bool = False) -> list[dict]:
         """One row per judged candidate of every judgement (only each task's latest unless `history`), in the
         order the judgements were made: {campaign, judgement_id, created, rater, task_position, item, system,
-        control, bad, slot, source, reference, candidate, accuracy, fluency, spans, preference, latest}.
+        control, bad, slot, candidate_id, source, reference, candidate, accuracy, fluency, spans, preference,
+        latest}.
 
-        ``preference`` is the system label the rater preferred, "tie", or None (single-system campaigns);
-        ``control`` says the task was a quality control, ``bad`` that this candidate is its BAD copy."""
+        ``slot`` is where the candidate was shown ("A" or "B"; "A" when a task shows one), ``candidate_id`` its
+        row id (a BAD copy has its own); ``preference`` is the system label the rater preferred, "tie", or None
+        (single-system campaigns); ``control`` says the task was a quality control, ``bad`` that this candidate
+        is its BAD copy."""
         row = self._campaign_row(campaign)
         conn = self._conn()
         cands = {k["id"]: k for k in conn.execute("""
@@ -439,7 +442,7 @@ class Store:
                 out.append({"campaign": campaign, "judgement_id": j["id"], "created": j["created"],
                             "rater": j["rater"], "task_position": j["position"], "item": j["item"],
                             "system": cand["label"], "control": bool(j["control"]), "bad": cand["bad_of"] is not None,
-                            "slot": SLOTS[slot_index] if len(ids) == 2 else None, "source": j["source"],
+                            "slot": SLOTS[slot_index], "candidate_id": cand_id, "source": j["source"],
                             "reference": j["reference"], "candidate": cand["text"], "accuracy": scores["accuracy"],
                             "fluency": scores["fluency"], "spans": scores["spans"], "preference": preference,
                             "latest": j["id"] == j["latest_id"]})
