@@ -11,6 +11,7 @@
 
 import csv
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -104,9 +105,11 @@ def test_a_translation_campaign_from_create_to_export(runs, tmp_path, capsys):
     with Store(db) as store:
         camp = store.campaign("mt")
         tokens = [r["token"] for r in camp["raters"]]
-        assert lines[1:] == [f"rater1: http://example.org:9000/rate/{tokens[0]}",
-                             f"rater2: http://example.org:9000/rate/{tokens[1]}",
-                             f"serve the rater pages: qkv serve --db {db}"]
+        assert lines[1:4] == [f"rater1: http://example.org:9000/rate/{tokens[0]}",
+                              f"rater2: http://example.org:9000/rate/{tokens[1]}",
+                              f"serve the rater pages: qkv serve --db {db} --host example.org --port 9000 "
+                              "--allow-remote"]
+        assert lines[4].startswith("note: the links point at example.org, beyond this machine") and len(lines) == 5
         assert [s["label"] for s in camp["systems"]] == ["big", "small"]
         assert camp["spec"]["seed"] == 7 and camp["spec"]["available"] == 1000
         items = store.items("mt")
@@ -150,9 +153,49 @@ def test_a_translation_campaign_from_create_to_export(runs, tmp_path, capsys):
     with open(csv_path, encoding="utf-8", newline="") as f:  # candidates may hold line breaks: parse, don't split
         records = list(csv.DictReader(f))
     assert len(records) == 58 and [r["candidate"] for r in records] == [r["candidate"] for r in rows]
+    assert [(r["slot"], r["candidate_id"]) for r in records] == [(r["slot"], str(r["candidate_id"])) for r in rows]
+    assert {r["slot"] for r in rows} == {"A", "B"}
 
     rc, out, err = qkv(capsys, "human-eval", "list", "--db", db)
     assert rc == 0 and out.startswith("mt: translate, big, small; 12 items, 2 raters, 28/28 tasks judged, 29 judg")
+
+
+SERVE_HINTS = [  # --url -> the printed command's (host, port, --allow-remote), and what a note must say
+    ("http://127.0.0.1:8765", ("127.0.0.1", 8765, False), None),
+    ("http://localhost:8765/", ("localhost", 8765, False), None),
+    ("http://[::1]:8765", ("::1", 8765, False), None),
+    ("http://192.0.2.7:9000", ("192.0.2.7", 9000, True), "beyond this machine"),
+    ("http://127.0.0.1", ("127.0.0.1", 80, False), "has no port, so the links use http's default, 80"),
+    ("https://example.org:8443", ("127.0.0.1", 8000, False), "qkv serve speaks plain HTTP"),
+]
+
+
+def test_the_serve_command_printed_by_create_answers_at_the_links(runs, prompts, tmp_path, capsys):
+    """The links and the serve command printed by create name the same host and port: following the command
+    literally serves the links (it used to leave the port out, so the server came up on 8000 whatever --url
+    said). A URL without a port, or with https, is said so; one no rater could open is refused first."""
+    from qkv.cli.main import build_parser
+
+    db = tmp_path / "h.db"
+    for k, (url, (host, port, remote), note) in enumerate(SERVE_HINTS):
+        rc, out, err = qkv(capsys, "human-eval", "create", f"c{k}", "--runs", runs["small"], "--src", prompts,
+                           "--n", "2", "--raters", "1", "--db", db, "--url", url)
+        assert rc == 0, err
+        lines = out.splitlines()
+        assert lines[1].startswith(f"rater1: {url.rstrip('/')}/rate/")
+        prefix = "serve the rater pages: "
+        (command,) = [ln.removeprefix(prefix) for ln in lines if ln.startswith(prefix)]
+        argv = shlex.split(command)
+        assert argv[:2] == ["qkv", "serve"]
+        args = build_parser()[0].parse_args(argv[1:])
+        assert (args.host, args.port, args.allow_remote, args.db) == (host, port, remote, str(db)), command
+        notes = [ln for ln in lines if ln.startswith("note: ")]
+        assert (note is None and not notes) or (note is not None and any(note in n for n in notes)), (url, notes)
+    for url, message in (("ftp://example.org/", "http:// or https://"), ("http://127.0.0.1:99999", "1..65535")):
+        rc, _, err = qkv(capsys, "human-eval", "create", "bad", "--runs", runs["small"], "--src", prompts,
+                         "--db", tmp_path / "bad.db", "--url", url)
+        assert_user_error(rc, err, message)
+    assert not (tmp_path / "bad.db").exists()
 
 
 # ------------------------------------------------------------------------------------------------ chat and lm

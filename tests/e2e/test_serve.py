@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
+import re
 import signal
 import sqlite3
 import subprocess
@@ -101,6 +103,44 @@ def test_serve_on_another_address_warns(tiny_runs, tmp_path):
         out, err = proc.communicate(timeout=30)
     assert "warning: serving on 0.0.0.0" in err
     assert f"http://0.0.0.0:{port}/runs/lm/generate" in out and "admin page:" in out
+
+
+def test_port_0_serves_on_a_free_port_and_prints_it(tmp_path):
+    """``--port 0`` (any free port) used to be refused: now the system picks the port, and the printed addresses
+    are the ones that answer."""
+    db = tmp_path / "he.db"
+    with Store(db, create=True) as store:
+        token = toy_campaign(store, "demo", n_items=2, raters=1)["raters"][0]["token"]
+    env = dict(os.environ, QKV_ADMIN_TOKEN=ADMIN, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "qkv", "serve", "--db", str(db), "--port", "0", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        printed, deadline = [], time.monotonic() + 60
+        while not any(line.startswith("admin page: ") for line in printed):
+            assert time.monotonic() < deadline, f"no address printed in 60 s: {printed}"
+            try:
+                printed.append(lines.get(timeout=0.5))
+            except queue.Empty:
+                assert proc.poll() is None, f"qkv serve exited {proc.returncode}: {proc.stderr.read()}"
+        (url,) = [m[1] for line in printed if (m := re.match(r"qkv serve: (http://127\.0\.0\.1:\d+)/ ", line))]
+        assert int(url.rsplit(":", 1)[1]) > 0 and printed[-1].startswith(f"admin page: {url}/admin#token=")
+        r = None
+        for _ in range(100):  # printed just before uvicorn starts accepting: a bounded wait
+            try:
+                r = httpx.get(f"{url}/api/rate/{token}", timeout=2)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert r is not None and r.status_code == 200 and r.json()["campaign"] == "demo"
+        r = httpx.get(f"{url}/api/admin/campaigns", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5)
+        assert r.status_code == 200 and [c["name"] for c in r.json()] == ["demo"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 # ------------------------------------------------------------------------------------------------ kill -9

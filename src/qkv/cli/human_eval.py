@@ -2,7 +2,8 @@
 
 - ``create NAME --runs RUN_A [RUN_B] (--data multi30k [--split S] | --src FILE [--ref FILE]) [--n 100]
   [--raters 3] [--seed 0] [--db human-eval.db] [--url http://127.0.0.1:8000]``: sample the items, make every
-  system's candidates, store the campaign, print one private link per rater and the command to serve them;
+  system's candidates, store the campaign, print one private link per rater and the command to serve them
+  (``qkv serve`` with the host and port of --url, so the links reach it);
 - ``report NAME [--db FILE] [--json] [--plot FILE]``: means with 95% CIs, z-scores, the Wilcoxon test and
   preferences (two systems), Krippendorff's α, Kendall τ against chrF++ and BLEU, error spans, quality control
   per rater; the plot goes next to the store (human-eval-NAME.png) unless --plot says where;
@@ -15,8 +16,12 @@ The protocol and the statistics are described in `qkv.humaneval`.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from qkv.errors import QKVError
 
 DEFAULT_DB = "human-eval.db"
 
@@ -37,7 +42,8 @@ def add_parser(sub, name):
     c.add_argument("--raters", type=int, default=3, help="raters, each rating every item (default 3)")
     c.add_argument("--seed", type=int, default=0, help="seeds the items, the sampling, the controls, the order")
     c.add_argument("--db", default=DEFAULT_DB, help=f"the store (default {DEFAULT_DB}; created if missing)")
-    c.add_argument("--url", default="http://127.0.0.1:8000", help="where qkv serve will be reached")
+    c.add_argument("--url", default="http://127.0.0.1:8000",
+                   help="where raters will reach qkv serve: the links' base (default http://127.0.0.1:8000)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -73,9 +79,50 @@ def _progress_bar(enabled: bool):
     return progress
 
 
+def serve_command(url: str, db: str) -> tuple[str, list[str]]:
+    """The ``qkv serve`` command that answers at `url` (the base of the rater links) and notes on what it
+    cannot do by itself; QKVError, before anything is made, for a URL no rater could open.
+
+    >>> serve_command("http://127.0.0.1:8765/", "h.db")
+    ('qkv serve --db h.db --host 127.0.0.1 --port 8765', [])
+    """
+    from qkv.cli.serve import is_loopback
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise QKVError(f"--url {url}: the port must be a number in 1..65535")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise QKVError(f"--url {url}: give the address raters will open, http:// or https:// and a host, like "
+                       "http://127.0.0.1:8000")
+    host, argv, notes = parts.hostname, ["qkv", "serve", "--db", str(db)], []
+    if parts.path.strip("/"):
+        notes.append(f"the links start with the path {parts.path.rstrip('/')}/, but qkv serve answers at /: a proxy "
+                     "in front must take the path off")
+    if parts.scheme == "https":
+        where = f"{host}:{port}" if port else host
+        notes.append(f"--url is https: qkv serve speaks plain HTTP, so the links need a proxy with TLS at {where} "
+                     "that forwards to qkv serve (this command serves it on 127.0.0.1:8000)")
+        return shlex.join(argv), notes
+    if port is None:
+        port = 80
+        notes.append(f"--url {url} has no port, so the links use http's default, 80 (binding it may need root); "
+                     "give --url http://HOST:PORT to choose another")
+    argv += ["--host", host, "--port", str(port)]
+    if not is_loopback(host):
+        argv.append("--allow-remote")
+        notes.append(f"the links point at {host}, beyond this machine: --allow-remote serves there, and anyone who "
+                     f"can reach {host}:{port} can use the server (a rater link is a rating page's only protection)")
+    return shlex.join(argv), notes
+
+
 def _create(args) -> int:
     from qkv.humaneval import CampaignSpec, create_campaign
 
+    serve, serve_notes = serve_command(args.url, args.db)  # a bad --url is refused before the slow part
     spec = CampaignSpec(args.name, args.runs, data=args.data, split=args.split, src=args.src, ref=args.ref,
                         n=args.n, raters=args.raters, seed=args.seed)
     made = create_campaign(args.db, spec, progress=_progress_bar(not args.no_progress), device=args.device)
@@ -87,7 +134,9 @@ def _create(args) -> int:
     url = args.url.rstrip("/")
     for name, token in made.raters:
         print(f"{name}: {url}/rate/{token}")
-    print(f"serve the rater pages: qkv serve --db {args.db}")
+    print(f"serve the rater pages: {serve}")
+    for note in serve_notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -8,8 +8,9 @@ Open the printed address in a browser. The pages: generate (tokens stream; hover
 top-5 next-token probabilities), chat, translate (beam n-best, cross-attention heatmaps), images (reverse
 and forward process), attention, parameters. The JSON API is documented at /docs. The server binds
 127.0.0.1 (this machine only); another address needs --allow-remote, and anyone who can reach it can use
-the models. The admin token (for reports and exports over HTTP) is printed at start, or set with the
-environment variable QKV_ADMIN_TOKEN.
+the models. ``--port 0`` takes any free port; the printed addresses carry the one it got. The admin token
+(for reports and exports over HTTP) is printed at start, or set with the environment variable
+QKV_ADMIN_TOKEN; it goes in the header ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -29,7 +31,7 @@ def add_parser(sub, name):
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories, or folders of them")
     p.add_argument("--db", help="the human-evaluation store of `qkv human-eval create` (serves its rater pages)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding an address other than loopback")
     p.add_argument("--queue", type=int, default=8, help="requests waiting per model before 429 (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="cap on tokens per generation (default 1024)")
@@ -59,8 +61,8 @@ def run(args) -> int:
     if not is_loopback(args.host) and not args.allow_remote:
         raise QKVError(f"--host {args.host} would expose the server beyond this machine; pass --allow-remote to "
                        "do so on purpose")
-    if not 0 < args.port < 65536:
-        raise QKVError(f"--port must be in 1..65535, got {args.port}")
+    if not 0 <= args.port < 65536:
+        raise QKVError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
     if args.db and not Path(args.db).is_file():
         raise QKVError(f"--db {args.db}: no such file (create a campaign with qkv human-eval create)")
     if args.db:
@@ -75,10 +77,15 @@ def run(args) -> int:
     token = os.environ.get("QKV_ADMIN_TOKEN") or None
     config = ServeConfig(queue_size=args.queue, max_new_tokens=args.max_new_tokens,
                          db=Path(args.db) if args.db else None, **({"admin_token": token} if token else {}))
-    runs = load_runs(args.runs, queue_size=args.queue)
-    app = create_app(runs, config)
+    sock = listen_socket(args.host, args.port)  # before the runs load: a port in use fails at once
+    try:
+        runs = load_runs(args.runs, queue_size=args.queue)
+        app = create_app(runs, config)
+    except BaseException:
+        sock.close()
+        raise
     host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host}:{args.port}"
+    url = f"http://{host}:{sock.getsockname()[1]}"  # the port bound, which --port 0 leaves to the system
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the models, and rater "
               "links are the only protection of the rating pages", file=sys.stderr)
@@ -89,5 +96,25 @@ def run(args) -> int:
     print(f"qkv serve: {url}/  (API docs: {url}/docs)")
     print(f"admin page: {url}/admin#token={config.admin_token}")
     sys.stdout.flush()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=sock.getsockname()[1], log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl+C ends a server normally (as uvicorn.run has it)
+        pass
+    return 0 if server.started else 1  # uvicorn logged why it could not start
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), as uvicorn binds one (IPv6 when the host has a colon); port 0 gets a
+    free port from the system. Passed to uvicorn, so the printed address is the one bound. QKVError if the
+    address cannot be bound (in use, not this machine's)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise QKVError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -14,7 +14,7 @@ It is what ``qkv human-eval report --json`` prints and what the server's admin p
 NaN: what cannot be computed is None). `format_report` is its text; `plot_report` draws the item means of each
 system (jittered dots) with their mean and 95% CI, raw scores above and z-scores below, one column per
 criterion (`render_plot` gives the PNG's bytes). `export_judgements` writes every judgement, history included, as CSV
-and JSONL, one row per judged candidate.
+and JSONL, one row per judged candidate, with the slot it was shown in (A/B) and its candidate id.
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ from qkv.humaneval.stats import (
 from qkv.humaneval.store import Store
 from qkv.runs import atomic_write_bytes
 
+# slot (where the candidate was shown: A or B, A when a task shows one) and candidate_id came later: they go
+# last, so the columns before them keep their places
 EXPORT_COLUMNS = ("campaign", "judgement_id", "created", "rater", "task_position", "item", "system", "control",
-                  "bad", "source", "reference", "candidate", "accuracy", "fluency", "spans", "preference", "latest")
+                  "bad", "source", "reference", "candidate", "accuracy", "fluency", "spans", "preference", "latest",
+                  "slot", "candidate_id")
 
 
 def ratings_of(rows: list[dict]) -> list[Rating]:

@@ -53,6 +53,7 @@ __all__ = ["CampaignPlan", "InvalidJudgement", "NotFound", "PlannedCandidate", "
            "Store"]
 
 SCHEMA_VERSION = 1
+_MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER is 64-bit: a bigger Python int cannot be bound (OverflowError)
 KINDS = ("translate", "chat", "lm")
 
 _TABLES = ("campaigns", "systems", "items", "candidates", "raters", "tasks", "judgements")
@@ -409,10 +410,13 @@ class Store:
     def judged_candidates(self, campaign: str, history: bool = False) -> list[dict]:
         """One row per judged candidate of every judgement (only each task's latest unless `history`), in the
         order the judgements were made: {campaign, judgement_id, created, rater, task_position, item, system,
-        control, bad, slot, source, reference, candidate, accuracy, fluency, spans, preference, latest}.
+        control, bad, slot, candidate_id, source, reference, candidate, accuracy, fluency, spans, preference,
+        latest}.
 
-        ``preference`` is the system label the rater preferred, "tie", or None (single-system campaigns);
-        ``control`` says the task was a quality control, ``bad`` that this candidate is its BAD copy."""
+        ``slot`` is where the candidate was shown ("A" or "B"; "A" when a task shows one), ``candidate_id`` its
+        row id (a BAD copy has its own); ``preference`` is the system label the rater preferred, "tie", or None
+        (single-system campaigns); ``control`` says the task was a quality control, ``bad`` that this candidate
+        is its BAD copy."""
         row = self._campaign_row(campaign)
         conn = self._conn()
         cands = {k["id"]: k for k in conn.execute("""
@@ -438,7 +442,7 @@ class Store:
                 out.append({"campaign": campaign, "judgement_id": j["id"], "created": j["created"],
                             "rater": j["rater"], "task_position": j["position"], "item": j["item"],
                             "system": cand["label"], "control": bool(j["control"]), "bad": cand["bad_of"] is not None,
-                            "slot": SLOTS[slot_index] if len(ids) == 2 else None, "source": j["source"],
+                            "slot": SLOTS[slot_index], "candidate_id": cand_id, "source": j["source"],
                             "reference": j["reference"], "candidate": cand["text"], "accuracy": scores["accuracy"],
                             "fluency": scores["fluency"], "spans": scores["spans"], "preference": preference,
                             "latest": j["id"] == j["latest_id"]})
@@ -489,6 +493,8 @@ class Store:
         """What the rater sees at `position`: {task_id, position, source, candidates [{id, slot, text}],
         judgement (the latest payload, or None)}; None if the position is out of range. Never the systems, the
         reference, or whether the task is a control."""
+        if not 0 <= position <= _MAX_INTEGER:
+            return None
         conn = self._conn()
         row = conn.execute("""
             SELECT t.id, t.position, t.candidate_ids, i.source FROM tasks t JOIN items i ON i.id = t.item_id
@@ -512,6 +518,8 @@ class Store:
         ``{"candidates": {"<id>": {"accuracy": 0-100, "fluency": 0-100, "spans": [{start, end, severity}]}},
         "preference": "A" | "B" | "tie" | null}`` (a preference is required with two candidates, refused with one).
         """
+        if not 0 <= task_id <= _MAX_INTEGER:
+            raise NotFound(f"task {task_id} is not one of this rater's tasks")
         with self._write() as conn:
             self._rater_row(conn, rater_id)
             task = conn.execute("SELECT id, candidate_ids FROM tasks WHERE id = ? AND rater_id = ?",

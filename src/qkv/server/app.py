@@ -75,7 +75,12 @@ def _validation_line(exc: RequestValidationError) -> str:
 
 class BodyLimit:
     """ASGI middleware: refuse a request body over `limit` bytes with a 413, by its Content-Length or, without
-    one, as soon as the bytes read pass the limit (the handler then never sees the body)."""
+    one (a chunked body), as soon as the bytes read pass the limit.
+
+    In the chunked case the handler is already reading the body when the limit is passed: `receive` raises,
+    and FastAPI turns any error while reading a body into its own 400 ("There was an error parsing the
+    body"), so the exception never reaches this middleware. Whatever the app answers after that is dropped
+    here instead, and the 413 goes out in its place (the handler never sees the body)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -88,10 +93,13 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await self._refuse(scope, receive, send)
         seen = 0
-        too_big = False
+        too_big = False  # the body passed the limit: the app's answer is replaced by the 413
+        started = False  # the app began its answer before that (it cannot be replaced any more)
 
         async def limited():
             nonlocal seen, too_big
+            if too_big:
+                raise _TooBig()
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -100,9 +108,19 @@ class BodyLimit:
                     raise _TooBig()
             return message
 
+        async def answer(message):
+            nonlocal started
+            if too_big and not started:
+                return
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooBig:
+            await self.app(scope, limited, answer)
+        except Exception:  # _TooBig itself, or whatever the app made of it
+            if not too_big:
+                raise
+        if too_big and not started:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope, receive, send):

@@ -10,6 +10,9 @@
     GET  /api/admin/campaigns/{name}/plot.png its plot                              } (printed by qkv serve)
     GET  /api/admin/campaigns/{name}/export.{csv,jsonl}  every judgement           }
 
+A position or task id in a path is a 64-bit row number: one outside 0 ≤ n < 2**63 (SQLite's INTEGER) is a
+404 like any other id the rater does not have, never a 500.
+
 Access: a rater link's token (unguessable, `secrets.token_urlsafe`) is the rater's only credential and opens
 only that rater's items: any other task id is a 404, whatever campaign it belongs to. Creating campaigns is
 CLI-only (`qkv human-eval create`); reports and exports need the admin token. The store is SQLite (WAL,
@@ -30,6 +33,7 @@ from fastapi.responses import FileResponse, Response
 from qkv.server.served import STATIC, HTTPError
 
 router = APIRouter()
+MAX_ROW_NUMBER = 2**63 - 1  # SQLite's largest INTEGER: a bigger path number cannot name a row
 
 
 def _store(request: Request):
@@ -58,6 +62,11 @@ def _admin(request: Request) -> None:
         raise HTTPError(401, "admin token missing or wrong (qkv serve prints it at start)")
 
 
+def _is_row_number(n: int) -> bool:
+    """Whether `n` can be a row's position or id: 0 <= n < 2**63 (SQLite's INTEGER)."""
+    return 0 <= n <= MAX_ROW_NUMBER
+
+
 def _campaign(request: Request, name: str) -> str:
     store = _store(request)
     if name not in store.campaign_names():
@@ -82,7 +91,7 @@ def rater_status(request: Request, token: str) -> dict:
 @router.get("/api/rate/{token}/tasks/{position}", tags=["rating"])
 def rater_task(request: Request, token: str, position: int) -> dict:
     rater = _rater(request, token)
-    task = _store(request).task(rater.id, position)
+    task = _store(request).task(rater.id, position) if _is_row_number(position) else None
     if task is None:
         raise HTTPError(404, f"no item {position} in this rater's list")
     return task
@@ -95,6 +104,8 @@ def rater_submit(request: Request, token: str, task_id: int, payload: Annotated[
     from qkv.humaneval.store import InvalidJudgement, NotFound
 
     rater = _rater(request, token)
+    if not _is_row_number(task_id):
+        raise HTTPError(404, f"task {task_id} is not one of this rater's tasks")
     try:
         return _store(request).submit(rater.id, task_id, payload)
     except NotFound as e:

@@ -1,9 +1,12 @@
 """One generation worker per model, a bounded queue in front of it, and jobs that stream back to asyncio.
 
 A model answers one request at a time: its worker is a thread that takes jobs from a `queue.Queue` of
-fixed size and runs them in order. When the queue is full, `submit` raises `Busy` with a Retry-After
-estimate (the queue's length × the mean job time), which the server turns into a 429: a client waits, the
-server never runs out of memory queueing work it cannot do.
+fixed size and runs them in order. When the queue is full, `submit` raises `Busy`, which the server turns
+into a 429: a client waits, the server never runs out of memory queueing work it cannot do. Its wait (the
+message and Retry-After say the same) is the requests ahead — the queued jobs whose clients are still
+there, and the running one — times the mean time of this worker's last `TIMED_JOBS` jobs that ran to their
+end (a job its client stopped is cut short: it does not count). Before any job has ended, the running job's
+time so far stands in for that mean, and the message says so: no number is made up.
 
 A `Job` runs in the worker thread and talks to the event loop of the request that made it:
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -34,13 +38,14 @@ from qkv.errors import QKVError
 log = logging.getLogger("qkv.server")
 
 _END = object()  # the last item a job puts on its event queue
+TIMED_JOBS = 20  # Busy's estimate is the mean time of this many of a worker's last jobs
 
 
 class Busy(Exception):
-    """The model's queue is full; try again in `retry_after` seconds."""
+    """The model's queue is full; try again in `retry_after` seconds (`ModelWorker.wait` says why)."""
 
-    def __init__(self, name: str, retry_after: int):
-        super().__init__(f"{name} is busy: {retry_after} s of queued work; retry later")
+    def __init__(self, name: str, retry_after: int, why: str = ""):
+        super().__init__(f"{name} is busy{': ' + why if why else ''}; retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -58,6 +63,7 @@ class Job:
         self._wake = asyncio.Event()
         self._woken = False
         self.done = asyncio.Event()  # set on the loop when the job has ended (its last events are buffered)
+        self.cut_short = False  # it ended because its client left or pressed Stop (set on the worker thread)
 
     def emit(self, event: str, data: Any) -> None:
         """Send one event to the request (from the worker thread)."""
@@ -124,6 +130,8 @@ class Job:
         except Exception as e:  # a bug: logged with its traceback, answered as a 500 by the server
             log.exception("job failed")
             value, error = None, e
+        # read before _finish: once the request has its result it cancels the job (result, batches)
+        self.cut_short = self.cancelled.is_set()
         self._finish(value, error)
 
     def _finish(self, value: Any, error: BaseException | None) -> None:
@@ -151,8 +159,9 @@ class ModelWorker:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.name = name
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.mean_seconds = 1.0  # running mean of a job's time, for Retry-After
+        self.durations: deque[float] = deque(maxlen=TIMED_JOBS)  # seconds of the last jobs that ran to their end
         self.busy = False
+        self._started: float | None = None  # when the running job started (time.perf_counter)
         self._thread = threading.Thread(target=self._loop, name=f"qkv-worker-{name}", daemon=True)
         self._thread.start()
 
@@ -162,9 +171,30 @@ class ModelWorker:
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
-            wait = (self.jobs.qsize() + int(self.busy)) * self.mean_seconds
-            raise Busy(self.name, max(1, round(wait))) from None
+            seconds, why = self.wait()
+            raise Busy(self.name, max(1, math.ceil(seconds)), why) from None
         return job
+
+    def wait(self) -> tuple[float, str]:
+        """How long a job submitted now would wait before it starts, in seconds, and the line that says how
+        that was estimated: the requests ahead (queued jobs whose clients are still there, and the running
+        one) × the mean time of the last jobs that ran to their end or, before any has, the running job's time
+        so far."""
+        with self.jobs.mutex:
+            queued = sum(1 for j in self.jobs.queue if j is not None and not j.cancelled.is_set())
+        started, durations = self._started, list(self.durations)
+        running = int(started is not None)
+        ahead = queued + running
+        counts = f"{ahead} request{'s' * (ahead != 1)} ahead ({queued} queued, {running} running)"
+        if durations:
+            each = sum(durations) / len(durations)
+            n = len(durations)
+            return ahead * each, f"{counts}, {each:.1f} s each (the mean of its last {n} job{'s' * (n != 1)})"
+        if started is not None:
+            each = time.perf_counter() - started
+            return ahead * each, (f"{counts}, {each:.1f} s each (no job has ended yet: the time the running one has "
+                                  "taken so far)")
+        return 0.0, f"{counts}; no job has run yet to time, and the next one starts now"
 
     @property
     def waiting(self) -> int:
@@ -182,10 +212,12 @@ class ModelWorker:
             if job.cancelled.is_set():  # its client left while it waited
                 job._finish(None, QKVError("cancelled"))
                 continue
+            self._started = t0 = time.perf_counter()
             self.busy = True
-            t0 = time.perf_counter()
             try:
                 job._run()
             finally:
+                if not job.cut_short:  # a job its client stopped is not a job's time
+                    self.durations.append(time.perf_counter() - t0)
+                self._started = None
                 self.busy = False
-                self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.perf_counter() - t0)

@@ -159,3 +159,31 @@ def test_export_has_every_judged_candidate_with_history(judged, tmp_path):
     # the report counts only the latest judgement: the revision replaced the first, the history stays
     d = build_report(judged, "demo")
     assert (d["judged"], d["judgements"], d["revisions"]) == (132, 133, 1)
+
+
+def test_export_rows_say_where_each_candidate_was_shown_and_which_it_was(store, tmp_path):
+    """Every row, in CSV and JSONL, has the slot its candidate was shown in (A/B; A when a task shows one) and
+    the candidate's id, so a row can be traced back to the screen the rater saw; the older columns stay."""
+    toy_campaign(store, n_items=10, raters=2)
+    toy_campaign(store, "solo", n_items=10, systems=("x",), raters=1)
+    for name in ("demo", "solo"):
+        rate_campaign(store, name, lambda rater, system, item, bad: (20.0 if bad else 70.0, 60.0))
+        shown = {(t["rater"], t["position"]): t["candidate_ids"] for t in store.tasks(name)}  # display order
+        bad_ids = {c["id"] for c in store.candidates(name) if c["bad_of"] is not None}
+        csv_path, jsonl_path = export_judgements(store, name, tmp_path / name)
+        with open(csv_path, encoding="utf-8", newline="") as f:
+            records = list(csv.DictReader(f))
+        jsonl = [json.loads(line) for line in jsonl_path.read_text(encoding="utf-8").splitlines()]
+        assert records and len(records) == len(jsonl)
+        assert EXPORT_COLUMNS[:17] == ("campaign", "judgement_id", "created", "rater", "task_position", "item",
+                                       "system", "control", "bad", "source", "reference", "candidate", "accuracy",
+                                       "fluency", "spans", "preference", "latest")
+        assert tuple(records[0]) == tuple(jsonl[0]) == EXPORT_COLUMNS
+        assert {"slot", "candidate_id"} <= set(EXPORT_COLUMNS)
+        for row, record in zip(jsonl, records, strict=True):
+            ids = shown[row["rater"], row["task_position"]]
+            assert row["candidate_id"] == ids["AB".index(row["slot"])]
+            assert row["bad"] == (row["candidate_id"] in bad_ids)
+            assert (record["slot"], record["candidate_id"]) == (row["slot"], str(row["candidate_id"]))
+        slots = {row["slot"] for row in jsonl}
+        assert slots == ({"A", "B"} if name == "demo" else {"A"})

@@ -238,6 +238,17 @@ def test_a_task_of_another_rater_or_campaign_is_not_found(store):
     assert store.judgements_count("demo") == store.judgements_count("other") == 0
 
 
+def test_numbers_beyond_sqlites_integer_are_not_found_rather_than_an_overflow(store):
+    """SQLite's INTEGER is 64-bit: a bigger Python int used to raise OverflowError from the query."""
+    camp = toy_campaign(store, n_items=3)
+    rater, task = first_task(store, camp)
+    for n in (2**63, 10**23, -(2**63) - 1):
+        assert store.task(rater.id, n) is None
+        with pytest.raises(NotFound, match="not one of this rater's tasks"):
+            store.submit(rater.id, n, payload_for(task))
+    assert store.judgements_count("demo") == 0
+
+
 def _cid(task, k=0):
     return str(task["candidates"][k]["id"])
 

@@ -80,6 +80,19 @@ def test_a_rater_cannot_touch_another_raters_or_campaigns_items(client, store_pa
     assert client.get(f"/api/rate/{mine}/tasks/999").status_code == 404
 
 
+def test_a_path_number_sqlite_cannot_hold_is_a_json_404(client, store_path):
+    """Positions and task ids go to SQLite, whose INTEGER is 64-bit: a bigger number in a rater link used to be a
+    500 (OverflowError) with two tracebacks in the log."""
+    token = tokens(store_path, "demo")[0]
+    task = client.get(f"/api/rate/{token}/tasks/0").json()
+    for n in ("99999999999999999999999", str(2**63), str(2**63 - 1), "-1", str(-(2**63) - 1)):
+        for r in (client.get(f"/api/rate/{token}/tasks/{n}"),
+                  client.post(f"/api/rate/{token}/tasks/{n}", json=judgement(task))):
+            assert r.status_code == 404, (n, r.text)
+            assert "rater" in r.json()["error"] and "\n" not in r.json()["error"]
+    assert client.get(f"/api/rate/{token}").json()["done"] == 0
+
+
 @pytest.mark.parametrize(("change", "needle"), [
     (lambda b, t: b["candidates"][str(t["candidates"][0]["id"])].update(accuracy=101), "0"),
     (lambda b, t: b["candidates"][str(t["candidates"][0]["id"])].update(fluency=-1), "0"),
