@@ -1,4 +1,4 @@
-"""The README's pictures of `qkv serve`, and its small human-evaluation campaign, rated through the page.
+"""The docs' pictures of `qkv serve`, and its small human-evaluation campaign, rated through the page.
 
     python scripts/playground_tour.py --translate runs/multi30k --short runs/multi30k-short \\
         --lm runs/shakespeare --chat runs/chat --images runs/shapes --out docs/images [--n 100 --raters 3]

@@ -1,8 +1,8 @@
-"""The README's Python API section, run as written: its code blocks execute against small runs of each kind,
-made here under the run-directory names the README uses (runs/shakespeare, runs/multi30k-de-en,
-runs/chat-qa-skills, runs/digits-dit, runs/shapes-caption, and the scenes/ folder `qkv data scenes` writes). The
-training block runs too, shrunk to a few steps by wrapping
-`run_task` (its lines and names stay the README's)."""
+"""The Python examples of the README and of the Python API guide (docs/guides/python-api.md), run as written:
+their code blocks execute against small runs of each kind, made here under the run-directory names the pages use
+(runs/shakespeare, runs/multi30k-de-en, runs/chat-qa-skills, runs/digits-dit, runs/shapes-caption, and the
+scenes/ folder `qkv data scenes` writes). The guide's training block runs too, shrunk to a few steps by wrapping
+`run_task` (its lines and names stay the guide's)."""
 
 import re
 
@@ -33,10 +33,20 @@ RUNS = {
 }
 
 
-def python_blocks() -> list[str]:
+GUIDE = REPO / "docs" / "guides" / "python-api.md"
+
+
+def python_blocks(page=GUIDE) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+
+
+def readme_block() -> str:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Python API"):readme.index("## Layout")]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    section = readme[readme.index("## Python API"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "README's Python API section holds one block (the guide holds the rest)"
+    return blocks[0]
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +61,25 @@ def runs_here(tmp_path_factory, shared_data):
     return folder
 
 
-def test_the_readme_has_the_blocks_this_test_runs():
+def test_the_pages_have_the_blocks_this_test_runs():
     blocks = python_blocks()
     assert len(blocks) == 4 and "qkv.load_run" in blocks[0] and "create_app" in blocks[1] and "run_task" in blocks[2]
+    assert len(readme_block().strip().splitlines()) <= 12  # the front page's example stays short
+
+
+def test_the_readme_example_runs(runs_here, monkeypatch, capsys):
+    monkeypatch.chdir(runs_here)
+    scope: dict = {}
+    exec(compile(readme_block(), "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    assert scope["images"].shape == (16, 1, 8, 8) and scope["images"].abs().max() <= 1.0
+    assert len(scope["english"]) == 1 and scope["n_truncated"] == 0
+    assert "bits_per_char" in capsys.readouterr().out
 
 
 def test_the_inference_example_runs(runs_here, monkeypatch, capsys):
     monkeypatch.chdir(runs_here)
     scope: dict = {}
-    exec(compile(python_blocks()[0], "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    exec(compile(python_blocks()[0], str(GUIDE), "exec"), scope)  # noqa: S102 - the guide's own code
     assert scope["images"].shape == (16, 1, 8, 8) and scope["images"].abs().max() <= 1.0
     assert scope["amap"].weights.shape == (12, 12) and len(scope["english"]) == 1
     assert len(scope["captions"]) == 2 and scope["where"].weights.shape[1] == 64  # 64 patches per word
@@ -77,7 +97,7 @@ def test_the_serving_example_runs(runs_here, monkeypatch, capsys):
             toy_campaign(store, "demo", n_items=6, raters=2)
             rate_campaign(store, "demo", lambda rater, system, item, bad: (70, 60) if system == "a" else (50, 40))
     scope: dict = {}
-    exec(compile(python_blocks()[1], "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(python_blocks()[1], str(GUIDE), "exec"), scope)  # noqa: S102
     paths = set(scope["app"].openapi()["paths"])
     assert {"/api/runs/{name}/generate", "/api/rate/{token}"} <= paths
     assert sorted(scope["app"].state.runs) == ["multi30k-de-en", "shakespeare"]
@@ -91,7 +111,7 @@ def test_the_training_example_runs(runs_here, monkeypatch, tmp_path):
     real = qkv.tasks.run_task
     calls = []
 
-    def small(cfg, run_dir, **kw):  # the README's call, shrunk: a few steps on a slice, in a fresh directory
+    def small(cfg, run_dir, **kw):  # the guide's call, shrunk: a few steps on a slice, in a fresh directory
         cfg.train.max_steps, cfg.train.eval_interval, cfg.train.progress = 2, 2, False
         cfg.data.max_chars, cfg.model.n_layers = 20000, 1
         calls.append(run_dir)
@@ -100,11 +120,11 @@ def test_the_training_example_runs(runs_here, monkeypatch, tmp_path):
     monkeypatch.setattr(qkv.tasks, "run_task", small)
     monkeypatch.chdir(REPO)  # the block reads configs/shakespeare-char-cpu.toml
     scope: dict = {}
-    exec(compile(python_blocks()[2], "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(python_blocks()[2], str(GUIDE), "exec"), scope)  # noqa: S102
     assert calls == ["runs/shakespeare"] and scope["trained"].result.step == 2
 
 
 def test_the_building_blocks_example_runs():
     scope: dict = {}
-    exec(compile(python_blocks()[3], "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(python_blocks()[3], str(GUIDE), "exec"), scope)  # noqa: S102
     assert scope["weights"].shape == (2, 4, 5, 5) and torch.isfinite(scope["loss"])
