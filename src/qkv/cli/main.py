@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(mods[args.command].run(args) or 0)
     except QKVError as e:
-        print(f"qkv {args.command}: error: {e}", file=sys.stderr)
+        flag = f" (--{e.argument.replace('_', '-')})" if e.argument else ""
+        print(f"qkv {args.command}: error: {e}{flag}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"qkv {args.command}: interrupted", file=sys.stderr)

@@ -71,11 +71,11 @@ def run(args) -> int:
                        fit_vocab=not vocab_given)
     if not trained.is_main:
         return 0
-    task = trained.task
+    task, state, model = trained.task, trained.state, trained.model
     plot = plot_losses(run_dir)
-    print("\n".join(task.summary(trained.result)))
+    print("\n".join(task.summary(state, model, trained.result)))
     if not args.no_sample:
-        for piece in task.samples():
+        for piece in task.samples(state, model):
             sys.stdout.write(piece)
             sys.stdout.flush()
     print_run_files(run_dir, trained.model.num_params(), plot, task.next_command(), task.weights_note())

@@ -27,7 +27,7 @@ from qkv.evaluation.reconstruction import reconstruction_mse
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.io import save_run
 from qkv.runs import SAMPLES_FILE
-from qkv.tasks.base import Run, Task, last_eval
+from qkv.tasks.base import Run, State, Task, last_eval
 from qkv.training.config import TrainConfig
 
 
@@ -40,6 +40,12 @@ class AutoencoderRunConfig:
                                                                    warmup_steps=100, weight_decay=0.0))
 
 
+@dataclass
+class AutoencoderState(State):
+    train_set: ImageSet | None = None
+    val_set: ImageSet | None = None
+
+
 class AutoencoderTask(Task):
     name = "autoencoder"
     config_class = AutoencoderRunConfig
@@ -49,59 +55,71 @@ class AutoencoderTask(Task):
         super().__init__(cfg, ctx)
         self.images = images  # (train, val) already loaded by a task that trains this one first
 
-    def read_data(self) -> None:
-        self.train_set, self.val_set = self.images or load_images(self.cfg.data)
-
-    def build_model(self):
-        from qkv.models.io import load_model
-
-        cfg, ctx = self.cfg, self.ctx
-        _, C, H, W = self.train_set.images.shape
+    def read_data(self) -> tuple[ImageSet, ImageSet]:
+        train, val = self.images or load_images(self.cfg.data)
+        _, _, H, W = train.images.shape
         if H != W:
             raise QKVError(f"images must be square, got {H}×{W}")
-        if H % 2**cfg.model.downsample:
-            raise QKVError(f"image size {H} is not divisible by 2^downsample = {2**cfg.model.downsample}")
-        if not ctx.resume:
-            cfg.model = replace(cfg.model, image_size=H, in_channels=C)
-        self.meta = {"source": cfg.data.source, "train_images": len(self.train_set), "val_images": len(self.val_set),
-                     "image_shape": [C, H, W]}
-        model = load_model(ctx.run_dir)[0] if ctx.resume else Autoencoder(cfg.model)
-        ctx.say(f"autoencoder: {model.num_params():,} parameters, {H}×{H}×{C} -> "
-                f"{model.config.latent_size}×{model.config.latent_size}×{cfg.model.latent_channels}, "
-                f"{cfg.train.max_steps} steps")
+        if H % 2**self.cfg.model.downsample:
+            raise QKVError(f"image size {H} is not divisible by 2^downsample = {2**self.cfg.model.downsample}")
+        return train, val
+
+    def resolve(self, data: tuple[ImageSet, ImageSet], tokenizers: None) -> AutoencoderRunConfig:
+        cfg = self.cfg
+        if self.ctx.resume:
+            return cfg
+        _, C, H, _ = data[0].images.shape
+        return replace(cfg, model=replace(cfg.model, image_size=H, in_channels=C))
+
+    def prepare(self, cfg: AutoencoderRunConfig, data: tuple[ImageSet, ImageSet], tokenizers: None
+                ) -> AutoencoderState:
+        train, val = data
+        meta = {"source": cfg.data.source, "train_images": len(train), "val_images": len(val),
+                "image_shape": list(train.images.shape[1:])}
+        return AutoencoderState(cfg, meta, train, val)
+
+    def build_model(self, state: AutoencoderState):
+        from qkv.models.io import load_model
+
+        cfg = state.cfg
+        model = load_model(self.ctx.run_dir)[0] if self.ctx.resume else Autoencoder(cfg.model)
+        H, C = cfg.model.image_size, cfg.model.in_channels
+        self.ctx.say(f"autoencoder: {model.num_params():,} parameters, {H}×{H}×{C} -> "
+                     f"{model.config.latent_size}×{model.config.latent_size}×{cfg.model.latent_channels}, "
+                     f"{cfg.train.max_steps} steps")
         return model
 
-    def batches(self, rows: int, rank: int, world: int):
-        return ImageBatches(self.train_set.images, {}, rows, seed=self.cfg.train.seed, rank=rank, world_size=world)
+    def batches(self, state: AutoencoderState, rows: int, rank: int, world: int):
+        return ImageBatches(state.train_set.images, {}, rows, seed=state.cfg.train.seed, rank=rank, world_size=world)
 
-    def loss(self, model, batch):
+    def loss(self, state: AutoencoderState, model, batch):
         x = batch["images"]
         return F.mse_loss(model(x), x), {"tokens": x.size(0)}  # tokens_per_s counts images
 
     def loss_terms(self, batch) -> int:
         return batch["images"].size(0)
 
-    def evaluate(self, model, full: bool, train_means: dict) -> dict:
-        return {"val_loss": reconstruction_mse(model, self.val_set.images)}
+    def evaluate(self, state: AutoencoderState, model, full: bool, train_means: dict) -> dict:
+        return {"val_loss": reconstruction_mse(model, state.val_set.images)}
 
-    def after_training(self, model) -> None:
+    def after_training(self, state: AutoencoderState, model) -> None:
         """Record the latent statistics of the training images and save them with the weights."""
         model.eval()
-        model.set_latent_stats(self.train_set.images.to(next(model.parameters()).device))
+        model.set_latent_stats(state.train_set.images.to(next(model.parameters()).device))
         if self.ctx.dist.is_main:
-            save_run(self.ctx.run_dir, model, extra_config={**self.saved_config(), "latent_stats": True},
-                     metadata={"step": str(self.cfg.train.max_steps)})
+            save_run(self.ctx.run_dir, model, extra_config={**self.saved_config(state), "latent_stats": True},
+                     metadata={"step": str(state.cfg.train.max_steps)})
 
-    def summary(self, result) -> list[str]:
-        lines = super().summary(result)
+    def summary(self, state: AutoencoderState, model, result) -> list[str]:
+        lines = super().summary(state, model, result)
         last = last_eval(result, "val_loss")
         if last:
             lines.append(f"held-out reconstruction MSE {last['val_loss']:.5f} (pixels in [-1, 1])")
         return lines
 
-    def samples(self):
+    def samples(self, state: AutoencoderState, model):
         path = self.ctx.run_dir / SAMPLES_FILE
-        width, height = save_reconstructions(self.model, self.val_set.images[:16], path)
+        width, height = save_reconstructions(model, state.val_set.images[:16], path)
         yield f"reconstructions: {path} (held-out images above their reconstructions, {width}×{height} px)\n"
 
 

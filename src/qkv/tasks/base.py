@@ -1,26 +1,32 @@
-"""What a task is: one object that knows its run config, data, tokenizers, model, loss, evaluation and summary
-(`Task`), and one object that serves a trained run for inference (`Run`).
+"""What a task is: one object that knows how to read its data, build its tokenizers, size its config, prepare its
+examples, build its model, and compute its loss, evaluation and summary (`Task`); and one object that serves a
+trained run for inference (`Run`).
 
-Training a task (`qkv.tasks.runner.run_task`) calls the hooks of `Task` in this order, on every process:
+Training a task (`qkv.tasks.runner.run_task`) calls the hooks of `Task` in this order, on every process. What
+flows from one hook to the next is what the hooks return, declared as a dataclass per task:
 
-    read_data()                     read and validate the data; nothing is written yet
-    make_tokenizers()               fresh run, main process: build the tokenizer(s), write them
-    load_tokenizers()               resume, or the other processes after the main one wrote them
-    build_model()                   the model, seeded, sized to the tokenizer(s) and data
-    batches(rows, rank, world)      this process's share of the global batches (`qkv.data.batch`)
-    -> Trainer(model, loss, batches, evaluate, save, on_step, loss_terms).fit()
-    summary(result), samples()      main process, when training ends: the lines `qkv train` prints
+    data = read_data()                      read and validate the data; nothing is written yet
+    toks = make_tokenizers(data)            fresh run, main process: build the tokenizer(s), check, write them
+    toks = load_tokenizers(data)            resume, or the other processes after the main one wrote them
+    cfg = resolve(data, toks)               the run config sized to the data and tokenizers: a new object (the
+                                            config asked for is never changed); what config.json saves
+    state = prepare(cfg, data, toks)        everything training needs besides the model: encoded examples, the
+                                            data meta, (latent diffusion) the trained autoencoder; a `State`
+    model = build_model(state)              the model alone, seeded: built, or loaded on resume / init_from
+    batches(state, rows, rank, world)       this process's share of the global batches (`qkv.data.batch`)
+    -> Trainer(model, loss(state, ·), batches, evaluate(state, ·), save(state, ·), on_step, loss_terms).fit()
+    after_training(state, model)            every process, when the Trainer is done
+    summary(state, model, result), samples(state, model)   main process: the lines `qkv train` prints
 
 A trained run comes back as a `Run` (`qkv.load_run(path)`): the model in eval mode, its tokenizer(s), its
-typed run config, and the inference calls of its task (`generate`, `translate`, `chat`, `sample`,
-`attention`, `evaluate`) with typed arguments. A call the task does not offer is a one-line QKVError naming
-the tasks that do. The CLI, the web playground and explain mode all go through these two objects.
+typed run config, and the calls of what it can do (`qkv.tasks.capabilities`). The CLI, the web playground,
+explain mode and human evaluation ask a Run what it can do, never which task it is.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,8 +64,19 @@ class Context:
             self.log(msg)
 
 
+@dataclass
+class State:
+    """What a task's hooks share once the data is prepared: a task subclasses it and declares its own fields."""
+
+    cfg: Any  # the resolved run config (`Task.resolve`): what training uses and config.json saves
+    meta: dict = field(default_factory=dict)  # what the data turned out to be: config.json's "data_meta"
+
+
 class Task:
-    """One kind of run. A subclass sets the class attributes and implements the hooks (module docstring)."""
+    """One kind of run. A subclass sets the class attributes and implements the hooks (module docstring).
+
+    A Task keeps the config it was asked to train (`cfg`, never changed) and where it trains (`ctx`); everything
+    else is returned by one hook and handed to the next."""
 
     name: ClassVar[str]
     config_class: ClassVar[type]  # the run config dataclass: task, model, data, train, ... sections
@@ -69,64 +86,73 @@ class Task:
     # section -> {old setting name: new name}: run directories saved before a rename still load and resume
     legacy_names: ClassVar[dict[str, dict[str, str]]] = {}
     data_option: ClassVar[str] = "source"  # the [data] setting `qkv train --data X` sets
+    # on_step(state, model, step) after every optimizer step, for tasks that keep state beside the weights (an EMA)
+    on_step: ClassVar[Callable[..., None] | None] = None
 
     def __init__(self, cfg: Any, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
-        self.meta: dict = {}  # what the data turned out to be: saved as config.json's "data_meta"
-        self.model: nn.Module | None = None
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> None:
+    def read_data(self) -> Any:
         """Read and validate the data (every process). Raise QKVError on bad input; write nothing."""
+        return None
 
-    def make_tokenizers(self) -> None:
-        """Fresh run, main process: build the tokenizer(s) and write them into the run directory."""
+    def make_tokenizers(self, data: Any) -> Any:
+        """Fresh run, main process: build the tokenizer(s), check that the data encodes, write them."""
+        return None
 
-    def load_tokenizers(self) -> None:
+    def load_tokenizers(self, data: Any) -> Any:
         """Resume, or a process other than the main one: read the tokenizer(s) from the run directory."""
+        return None
 
-    def build_model(self) -> nn.Module:
+    def resolve(self, data: Any, tokenizers: Any) -> Any:
+        """The run config sized to the data and the tokenizer(s) (the fields of `fitted_model_fields`), as a new
+        object; by default the config asked for."""
+        return self.cfg
+
+    def prepare(self, cfg: Any, data: Any, tokenizers: Any) -> State:
         raise NotImplementedError
 
-    def batches(self, rows: int, rank: int, world: int):
+    def build_model(self, state: State) -> nn.Module:
+        raise NotImplementedError
+
+    def batches(self, state: State, rows: int, rank: int, world: int):
         """This process's batch source; `rows` is the global micro-batch (train.batch_size / grad_accum)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ training
-    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    def loss(self, state: State, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
     def loss_terms(self, batch: dict) -> int:
         """How many terms the mean loss of `batch` averages (target tokens, images)."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, full: bool, train_means: dict) -> dict:
+    def evaluate(self, state: State, model: nn.Module, full: bool, train_means: dict) -> dict:
         return {}
 
-    on_step: Callable[[nn.Module, int], None] | None = None  # set by tasks that update state after each step
-
-    def saved_config(self) -> dict:
+    def saved_config(self, state: State) -> dict:
         """Every run-config section but the model's (written from the model itself), and the data meta."""
-        return {k: v for k, v in to_dict(self.cfg).items() if k != "model"} | {"data_meta": self.meta}
+        return {k: v for k, v in to_dict(state.cfg).items() if k != "model"} | {"data_meta": state.meta}
 
-    def save(self, model: nn.Module, step: int) -> None:
+    def save(self, state: State, model: nn.Module, step: int) -> None:
         """A checkpoint: config.json and model.safetensors, stamped with the step (tokenizers are written once)."""
-        save_run(self.ctx.run_dir, model, extra_config=self.saved_config(), metadata={"step": str(step)})
+        save_run(self.ctx.run_dir, model, extra_config=self.saved_config(state), metadata={"step": str(step)})
 
     # ------------------------------------------------------------------------------------------ finishing
-    def after_training(self, model: nn.Module) -> None:
+    def after_training(self, state: State, model: nn.Module) -> None:
         """Every process, when the Trainer is done (the autoencoder records its latent statistics here)."""
 
     def weights_note(self) -> str:
         """Said after the weights' path in the run's file list (diffusion: where the EMA weights are)."""
         return ""
 
-    def summary(self, result: TrainResult) -> list[str]:
+    def summary(self, state: State, model: nn.Module, result: TrainResult) -> list[str]:
         """The lines `qkv train` prints after training (main process)."""
         return [f"trained {result.step} steps in {result.elapsed_s:.1f} s ({result.stopped_by})"]
 
-    def samples(self) -> list[str]:
-        """What the trained model makes, printed unless --no-sample (main process)."""
+    def samples(self, state: State, model: nn.Module) -> Iterable[str]:
+        """What the trained model makes, printed unless asked not to (main process)."""
         return []
 
     def next_command(self) -> str:
@@ -140,12 +166,19 @@ def last_eval(result: TrainResult, key: str) -> dict | None:
 
 @dataclass
 class Trained:
-    """What `run_task` returns: the task (with its tokenizers and data), the trained model, the result."""
+    """What `run_task` returns: the task, its prepared state (the resolved config, the data, the tokenizers),
+    the trained model, the result."""
 
     task: Task
+    state: State
     model: nn.Module
     result: TrainResult
     is_main: bool
+
+    @property
+    def config(self) -> Any:
+        """The run config as trained: sized to the data and tokenizers, what config.json holds."""
+        return self.state.cfg
 
 
 class Run:

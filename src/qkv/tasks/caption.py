@@ -35,13 +35,14 @@ from qkv.data.captioning import (
     read_image,
     split_folder,
 )
-from qkv.data.scenes import COLOURS, DIRECTIONS, PLACES, SHAPES, SIZES, evaluation_groups
+from qkv.data.scenes import COLOURS, DIRECTIONS, PLACES, SHAPES, SIZES, SceneSpec, evaluation_groups
 from qkv.errors import QKVError
 from qkv.evaluation.perplexity import perplexity
 from qkv.generation.seq2seq import SequenceDecoding, decode_batch
 from qkv.models.captioner import Captioner, CaptionerConfig
 from qkv.runs import TOKENIZER_FILE
-from qkv.tasks.base import Run, Task, last_eval
+from qkv.tasks.base import Run, State, Task, last_eval
+from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 
 
@@ -106,112 +107,137 @@ def caption_images(model, tok, images: torch.Tensor, cfg: SequenceDecoding) -> l
     return [tok.decode(ids).strip() for ids in caption_ids(model, tok, images, cfg)]
 
 
+@dataclass
+class CaptionData:
+    """The images: procedural scenes (drawn fresh for every training example from `spec`; a fixed validation set)
+    or a captioned folder split in two."""
+
+    spec: SceneSpec | None  # procedural: what to draw; None for a folder
+    train_set: CaptionSet | None  # a folder's training images; None when procedural
+    val_set: CaptionSet
+    source: str  # one line: where the images come from
+
+
+@dataclass
+class CaptionState(State):
+    data: CaptionData | None = None
+    tok: Tokenizer | None = None
+
+
 class CaptionTask(Task):
     name = "caption"
     config_class = CaptionRunConfig
     fitted_model_fields = ("image_size", "channels", "frames", "vocab_size", "pad_id")
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> None:
+    def read_data(self) -> CaptionData:
         d = self.cfg.data
         p = self.cfg.model.patch_size
         if d.image_size % p:  # first: nothing is written before this is known
             raise QKVError(f"data.image_size {d.image_size} is not a multiple of model.patch_size {p}: choose a patch "
                            f"size that divides it, or an image size such as {max(p, d.image_size // p * p)}")
         if d.procedural:
-            self.spec = d.scene_spec()
-            self.train_set = None
-            self.val_set = procedural_set(self.spec, d.val_scenes, [d.seed, 1])
-            self.source = f"{d.source} (procedural, drawn fresh for every example)"
-        else:
-            self.spec = None
-            everything = load_caption_folder(d.source, d.image_size, d.channels)
-            self.train_set, self.val_set = split_folder(everything, d.val_fraction, d.seed)
-            self.source = f"{d.source} ({len(everything):,} images)"
+            spec = d.scene_spec()
+            return CaptionData(spec, None, procedural_set(spec, d.val_scenes, [d.seed, 1]),
+                               f"{d.source} (procedural, drawn fresh for every example)")
+        everything = load_caption_folder(d.source, d.image_size, d.channels)
+        train_set, val_set = split_folder(everything, d.val_fraction, d.seed)
+        return CaptionData(None, train_set, val_set, f"{d.source} ({len(everything):,} images)")
 
-    def make_tokenizers(self) -> None:
+    def make_tokenizers(self, data: CaptionData) -> Tokenizer:
         d = self.cfg.data
-        texts = grammar_phrases() if d.procedural else [r for refs in self.train_set.refs for r in refs]
-        self.tok = caption_tokenizer(texts, d.tokenizer, d.vocab_size)
+        texts = grammar_phrases() if d.procedural else [r for refs in data.train_set.refs for r in refs]
+        tok = caption_tokenizer(texts, d.tokenizer, d.vocab_size)
         self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+        tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+        return tok
 
-    def load_tokenizers(self) -> None:
+    def load_tokenizers(self, data: CaptionData) -> Tokenizer:
         from qkv.tokenizers import load_tokenizer
 
-        self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+        return load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
 
-    def build_model(self):
+    def resolve(self, data: CaptionData, tok: Tokenizer) -> CaptionRunConfig:
+        """The model sized to the images (size, channels, frames) and to the caption tokenizer."""
+        cfg, d = self.cfg, self.cfg.data
+        if self.ctx.resume:
+            return cfg
+        return replace(cfg, model=replace(cfg.model, image_size=d.image_size, channels=d.channels if not d.procedural
+                                          else 3, frames=d.input_frames, vocab_size=tok.vocab_size,
+                                          pad_id=tok.pad_id))
+
+    def prepare(self, cfg: CaptionRunConfig, data: CaptionData, tok: Tokenizer) -> CaptionState:
+        """Every caption checked against the context; the data meta."""
+        T = cfg.model.max_seq_len
+        longest = max((r for refs in data.val_set.refs for r in refs), key=lambda r: len(tok.encode(r)))
+        encode_captions(tok, [longest], T, tok.pad_id, tok.bos_id, tok.eos_id, where="validation caption")
+        if data.train_set is not None:
+            for refs in data.train_set.refs:
+                encode_captions(tok, refs, T, tok.pad_id, tok.bos_id, tok.eos_id, where="training caption")
+        meta = {"source": data.source, "val_images": len(data.val_set), "vocab_size": tok.vocab_size,
+                "patches": cfg.model.n_patches, "memory": cfg.model.memory}
+        if data.train_set is not None:
+            meta["train_images"] = len(data.train_set)
+        return CaptionState(cfg, meta, data, tok)
+
+    def build_model(self, state: CaptionState):
         from qkv.models.io import load_model
 
-        cfg, ctx, d = self.cfg, self.ctx, self.cfg.data
-        if not ctx.resume:
-            cfg.model = replace(cfg.model, image_size=d.image_size, channels=d.channels if not d.procedural else 3,
-                                frames=d.input_frames, vocab_size=self.tok.vocab_size, pad_id=self.tok.pad_id)
-        longest = max((r for refs in self.val_set.refs for r in refs), key=lambda r: len(self.tok.encode(r)))
-        encode_captions(self.tok, [longest], cfg.model.max_seq_len, self.tok.pad_id, self.tok.bos_id,
-                        self.tok.eos_id, where="validation caption")
-        if self.train_set is not None:
-            for refs in self.train_set.refs:
-                encode_captions(self.tok, refs, cfg.model.max_seq_len, self.tok.pad_id, self.tok.bos_id,
-                                self.tok.eos_id, where="training caption")
-        self.meta = {"source": self.source, "val_images": len(self.val_set), "vocab_size": self.tok.vocab_size,
-                     "patches": cfg.model.n_patches, "memory": cfg.model.memory}
-        if self.train_set is not None:
-            self.meta["train_images"] = len(self.train_set)
-        model = load_model(ctx.run_dir)[0] if ctx.resume else Captioner(cfg.model)
+        model = load_model(self.ctx.run_dir)[0] if self.ctx.resume else Captioner(state.cfg.model)
         m = model.config
-        ctx.say(f"captioner: {model.num_params():,} parameters; {m.frames} frame(s) of {m.image_size}×{m.image_size} "
-                f"-> {m.n_patches} patches of {m.patch_size}×{m.patch_size} px; decoder attends to "
-                f"{'every patch' if m.memory == 'patches' else 'one pooled vector'}")
+        self.ctx.say(f"captioner: {model.num_params():,} parameters; {m.frames} frame(s) of {m.image_size}×"
+                     f"{m.image_size} -> {m.n_patches} patches of {m.patch_size}×{m.patch_size} px; decoder attends "
+                     f"to {'every patch' if m.memory == 'patches' else 'one pooled vector'}")
         return model
 
-    def batches(self, rows: int, rank: int, world: int):
-        return CaptionBatches(self.tok, self.cfg.model.max_seq_len, rows, seed=self.cfg.train.seed, rank=rank,
-                              world_size=world, spec=self.spec, data=self.train_set)
+    def batches(self, state: CaptionState, rows: int, rank: int, world: int):
+        return CaptionBatches(state.tok, state.cfg.model.max_seq_len, rows, seed=state.cfg.train.seed, rank=rank,
+                              world_size=world, spec=state.data.spec, data=state.data.train_set)
 
     # ------------------------------------------------------------------------------------------ training
-    def loss(self, model, batch):
+    def loss(self, state: CaptionState, model, batch):
         from qkv.tasks.translate import smoothed_loss
 
         logits = model(batch["images"], None, batch["tgt_in"]).logits
-        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
+        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], state.cfg.train.label_smoothing)
         return loss, {"tokens": n, "nll": (nll.item() * n, n)}
 
     def loss_terms(self, batch) -> int:
         return int((batch["tgt_out"] != -100).sum())
 
-    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+    def evaluate(self, state: CaptionState, model, full: bool, train_means: dict) -> dict:
         from qkv.evaluation.captioning import caption_loss
         from qkv.evaluation.matching import exact_match
 
+        val = state.data.val_set
         out = {}
         if "nll" in train_means:
             out["train_nll"] = train_means["nll"]
-        out["val_loss"] = caption_loss(model, self.tok, self.val_set)
+        out["val_loss"] = caption_loss(model, state.tok, val)
         out["val_ppl"] = perplexity(out["val_loss"])
         if full:
-            hyps = caption_images(model, self.tok, self.val_set.images, replace(self.cfg.decode, beam=1))
-            out["val_exact"] = exact_match(hyps, self.val_set.refs)
+            hyps = caption_images(model, state.tok, val.images, replace(state.cfg.decode, beam=1))
+            out["val_exact"] = exact_match(hyps, val.refs)
         return out
 
     # ------------------------------------------------------------------------------------------ finishing
-    def summary(self, result) -> list[str]:
-        lines = super().summary(result)
+    def summary(self, state: CaptionState, model, result) -> list[str]:
+        lines = super().summary(state, model, result)
         last, em = last_eval(result, "val_loss"), last_eval(result, "val_exact")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} (NLL per caption token) | ppl {last['val_ppl']:.3f}")
         if em:
-            lines.append(f"val exact match {100 * em['val_exact']:.1f}% (greedy, {len(self.val_set):,} validation "
-                         "images)")
+            lines.append(f"val exact match {100 * em['val_exact']:.1f}% (greedy, {len(state.data.val_set):,} "
+                         "validation images)")
         return lines
 
-    def samples(self):
+    def samples(self, state: CaptionState, model):
         from qkv.evaluation.matching import exact_match
 
-        hyps = caption_images(self.model, self.tok, self.val_set.images[:3], self.cfg.decode)
+        val = state.data.val_set
+        hyps = caption_images(model, state.tok, val.images[:3], state.cfg.decode)
         yield "--- sample captions (validation) " + "-" * 38 + "\n"
-        for refs, h in zip(self.val_set.refs[:3], hyps, strict=True):
+        for refs, h in zip(val.refs[:3], hyps, strict=True):
             mark = "=" if exact_match([h], [refs]) else "≠"
             yield f"ref: {refs[0]}\nout: {h}  ({mark})\n\n"
         yield "-" * 71 + "\n"

@@ -29,7 +29,14 @@ from typing import Literal
 
 import torch
 
-from qkv.data.chat import ChatBatches, ChatDataConfig, encode_conversations, load_chat_splits, read_conversations
+from qkv.data.chat import (
+    ChatBatches,
+    ChatDataConfig,
+    ChatExamples,
+    encode_conversations,
+    load_chat_splits,
+    read_conversations,
+)
 from qkv.data.chat_template import add_chat_tokens, chat_tokens
 from qkv.errors import QKVError
 from qkv.evaluation.chat import answer_loss, reply_accuracy
@@ -37,8 +44,9 @@ from qkv.evaluation.perplexity import perplexity
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import TOKENIZER_FILE
-from qkv.tasks.base import Task, last_eval
+from qkv.tasks.base import State, Task, last_eval
 from qkv.tasks.lm import LMRun, base_model_config, base_tokenizer
+from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 
 
@@ -103,6 +111,23 @@ def em_metrics(model, tok, convs: list, prefix: str) -> dict:
     return {f"{prefix}_em_{k}": em[k] for k in ("single", "followup") if em[k] is not None}
 
 
+@dataclass
+class ChatTokenizer:
+    """The chat tokenizer, and what making it changed (chat tokens added to a base run's tokenizer)."""
+
+    tok: Tokenizer
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChatState(State):
+    tok: Tokenizer | None = None
+    pad_id: int = 0  # any id works: padded positions have target -100 after the real ones
+    train_ex: ChatExamples | None = None
+    val_ex: ChatExamples | None = None
+    test_ex: ChatExamples | None = None
+
+
 class ChatTask(Task):
     name = "chat"
     config_class = ChatRunConfig
@@ -110,134 +135,147 @@ class ChatTask(Task):
     fitted_model_fields = ("vocab_size",)
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> None:
-        self.splits = load_chat_splits(self.cfg.data)
-        self.notes: list[str] = []
-        if self.ctx.init_from is not None:
-            self.cfg.model = base_model_config(self.ctx.init_from)  # the base model's shape
+    def read_data(self) -> dict:
+        """The train, val and test conversations."""
+        return load_chat_splits(self.cfg.data)
 
-    def make_tokenizers(self) -> None:
-        """Build the tokenizer and encode every split with it (all checks), then write it."""
+    def make_tokenizers(self, splits: dict) -> ChatTokenizer:
+        """Build the tokenizer, check that every split encodes with it (the errors come before anything is
+        written), then write it."""
         init_from = self.ctx.init_from
+        notes = []
         if init_from is not None:
             tok = base_tokenizer(init_from)
             base_size = tok.vocab_size
             added = add_chat_tokens(tok)
             if added:
-                self.notes.append(f"{init_from}'s tokenizer had no chat tokens: added {', '.join(added)} as ids "
-                                  f"{base_size}..{tok.vocab_size - 1} (existing ids unchanged)")
+                notes.append(f"{init_from}'s tokenizer had no chat tokens: added {', '.join(added)} as ids "
+                             f"{base_size}..{tok.vocab_size - 1} (existing ids unchanged)")
         else:
-            tok = chat_tokenizer(self.splits)
-        self.tok = tok
-        self._encode()
-        for note in self.notes:
-            self.ctx.say(f"note: {note}")
+            tok = chat_tokenizer(splits)
+        made = ChatTokenizer(tok, notes)
+        self._encode(self.resolve(splits, made), splits, tok)  # the checks, before the tokenizer is written
         self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
         tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+        return made
 
-    def load_tokenizers(self) -> None:
+    def load_tokenizers(self, splits: dict) -> ChatTokenizer:
         from qkv.tokenizers import load_tokenizer
 
-        self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
-        self._encode()
+        return ChatTokenizer(load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE))
 
-    def _fit_vocab(self) -> None:
-        cfg, ctx, tok = self.cfg, self.ctx, self.tok
+    def resolve(self, splits: dict, made: ChatTokenizer) -> ChatRunConfig:
+        """The base run's model shape (init_from), its embedding grown for new tokens; or the vocabulary sized to
+        the tokenizer."""
+        cfg, ctx, tok = self.cfg, self.ctx, made.tok
         if ctx.init_from is not None:
+            cfg = replace(cfg, model=base_model_config(ctx.init_from))  # the base model's shape
             if cfg.model.vocab_size < tok.vocab_size:
-                self.notes.append(f"grew the token embedding (tied with lm_head: {cfg.model.tie_embeddings}) from "
-                                  f"{cfg.model.vocab_size} to {tok.vocab_size} rows for the new tokens")
-                cfg.model = replace(cfg.model, vocab_size=tok.vocab_size)
+                cfg = replace(cfg, model=replace(cfg.model, vocab_size=tok.vocab_size))
         elif ctx.fit_vocab and not ctx.resume:
-            cfg.model = replace(cfg.model, vocab_size=tok.vocab_size)
+            cfg = replace(cfg, model=replace(cfg.model, vocab_size=tok.vocab_size))
         if cfg.model.vocab_size < tok.vocab_size:
             raise QKVError(f"model.vocab_size {cfg.model.vocab_size} < tokenizer vocabulary {tok.vocab_size}")
+        return cfg
 
-    def _encode(self) -> None:
-        cfg, d, T = self.cfg, self.cfg.data, self.cfg.model.max_seq_len
-        self._fit_vocab()
+    def _encode(self, cfg: ChatRunConfig, splits: dict, tok: Tokenizer) -> tuple[ChatExamples, ...]:
+        """(train, val, test) examples, each conversation cut to the context; QKVError when nothing fits."""
+        d, T = cfg.data, cfg.model.max_seq_len
         try:
-            self.train_ex = encode_conversations(self.splits["train"], self.tok, T, answer_only=cfg.train.answer_only,
-                                                 too_long=d.too_long)
-            self.val_ex = encode_conversations(self.splits["val"], self.tok, T, too_long=d.too_long)
-            self.test_ex = encode_conversations(self.splits["test"], self.tok, T, too_long=d.too_long)
+            train_ex = encode_conversations(splits["train"], tok, T, answer_only=cfg.train.answer_only,
+                                            too_long=d.too_long)
+            val_ex = encode_conversations(splits["val"], tok, T, too_long=d.too_long)
+            test_ex = encode_conversations(splits["test"], tok, T, too_long=d.too_long)
         except QKVError as e:
             if self.ctx.init_from is None or self.ctx.resume:
                 raise
             raise QKVError(f"{e} (with the tokenizer of {self.ctx.init_from})") from None
-        for name, ex in (("training", self.train_ex), ("validation", self.val_ex), ("test", self.test_ex)):
-            if ex.dropped:
-                self.notes.append(f"dropped {ex.dropped:,} {name} conversation(s) longer than the context ({T} tokens)")
-        if not self.train_ex.inputs or not self.val_ex.inputs:
-            raise QKVError(f"no {'training' if not self.train_ex.inputs else 'validation'} conversation fits the "
+        if not train_ex.inputs or not val_ex.inputs:
+            raise QKVError(f"no {'training' if not train_ex.inputs else 'validation'} conversation fits the "
                            f"context ({T} tokens)")
+        return train_ex, val_ex, test_ex
 
-    def build_model(self):
-        from qkv.models.io import load_model
+    def prepare(self, cfg: ChatRunConfig, splits: dict, made: ChatTokenizer) -> ChatState:
+        """Every split encoded; what was dropped or grown said once."""
         from qkv.runs import read_config
 
-        ctx, tok = self.ctx, self.tok
-        self.pad_id = chat_tokens(tok).end  # any id works: padded positions have target -100 after the real ones
+        ctx, tok = self.ctx, made.tok
+        train_ex, val_ex, test_ex = self._encode(cfg, splits, tok)
+        notes = list(made.notes)
+        base = base_model_config(ctx.init_from) if ctx.init_from is not None else None
+        if base is not None and cfg.model.vocab_size > base.vocab_size:
+            notes.append(f"grew the token embedding (tied with lm_head: {cfg.model.tie_embeddings}) from "
+                         f"{base.vocab_size} to {cfg.model.vocab_size} rows for the new tokens")
+        for name, ex in (("training", train_ex), ("validation", val_ex), ("test", test_ex)):
+            if ex.dropped:
+                notes.append(f"dropped {ex.dropped:,} {name} conversation(s) longer than the context "
+                             f"({cfg.model.max_seq_len} tokens)")
+        for note in notes:
+            ctx.say(f"note: {note}")
         init_from = str(ctx.init_from) if ctx.init_from is not None else None
         if ctx.resume:
             init_from = read_config(ctx.run_dir).get("data_meta", {}).get("init_from")
-        self.meta = {"source": self.cfg.data.source, "vocab_size": tok.vocab_size, "init_from": init_from,
-                     **{f"{s}_conversations": len(ex.inputs) for s, ex in (("train", self.train_ex),
-                                                                            ("val", self.val_ex),
-                                                                            ("test", self.test_ex))},
-                     "train_tokens": int(sum(map(len, self.train_ex.inputs))),
-                     "train_answer_tokens": int(sum(sum(t != -100 for t in y) for y in self.train_ex.targets))}
-        if ctx.resume:
-            return load_model(ctx.run_dir)[0]
-        if ctx.init_from is not None:
-            return grow_vocab(load_model(ctx.init_from)[0], self.cfg.model.vocab_size)
-        return GPT(self.cfg.model)
+        meta = {"source": cfg.data.source, "vocab_size": tok.vocab_size, "init_from": init_from,
+                **{f"{s}_conversations": len(ex.inputs) for s, ex in (("train", train_ex), ("val", val_ex),
+                                                                       ("test", test_ex))},
+                "train_tokens": int(sum(map(len, train_ex.inputs))),
+                "train_answer_tokens": int(sum(sum(t != -100 for t in y) for y in train_ex.targets))}
+        return ChatState(cfg, meta, tok, chat_tokens(tok).end, train_ex, val_ex, test_ex)
 
-    def batches(self, rows: int, rank: int, world: int):
-        return ChatBatches(self.train_ex.inputs, self.train_ex.targets, rows, self.pad_id,
-                           pool_batches=self.cfg.data.pool_batches, seed=self.cfg.train.seed, rank=rank,
+    def build_model(self, state: ChatState):
+        from qkv.models.io import load_model
+
+        if self.ctx.resume:
+            return load_model(self.ctx.run_dir)[0]
+        if self.ctx.init_from is not None:
+            return grow_vocab(load_model(self.ctx.init_from)[0], state.cfg.model.vocab_size)
+        return GPT(state.cfg.model)
+
+    def batches(self, state: ChatState, rows: int, rank: int, world: int):
+        return ChatBatches(state.train_ex.inputs, state.train_ex.targets, rows, state.pad_id,
+                           pool_batches=state.cfg.data.pool_batches, seed=state.cfg.train.seed, rank=rank,
                            world_size=world)
 
     # ------------------------------------------------------------------------------------------ training
-    def loss(self, model, batch):
+    def loss(self, state: ChatState, model, batch):
         return chat_loss(model, batch)
 
     def loss_terms(self, batch) -> int:
         return int((batch["targets"] != -100).sum())
 
-    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+    def evaluate(self, state: ChatState, model, full: bool, train_means: dict) -> dict:
         out = {}
-        out["val_loss"], _ = answer_loss(model, self.val_ex, self.pad_id)
+        out["val_loss"], _ = answer_loss(model, state.val_ex, state.pad_id)
         out["val_ppl"] = perplexity(out["val_loss"])
-        em_convs = self.val_ex.conversations[: self.cfg.data.em_conversations]
+        em_convs = state.val_ex.conversations[: state.cfg.data.em_conversations]
         if full and em_convs:
-            out.update(em_metrics(model, self.tok, em_convs, "val"))
+            out.update(em_metrics(model, state.tok, em_convs, "val"))
         return out
 
     # ------------------------------------------------------------------------------------------ finishing
-    def summary(self, result) -> list[str]:
-        lines = super().summary(result)
+    def summary(self, state: ChatState, model, result) -> list[str]:
+        lines = super().summary(state, model, result)
         last = last_eval(result, "val_loss")
         if last:
             lines.append(f"val answer loss {last['val_loss']:.4f} (NLL per assistant token) | "
                          f"ppl {last['val_ppl']:.3f}")
-        tests = self.test_ex.conversations
+        tests = state.test_ex.conversations
         if tests:
-            em = em_metrics(self.model, self.tok, tests, "test")
+            em = em_metrics(model, state.tok, tests, "test")
             shown = " | ".join(f"{k.split('_')[-1]} {v:.1%}" for k, v in em.items())
             lines.append(f"test exact match ({len(tests)} unseen conversations, greedy): {shown}")
         return lines
 
-    def samples(self):
+    def samples(self, state: ChatState, model):
         from qkv.generation.chat import greedy_reply
 
-        tests = self.test_ex.conversations
+        tests = state.test_ex.conversations
         if not tests:
             return
         yield "--- sample replies (test questions) " + "-" * 35 + "\n"
         for conv in tests[:3]:
             k = next(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
-            reply = greedy_reply(self.model, self.tok, conv.messages[:k], self.cfg.sample.max_new_tokens)
+            reply = greedy_reply(model, state.tok, conv.messages[:k], state.cfg.sample.max_new_tokens)
             yield (f"user: {conv.messages[k - 1]['content']}\nbot:  {reply}   "
                    f"(reference: {conv.messages[k]['content']})\n")
         yield "-" * 71 + "\n"

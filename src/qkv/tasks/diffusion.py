@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import nn
 
 from qkv.config import from_dict
 from qkv.data.batch import condition_of
@@ -32,6 +33,7 @@ from qkv.diffusion.ddpm import DDPM, DiffusionConfig
 from qkv.diffusion.generate import ImageSampling, generate
 from qkv.diffusion.sampling import default_steps
 from qkv.errors import QKVError
+from qkv.evaluation.diffusion import Judge
 from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.dit import DiT, DiTConfig
 from qkv.runs import (
@@ -47,7 +49,8 @@ from qkv.runs import (
     load_json,
     load_tensors,
 )
-from qkv.tasks.base import Run, Task, last_eval
+from qkv.tasks.base import Run, State, Task, last_eval
+from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 from qkv.training.ema import EMA
 
@@ -169,6 +172,28 @@ def read_ema(run_dir: Path) -> dict:
     return load_tensors(path)
 
 
+@dataclass
+class DiffusionData:
+    train: ImageSet  # pixels in [-1, 1], with their labels or captions
+    val: ImageSet
+
+
+@dataclass
+class DiffusionState(State):
+    pixels: DiffusionData | None = None  # the real images in pixels: what the judge of sample quality reads
+    tok: Tokenizer | None = None  # text conditioning only
+    autoencoder: Autoencoder | None = None  # latent mode: trained first, frozen; its latents are what is noised
+    train_images: torch.Tensor | None = None  # (N, C, H, W): pixels, or standardised latents in latent mode
+    val_images: torch.Tensor | None = None
+    train_cond: dict = field(default_factory=dict)  # the per-image condition tensors (labels, or caption ids)
+    val_cond: dict = field(default_factory=dict)
+    prompts: list[str] | None = None  # text conditioning: the distinct training captions
+    diffusion: DDPM | None = None
+    ema: EMA | None = None  # the weight average, made beside the model by build_model
+    ema_model: nn.Module | None = None  # a copy holding the average, for evaluation and samples
+    judge: Judge | None = None  # the classifier that reads samples, trained at the first full evaluation
+
+
 class DiffusionTask(Task):
     name = "diffusion"
     config_class = DiffusionRunConfig
@@ -176,39 +201,76 @@ class DiffusionTask(Task):
     legacy_names = {"data": {"bpe_vocab_size": "vocab_size"}}
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> None:
+    def read_data(self) -> DiffusionData:
         cfg = self.cfg
-        self.train_set, self.val_set = load_images(cfg.data)
-        self.text = cfg.model.conditioning == "text"
-        if self.text and self.train_set.captions is None:
+        train, val = load_images(cfg.data)
+        if cfg.model.conditioning == "text" and train.captions is None:
             raise QKVError(f"model.conditioning = 'text' needs captions; {cfg.data.source} has labels only "
                            "(use conditioning = 'class', or data.source = 'shapes')")
-        H, factor = self.train_set.images.shape[-1], 2**cfg.latent.downsample
+        H, factor = train.images.shape[-1], 2**cfg.latent.downsample
         if cfg.latent.enabled and H % factor:
             raise QKVError(f"image size {H} is not divisible by 2^latent.downsample = {factor}")
-        self.tok = None
+        return DiffusionData(train, val)
 
-    def make_tokenizers(self) -> None:
-        if self.text:
-            self.tok = train_caption_tokenizer(self.train_set.captions, self.cfg.data.tokenizer,
-                                               self.cfg.data.vocab_size)
-            self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            self.tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+    def make_tokenizers(self, data: DiffusionData) -> Tokenizer | None:
+        if self.cfg.model.conditioning != "text":
+            return None
+        tok = train_caption_tokenizer(data.train.captions, self.cfg.data.tokenizer, self.cfg.data.vocab_size)
+        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        tok.save(self.ctx.run_dir / TOKENIZER_FILE)
+        return tok
 
-    def load_tokenizers(self) -> None:
+    def load_tokenizers(self, data: DiffusionData) -> Tokenizer | None:
         from qkv.tokenizers import load_tokenizer
 
-        if self.text:
-            self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+        if self.cfg.model.conditioning != "text":
+            return None
+        return load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
 
-    def _autoencoder(self) -> Autoencoder:
+    def resolve(self, data: DiffusionData, tok: Tokenizer | None) -> DiffusionRunConfig:
+        """The model sized to what it denoises (the images, or in latent mode the autoencoder's latent grid), the
+        classes and the caption tokenizer."""
+        cfg = self.cfg
+        if self.ctx.resume:
+            return cfg
+        m = cfg.model
+        _, C, H, W = data.train.images.shape
+        if H != W:
+            raise QKVError(f"images must be square, got {H}×{W}")
+        if cfg.latent.enabled:  # what the autoencoder of `_autoencoder` will encode each image to
+            H, C = H // 2**cfg.latent.downsample, cfg.latent.latent_channels
+        if H % m.patch_size:
+            raise QKVError(f"image size {H} is not divisible by model.patch_size {m.patch_size}")
+        m = replace(m, image_size=H, in_channels=C)
+        if m.conditioning == "class":
+            m = replace(m, n_classes=len(data.train.class_names))
+        if m.conditioning == "text":
+            m = replace(m, vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id)
+        return replace(cfg, model=m)
+
+    def prepare(self, cfg: DiffusionRunConfig, data: DiffusionData, tok: Tokenizer | None) -> DiffusionState:
+        """In latent mode the autoencoder first (trained here, or loaded on resume) and the images encoded once;
+        the condition tensors; the data meta."""
+        ae, train, val = None, data.train, data.val
+        if cfg.latent.enabled:
+            ae = self._autoencoder(cfg, data).eval().requires_grad_(False)
+            train, val = encode_images(ae, train), encode_images(ae, val)
+        prompts = sorted(set(train.captions)) if cfg.model.conditioning == "text" else None
+        meta = {"source": cfg.data.source, "train_images": len(train), "val_images": len(val),
+                "image_shape": list(data.train.images.shape[1:]), "class_names": train.class_names,
+                **({"prompts": prompts} if prompts else {}), **train.meta}
+        return DiffusionState(cfg, meta, data, tok, ae, train.images, val.images,
+                              dataset_condition(cfg.model, train, tok), dataset_condition(cfg.model, val, tok),
+                              prompts, DDPM(cfg.diffusion))
+
+    def _autoencoder(self, cfg: DiffusionRunConfig, data: DiffusionData) -> Autoencoder:
         """Latent mode, phase 1: the autoencoder of RUN/autoencoder/, trained by its own task (or, on resume,
         the finished one loaded)."""
         from qkv.models.io import load_model
         from qkv.tasks.autoencoder import AutoencoderRunConfig, AutoencoderTask
         from qkv.tasks.runner import train_task
 
-        cfg, ctx = self.cfg, self.ctx
+        ctx = self.ctx
         ae_dir = ctx.run_dir / AUTOENCODER_DIR
         if ctx.resume:
             if not (ae_dir / WEIGHTS_FILE).is_file() or not load_json(ae_dir / CONFIG_FILE).get("latent_stats"):
@@ -224,118 +286,87 @@ class DiffusionTask(Task):
                               precision="fp32", threads=t.threads, progress=t.progress))
         ae_ctx = replace(ctx, run_dir=ae_dir, init_from=None)
         ctx.say("latent mode: training the autoencoder first")
-        return train_task(AutoencoderTask(ae_cfg, ae_ctx, images=(self.train_set, self.val_set)), ctx.log).model
+        return train_task(AutoencoderTask(ae_cfg, ae_ctx, images=(data.train, data.val)), ctx.log).model
 
-    def build_model(self):
+    def build_model(self, state: DiffusionState):
+        """The DiT, and beside it its weight average (state.ema, loaded on resume) and a copy to hold it."""
         from qkv.models.io import load_model
 
-        cfg, ctx = self.cfg, self.ctx
-        self.pixels = (self.train_set, self.val_set)  # the judge of sample quality reads pixels
-        self.ae = None
-        train, val = self.train_set, self.val_set
-        if cfg.latent.enabled:
-            self.ae = self._autoencoder().eval().requires_grad_(False)
-            train, val = encode_images(self.ae, train), encode_images(self.ae, val)
-        if not ctx.resume:
-            cfg.model = self._fit_model_config(cfg.model, train)
-        self.train_cond = dataset_condition(cfg.model, train, self.tok)
-        self.val_cond = dataset_condition(cfg.model, val, self.tok)
-        self.train_images, self.val_images = train.images, val.images
-        self.prompts = sorted(set(train.captions)) if self.text else None
-        self.meta = {"source": cfg.data.source, "train_images": len(train), "val_images": len(val),
-                     "image_shape": list(self.train_set.images.shape[1:]), "class_names": train.class_names,
-                     **({"prompts": self.prompts} if self.prompts else {}), **train.meta}
-        torch.manual_seed(cfg.train.seed)  # after the autoencoder phase: the DiT's initial weights on every process
-        model = load_model(ctx.run_dir)[0] if ctx.resume else DiT(cfg.model)
+        model = load_model(self.ctx.run_dir)[0] if self.ctx.resume else DiT(state.cfg.model)
         model.train()
-        self.ema = EMA(model, cfg.train.ema_decay)
-        if ctx.resume:
-            self.ema.load_state_dict(read_ema(ctx.run_dir))
-        self.ema_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.diffusion = DDPM(cfg.diffusion)
-        self.judge = None
+        state.ema = EMA(model, state.cfg.train.ema_decay)
+        if self.ctx.resume:
+            state.ema.load_state_dict(read_ema(self.ctx.run_dir))
+        state.ema_model = copy.deepcopy(model).eval().requires_grad_(False)
         return model
 
-    def _fit_model_config(self, cfg: DiTConfig, train: ImageSet) -> DiTConfig:
-        """The model config sized to the data (image size, channels, classes) and the caption tokenizer."""
-        _, C, H, W = train.images.shape
-        if H != W:
-            raise QKVError(f"images must be square, got {H}×{W}")
-        if H % cfg.patch_size:
-            raise QKVError(f"image size {H} is not divisible by model.patch_size {cfg.patch_size}")
-        new = replace(cfg, image_size=H, in_channels=C)
-        if cfg.conditioning == "class":
-            new = replace(new, n_classes=len(train.class_names))
-        if cfg.conditioning == "text":
-            new = replace(new, vocab_size=self.tok.vocab_size, pad_id=self.tok.pad_id, bos_id=self.tok.bos_id)
-        return new
-
-    def batches(self, rows: int, rank: int, world: int):
-        return ImageBatches(self.train_images, self.train_cond, rows, seed=self.cfg.train.seed, rank=rank,
-                            world_size=world, n_timesteps=self.cfg.diffusion.n_timesteps,
-                            cond_dropout=self.cfg.model.cond_dropout)
+    def batches(self, state: DiffusionState, rows: int, rank: int, world: int):
+        cfg = state.cfg
+        return ImageBatches(state.train_images, state.train_cond, rows, seed=cfg.train.seed, rank=rank,
+                            world_size=world, n_timesteps=cfg.diffusion.n_timesteps,
+                            cond_dropout=cfg.model.cond_dropout)
 
     # ------------------------------------------------------------------------------------------ training
-    def loss(self, model, batch):
+    def loss(self, state: DiffusionState, model, batch):
         cond = condition_of(batch) | ({"cond_drop": batch["cond_drop"]} if "cond_drop" in batch else {})
-        loss, _ = self.diffusion.loss(model, batch["images"], cond, t=batch["t"], noise=batch["noise"])
+        loss, _ = state.diffusion.loss(model, batch["images"], cond, t=batch["t"], noise=batch["noise"])
         return loss, {"tokens": batch["images"].size(0)}  # counted in images: metrics' tokens_per_s is images/s
 
     def loss_terms(self, batch) -> int:
         return batch["images"].size(0)
 
-    def on_step(self, model, step: int) -> None:
-        self.ema.update(model)
+    def on_step(self, state: DiffusionState, model, step: int) -> None:
+        state.ema.update(model)
 
-    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+    def evaluate(self, state: DiffusionState, model, full: bool, train_means: dict) -> dict:
         from qkv.evaluation.diffusion import denoising_loss, score_samples, train_judge
 
-        cfg, s = self.cfg, self.cfg.sample
-        self.ema_model.to(next(model.parameters()).device)
-        self.ema.copy_to(self.ema_model)
-        out = {"val_loss": denoising_loss(model, self.diffusion, self.val_images, self.val_cond),
-               "val_loss_ema": denoising_loss(self.ema_model, self.diffusion, self.val_images, self.val_cond)}
+        cfg, s, ema_model = state.cfg, state.cfg.sample, state.ema_model
+        ema_model.to(next(model.parameters()).device)
+        state.ema.copy_to(ema_model)
+        out = {"val_loss": denoising_loss(model, state.diffusion, state.val_images, state.val_cond),
+               "val_loss_ema": denoising_loss(ema_model, state.diffusion, state.val_images, state.val_cond)}
         if full and s.eval_samples and cfg.model.conditioning != "none":
-            if self.judge is None:
-                self.judge = train_judge(*self.pixels, seed=cfg.data.seed)
-                self.ctx.say(f"eval classifier: held-out accuracy {self.judge.val_accuracy}")
-            cond, what = make_condition(self.ema_model, self.tok, s.eval_samples, prompts=self.prompts)
+            if state.judge is None:
+                state.judge = train_judge(state.pixels.train, state.pixels.val, seed=cfg.data.seed)
+                self.ctx.say(f"eval classifier: held-out accuracy {state.judge.val_accuracy}")
+            cond, what = make_condition(ema_model, state.tok, s.eval_samples, prompts=state.prompts)
             if what["targets"] is not None:
-                imgs = generate(self.ema_model, cfg.diffusion, cond, s.eval_samples, sampler="ddim", steps=20,
-                                guidance=s.guidance, spacing=s.spacing, seed=s.seed, autoencoder=self.ae)
-                scores = score_samples(self.judge, imgs, what["targets"])
+                imgs = generate(ema_model, cfg.diffusion, cond, s.eval_samples, sampler="ddim", steps=20,
+                                guidance=s.guidance, spacing=s.spacing, seed=s.seed, autoencoder=state.autoencoder)
+                scores = score_samples(state.judge, imgs, what["targets"])
                 out.update({k: v for k, v in scores.items() if isinstance(v, float)})
         return out
 
-    def save(self, model, step: int) -> None:
-        super().save(model, step)
-        atomic_save_tensors(self.ctx.run_dir / EMA_FILE, self.ema.state_dict(), metadata={"step": str(step)})
+    def save(self, state: DiffusionState, model, step: int) -> None:
+        super().save(state, model, step)
+        atomic_save_tensors(self.ctx.run_dir / EMA_FILE, state.ema.state_dict(), metadata={"step": str(step)})
 
-    def after_training(self, model) -> None:
-        self.ema.copy_to(self.ema_model)
+    def after_training(self, state: DiffusionState, model) -> None:
+        state.ema.copy_to(state.ema_model)
 
     # ------------------------------------------------------------------------------------------ finishing
     def weights_note(self) -> str:
         return f" (EMA: {self.ctx.run_dir / EMA_FILE})"
 
-    def summary(self, result) -> list[str]:
-        lines = super().summary(result)
+    def summary(self, state: DiffusionState, model, result) -> list[str]:
+        lines = super().summary(state, model, result)
         last = last_eval(result, "val_loss")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} | EMA weights {last['val_loss_ema']:.4f} "
-                         f"(MSE of the {self.cfg.diffusion.prediction} prediction on held-out images)")
+                         f"(MSE of the {state.cfg.diffusion.prediction} prediction on held-out images)")
             quality = {k: v for k, v in last.items() if k.endswith(("accuracy", "adherence")) or k == "fd"}
             if quality:
                 lines.append("samples (DDIM-20, EMA): " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
         return lines
 
-    def samples(self):
-        s = self.cfg.sample
-        model = self.ema_model.cpu()
-        cond, _ = make_condition(model, self.tok, s.n, prompts=self.prompts)
-        images = generate(model, self.cfg.diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
+    def samples(self, state: DiffusionState, model):
+        s = state.cfg.sample
+        ema_model = state.ema_model.cpu()
+        cond, _ = make_condition(ema_model, state.tok, s.n, prompts=state.prompts)
+        images = generate(ema_model, state.cfg.diffusion, cond, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
                           spacing=s.spacing, guidance=s.guidance, seed=s.seed,
-                          autoencoder=self.ae.cpu() if self.ae is not None else None)
+                          autoencoder=state.autoencoder.cpu() if state.autoencoder is not None else None)
         path = self.ctx.run_dir / SAMPLES_FILE
         width, height = save_grid(images, path)
         yield (f"samples: {path} ({s.n} images, {width}×{height} px, {s.sampler}, guidance {s.guidance})\n")

@@ -26,7 +26,8 @@ from qkv.evaluation.perplexity import bits_per_char, full_pass_loss, perplexity,
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import DATA_DIR, DATA_META_FILE, TOKENIZER_FILE, TOKENS_FILES, atomic_write_json, load_json, read_config
-from qkv.tasks.base import Run, Task, last_eval
+from qkv.tasks.base import Run, State, Task, last_eval
+from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 
 
@@ -55,6 +56,13 @@ def base_model_config(init_from: Path) -> GPTConfig:
     return from_dict(GPTConfig, model_config_dict("gpt", read_config(init_from)["model"]), prefix="model.")
 
 
+@dataclass
+class LMState(State):
+    tok: Tokenizer | None = None
+    train_ids: np.ndarray | None = None  # the token ids on disk, memory-mapped
+    val_ids: np.ndarray | None = None
+
+
 class LMTask(Task):
     name = "lm"
     config_class = LMRunConfig
@@ -62,11 +70,13 @@ class LMTask(Task):
     fitted_model_fields = ("vocab_size",)
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> None:
+    def read_data(self) -> str | None:
+        """The corpus text (main process of a fresh run; the others read the token ids the main one writes)."""
         if not self.ctx.resume and self.ctx.dist.is_main:
-            self.text = load_corpus(self.cfg.data.source, self.cfg.data.max_chars)
+            return load_corpus(self.cfg.data.source, self.cfg.data.max_chars)
+        return None
 
-    def make_tokenizers(self) -> None:
+    def make_tokenizers(self, text: str) -> Tokenizer:
         """Train the tokenizer (or take the base run's), tokenize the corpus once, write the ids and meta."""
         from qkv.tokenizers import train_bpe, train_char
 
@@ -74,90 +84,98 @@ class LMTask(Task):
         if self.ctx.init_from is not None:
             tok = base_tokenizer(self.ctx.init_from)
         else:
-            tok = train_char(self.text) if d.tokenizer == "char" else train_bpe(self.text, vocab_size=d.vocab_size)
-        ids = np.asarray(tok.encode(self.text), dtype=np.int64)
+            tok = train_char(text) if d.tokenizer == "char" else train_bpe(text, vocab_size=d.vocab_size)
+        ids = np.asarray(tok.encode(text), dtype=np.int64)
         cut = split_ids(len(ids), d.val_fraction)
         data_dir = self.ctx.run_dir / DATA_DIR
         data_dir.mkdir(parents=True, exist_ok=True)
         write_tokens(data_dir / TOKENS_FILES["train"], ids[:cut], tok.vocab_size)
         write_tokens(data_dir / TOKENS_FILES["val"], ids[cut:], tok.vocab_size)
         atomic_write_json(data_dir / DATA_META_FILE, {
-            "source": d.source, "chars": len(self.text), "tokens": int(len(ids)), "train_tokens": int(cut),
-            "val_tokens": int(len(ids) - cut), "chars_per_token": len(self.text) / max(1, len(ids)),
+            "source": d.source, "chars": len(text), "tokens": int(len(ids)), "train_tokens": int(cut),
+            "val_tokens": int(len(ids) - cut), "chars_per_token": len(text) / max(1, len(ids)),
             "vocab_size": tok.vocab_size})
         tok.save(self.ctx.run_dir / TOKENIZER_FILE)
-        self.tok = tok
+        return tok
 
-    def load_tokenizers(self) -> None:
+    def load_tokenizers(self, text: None) -> Tokenizer:
         from qkv.tokenizers import load_tokenizer
 
-        self.tok = load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+        return load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
 
-    def build_model(self) -> nn.Module:
+    def resolve(self, text: str | None, tok: Tokenizer) -> LMRunConfig:
+        """The base run's model shape (init_from), or the vocabulary sized to the tokenizer."""
+        cfg, ctx = self.cfg, self.ctx
+        if ctx.init_from is not None:
+            cfg = replace(cfg, model=base_model_config(ctx.init_from))
+        elif ctx.fit_vocab and not ctx.resume:
+            cfg = replace(cfg, model=replace(cfg.model, vocab_size=tok.vocab_size))
+        if cfg.model.vocab_size < tok.vocab_size:
+            raise QKVError(f"model.vocab_size {cfg.model.vocab_size} < tokenizer vocabulary {tok.vocab_size}")
+        return cfg
+
+    def prepare(self, cfg: LMRunConfig, text: str | None, tok: Tokenizer) -> LMState:
+        """The token ids on disk (memory-mapped) and their meta."""
+        data_dir = self.ctx.run_dir / DATA_DIR
+        meta = load_json(data_dir / DATA_META_FILE)
+        train_ids = read_tokens(data_dir / TOKENS_FILES["train"], meta["vocab_size"])
+        val_ids = read_tokens(data_dir / TOKENS_FILES["val"], meta["vocab_size"])
+        T = cfg.model.max_seq_len
+        if len(val_ids) <= T + 1:
+            raise QKVError(f"validation split has {len(val_ids)} tokens, fewer than the context {T} + 2; "
+                           "use more data or a smaller max_seq_len")
+        return LMState(cfg, meta, tok, train_ids, val_ids)
+
+    def build_model(self, state: LMState) -> nn.Module:
         from qkv.models.io import load_model
 
-        cfg, ctx = self.cfg, self.ctx
-        data_dir = ctx.run_dir / DATA_DIR
-        self.meta = load_json(data_dir / DATA_META_FILE)
-        if ctx.init_from is not None:
-            cfg.model = base_model_config(ctx.init_from)  # the base model's shape
-        elif ctx.fit_vocab and not ctx.resume:
-            cfg.model = replace(cfg.model, vocab_size=self.tok.vocab_size)
-        if cfg.model.vocab_size < self.tok.vocab_size:
-            raise QKVError(f"model.vocab_size {cfg.model.vocab_size} < tokenizer vocabulary {self.tok.vocab_size}")
-        self.train_ids = read_tokens(data_dir / TOKENS_FILES["train"], self.meta["vocab_size"])
-        self.val_ids = read_tokens(data_dir / TOKENS_FILES["val"], self.meta["vocab_size"])
-        T = cfg.model.max_seq_len
-        if len(self.val_ids) <= T + 1:
-            raise QKVError(f"validation split has {len(self.val_ids)} tokens, fewer than the context {T} + 2; "
-                           "use more data or a smaller max_seq_len")
-        if ctx.resume:
-            return load_model(ctx.run_dir)[0]
-        if ctx.init_from is not None:
-            return load_model(ctx.init_from)[0]
-        return GPT(cfg.model)
+        if self.ctx.resume:
+            return load_model(self.ctx.run_dir)[0]
+        if self.ctx.init_from is not None:
+            return load_model(self.ctx.init_from)[0]
+        return GPT(state.cfg.model)
 
-    def batches(self, rows: int, rank: int, world: int):
-        self.rows = rows
-        return RandomWindows(self.train_ids, self.cfg.model.max_seq_len, rows, seed=self.cfg.train.seed, rank=rank,
-                             world_size=world)
+    def batches(self, state: LMState, rows: int, rank: int, world: int):
+        return RandomWindows(state.train_ids, state.cfg.model.max_seq_len, rows, seed=state.cfg.train.seed,
+                             rank=rank, world_size=world)
 
     # ------------------------------------------------------------------------------------------ training
-    def loss(self, model, batch):
+    def loss(self, state: LMState, model, batch):
         _, loss = model(batch["idx"], batch["targets"])
         return loss, {"tokens": batch["idx"].numel()}
 
     def loss_terms(self, batch) -> int:
         return batch["targets"].numel()
 
-    def evaluate(self, model, full: bool, train_means: dict) -> dict:
-        cfg, T, out = self.cfg, self.cfg.model.max_seq_len, {}
+    def evaluate(self, state: LMState, model, full: bool, train_means: dict) -> dict:
+        cfg, T, out = state.cfg, state.cfg.model.max_seq_len, {}
         if cfg.train.eval_iters:
-            out["train_loss_sampled"] = sampled_loss(model, self.train_ids, T, self.rows, cfg.train.eval_iters, 1337)
-            out["val_loss_sampled"] = sampled_loss(model, self.val_ids, T, self.rows, cfg.train.eval_iters, 1338)
+            rows = cfg.train.batch_size // cfg.train.grad_accum  # the global micro-batch, as training draws it
+            out["train_loss_sampled"] = sampled_loss(model, state.train_ids, T, rows, cfg.train.eval_iters, 1337)
+            out["val_loss_sampled"] = sampled_loss(model, state.val_ids, T, rows, cfg.train.eval_iters, 1338)
         if full:
-            loss = full_pass_loss(model, self.val_ids, T, cfg.data.val_max_tokens)
+            loss = full_pass_loss(model, state.val_ids, T, cfg.data.val_max_tokens)
             out["val_loss"] = loss
             out["val_ppl"] = perplexity(loss)
-            out["val_bpc"] = bits_per_char(loss, self.meta["chars_per_token"])
+            out["val_bpc"] = bits_per_char(loss, state.meta["chars_per_token"])
         return out
 
     # ------------------------------------------------------------------------------------------ finishing
-    def summary(self, result) -> list[str]:
-        lines = super().summary(result)
+    def summary(self, state: LMState, model, result) -> list[str]:
+        lines = super().summary(state, model, result)
         last = last_eval(result, "val_loss")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} (full pass) | ppl {last['val_ppl']:.2f} | "
                          f"{last['val_bpc']:.3f} bits/char")
         return lines
 
-    def samples(self) -> Iterator[str]:
+    def samples(self, state: LMState, model) -> Iterator[str]:
         from qkv.generation.lm import stream_text
 
-        s = self.cfg.sample
-        self.model.eval()
+        s = state.cfg.sample
+        model.eval()
         yield "--- sample " + "-" * 60 + "\n" + s.prompt
-        yield from stream_text(self.model, self.tok, s.prompt, s.max_new_tokens, s, seed=s.seed)
+        yield from stream_text(model, state.tok, s.prompt, s.max_new_tokens, s, seed=s.seed)
         yield "\n" + "-" * 71 + "\n"
 
     def next_command(self) -> str:

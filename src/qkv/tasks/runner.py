@@ -19,6 +19,7 @@ It owns, for every task:
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -57,29 +58,34 @@ def run_task(cfg, run_dir: str | Path, *, resume: bool = False, init_from: str |
 
 
 def train_task(task, log=None) -> Trained:
-    """The hooks of `task` in order, then its Trainer, inside the process group `run_task` set up (a task that
-    trains another one first, as latent diffusion trains its autoencoder, calls this for it)."""
-    cfg, ctx = task.cfg, task.ctx
+    """The hooks of `task` in order (`qkv.tasks.base`), then its Trainer, inside the process group `run_task` set
+    up (a task that trains another one first, as latent diffusion trains its autoencoder, calls this for it)."""
+    ctx = task.ctx
     dist_info = ctx.dist
-    task.read_data()
+    data = task.read_data()
     if ctx.resume:
-        task.load_tokenizers()
+        tokenizers = task.load_tokenizers(data)
     else:
         if dist_info.is_main:
-            task.make_tokenizers()
+            tokenizers = task.make_tokenizers(data)
             ctx.run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier(dist_info)
         if not dist_info.is_main:
-            task.load_tokenizers()
+            tokenizers = task.load_tokenizers(data)
+    cfg = task.resolve(data, tokenizers)
+    state = task.prepare(cfg, data, tokenizers)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every process
-    model = task.model = task.build_model()
-    batches = task.batches(cfg.train.batch_size // cfg.train.grad_accum, dist_info.rank, dist_info.world_size)
-    trainer = Trainer(model, task.loss, batches, cfg.train, run_dir=ctx.run_dir, evaluate=task.evaluate,
-                      save_model=task.save, resume=ctx.resume, dist_info=dist_info, device=ctx.device, log=log,
-                      on_step=task.on_step, loss_terms=task.loss_terms)
+    model = task.build_model(state)
+    batches = task.batches(state, cfg.train.batch_size // cfg.train.grad_accum, dist_info.rank,
+                           dist_info.world_size)
+    trainer = Trainer(model, partial(task.loss, state), batches, cfg.train, run_dir=ctx.run_dir,
+                      evaluate=partial(task.evaluate, state), save_model=partial(task.save, state),
+                      resume=ctx.resume, dist_info=dist_info, device=ctx.device, log=log,
+                      on_step=partial(task.on_step, state) if task.on_step is not None else None,
+                      loss_terms=task.loss_terms)
     result = trainer.fit()
-    task.after_training(model)
-    return Trained(task, model, result, dist_info.is_main)
+    task.after_training(state, model)
+    return Trained(task, state, model, result, dist_info.is_main)
 
 
 def split_threads(train_cfg, dist_info, device, ctx: Context | None = None) -> int:

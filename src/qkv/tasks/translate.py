@@ -35,7 +35,9 @@ from typing import Literal
 
 import torch
 
+from qkv.data.alignment import Alignments
 from qkv.data.translation import (
+    Examples,
     TranslationBatches,
     TranslationDataConfig,
     encode_lines,
@@ -51,10 +53,11 @@ from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, corpus_loss, sacre
 from qkv.generation.seq2seq import SequenceDecoding, translate_lines
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.runs import CONFIG_FILE, TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes, read_config
-from qkv.tasks.base import Run, Task, a_, last_eval, task_of
-from qkv.tasks.guided_alignment import attach_links, guide_of, guided_loss, training_alignments
+from qkv.tasks.base import Run, State, Task, a_, last_eval, task_of
+from qkv.tasks.guided_alignment import Guide, attach_links, guide_of, guided_loss, training_alignments
 from qkv.tasks.mrt import LOGGED as MRT_LOGGED
 from qkv.tasks.mrt import MRTConfig, mrt_loss
+from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 
 
@@ -130,6 +133,39 @@ def base_translation_run(init_from: Path) -> dict:
     return saved
 
 
+@dataclass
+class TranslationData:
+    """The training and validation pairs, and the reference word links of the training pairs (guided alignment,
+    main process: the others read them from the cache the main one filled)."""
+
+    train_src: list[str]
+    train_tgt: list[str]
+    train_name: str
+    val_src: list[str]
+    val_tgt: list[str]
+    val_name: str
+    alignments: Alignments | None = None
+
+
+@dataclass
+class TranslationTokenizers:
+    src: Tokenizer
+    tgt: Tokenizer  # the same object as src with a joint vocabulary
+
+
+@dataclass
+class TranslateState(State):
+    data: TranslationData | None = None
+    src_tok: Tokenizer | None = None
+    tgt_tok: Tokenizer | None = None
+    pad: int = 0
+    bos: int = 0
+    eos: int = 0
+    train_ex: Examples | None = None  # encoded and cut to the context; with guided alignment, carrying links
+    val_ex: Examples | None = None
+    guide: Guide | None = None  # the guided head, or None
+
+
 class TranslateTask(Task):
     name = "translate"
     config_class = TranslateRunConfig
@@ -138,33 +174,33 @@ class TranslateTask(Task):
     data_option = "dataset"
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> None:
-        if self.cfg.train.objective == "mrt" and self.ctx.init_from is None and not self.ctx.resume:
-            raise QKVError('train.objective = "mrt" fine-tunes a trained translation run: give that run as init_from')
-        if self.ctx.init_from is not None:
-            self._take_base_config(self.ctx.init_from)
-        self.train_src, self.train_tgt, self.train_name = load_split(self.cfg.data, "train")
-        self.val_src, self.val_tgt, self.val_name = load_split(self.cfg.data, "val")
-        self.guide, self.alignments = guide_of(self.cfg.train, self.cfg.model), None
-        if self.guide is not None and self.ctx.dist.is_main:  # first, and once: the others read the cache later
-            self.alignments = training_alignments(self.cfg.data, self.cfg.train.alignment_file, self.ctx.say)
+    def read_data(self) -> TranslationData:
+        cfg, ctx = self.cfg, self.ctx
+        if cfg.train.objective == "mrt" and ctx.init_from is None and not ctx.resume:
+            raise QKVError('train.objective = "mrt" fine-tunes a trained translation run: give that run as init_from',
+                           argument="init_from")
+        model_cfg = self._base(ctx.init_from)[0] if ctx.init_from is not None else cfg.model
+        data = TranslationData(*load_split(cfg.data, "train"), *load_split(cfg.data, "val"))
+        if guide_of(cfg.train, model_cfg) is not None and ctx.dist.is_main:  # first, and once: the others read
+            data.alignments = training_alignments(cfg.data, cfg.train.alignment_file, ctx.say)  # the cache later
+        return data
 
-    def _take_base_config(self, init_from: Path) -> None:
+    def _base(self, init_from: Path) -> tuple[Seq2SeqConfig, int]:
         """The base run's model shape and tokenizer size; QKVError if it is no translation run, or was trained on
         Multi30k in another direction."""
         from qkv.config import from_dict
         from qkv.models.io import model_config_dict
 
-        cfg, base = self.cfg, base_translation_run(init_from)
-        cfg.model = from_dict(Seq2SeqConfig, model_config_dict("seq2seq", base["model"]), prefix="model.")
+        d, base = self.cfg.data, base_translation_run(init_from)
         data = base.get("data") or {}
-        direction = data.get("direction", cfg.data.direction)
-        if data.get("src") is None and cfg.data.src is None and direction != cfg.data.direction:
+        direction = data.get("direction", d.direction)
+        if data.get("src") is None and d.src is None and direction != d.direction:
             raise QKVError(f"init_from {init_from}: trained on multi30k {direction}, but data.direction is "
-                           f"{cfg.data.direction}")
-        cfg.data = replace(cfg.data, vocab_size=data.get("vocab_size", cfg.data.vocab_size))
+                           f"{d.direction}")
+        model = from_dict(Seq2SeqConfig, model_config_dict("seq2seq", base["model"]), prefix="model.")
+        return model, data.get("vocab_size", d.vocab_size)
 
-    def make_tokenizers(self) -> None:
+    def make_tokenizers(self, data: TranslationData) -> TranslationTokenizers:
         from qkv.tokenizers import train_bpe
 
         run_dir, d = self.ctx.run_dir, self.cfg.data
@@ -173,93 +209,96 @@ class TranslateTask(Task):
             for name in (TOKENIZER_FILE, TGT_TOKENIZER_FILE):
                 if (self.ctx.init_from / name).is_file():
                     atomic_write_bytes(run_dir / name, (self.ctx.init_from / name).read_bytes())
-            self.load_tokenizers()
-            return
+            return self.load_tokenizers(data)
         if self.cfg.model.separate_vocabs:
-            self.src_tok = train_bpe(self.train_src, vocab_size=d.vocab_size)
-            self.tgt_tok = train_bpe(self.train_tgt, vocab_size=d.vocab_size)
-            self.tgt_tok.save(run_dir / TGT_TOKENIZER_FILE)
+            src_tok = train_bpe(data.train_src, vocab_size=d.vocab_size)
+            tgt_tok = train_bpe(data.train_tgt, vocab_size=d.vocab_size)
+            tgt_tok.save(run_dir / TGT_TOKENIZER_FILE)
         else:
-            self.src_tok = self.tgt_tok = train_bpe(self.train_src + self.train_tgt, vocab_size=d.vocab_size)
-        self.src_tok.save(run_dir / TOKENIZER_FILE)
+            src_tok = tgt_tok = train_bpe(data.train_src + data.train_tgt, vocab_size=d.vocab_size)
+        src_tok.save(run_dir / TOKENIZER_FILE)
+        return TranslationTokenizers(src_tok, tgt_tok)
 
-    def load_tokenizers(self) -> None:
-        self.src_tok, self.tgt_tok = load_tokenizers(self.ctx.run_dir)
+    def load_tokenizers(self, data: TranslationData) -> TranslationTokenizers:
+        return TranslationTokenizers(*load_tokenizers(self.ctx.run_dir))
 
-    def build_model(self):
-        from qkv.models.io import load_model
-
+    def resolve(self, data: TranslationData, toks: TranslationTokenizers) -> TranslateRunConfig:
+        """The base run's model shape and tokenizer size (init_from; its tokenizers must fit its model), or the
+        model sized to the tokenizer(s) with their pad id."""
         cfg, ctx = self.cfg, self.ctx
-        self.pad, self.bos, self.eos = special_ids(self.tgt_tok)
-        if ctx.init_from is not None and self._fit_model_config(cfg.model) != cfg.model:
-            raise QKVError(f"init_from {ctx.init_from}: its tokenizer(s) do not match its model (vocabulary sizes or "
-                           "<pad> id differ)")
-        if not ctx.resume:
-            cfg.model = self._fit_model_config(cfg.model)
+        if ctx.init_from is not None:
+            model, vocab_size = self._base(ctx.init_from)
+            cfg = replace(cfg, model=model, data=replace(cfg.data, vocab_size=vocab_size))
+            if fit_model_config(cfg.model, toks) != cfg.model:
+                raise QKVError(f"init_from {ctx.init_from}: its tokenizer(s) do not match its model (vocabulary sizes "
+                               "or <pad> id differ)")
+        elif not ctx.resume:
+            cfg = replace(cfg, model=fit_model_config(cfg.model, toks))
+        return cfg
+
+    def prepare(self, cfg: TranslateRunConfig, data: TranslationData, toks: TranslationTokenizers) -> TranslateState:
+        """Both splits encoded and cut to the context (what was cut or skipped said once), the data meta, and with
+        guided alignment every training example's reference links."""
+        ctx = self.ctx
+        pad, bos, eos = special_ids(toks.tgt)
         T = cfg.model.max_seq_len
-        self.train_ex = make_examples(encode_lines(self.src_tok, self.train_src),
-                                      encode_lines(self.tgt_tok, self.train_tgt), T, self.eos)
-        self.val_ex = make_examples(encode_lines(self.src_tok, self.val_src), encode_lines(self.tgt_tok, self.val_tgt),
-                                    T, self.eos)
-        if not self.val_ex.src:
-            raise QKVError(f"{self.val_name}: no validation pairs")
-        for name, ex, total in (("training", self.train_ex, len(self.train_src)),
-                                ("validation", self.val_ex, len(self.val_src))):
+        train_ex = make_examples(encode_lines(toks.src, data.train_src), encode_lines(toks.tgt, data.train_tgt), T,
+                                 eos)
+        val_ex = make_examples(encode_lines(toks.src, data.val_src), encode_lines(toks.tgt, data.val_tgt), T, eos)
+        if not val_ex.src:
+            raise QKVError(f"{data.val_name}: no validation pairs")
+        for name, ex, total in (("training", train_ex, len(data.train_src)),
+                                ("validation", val_ex, len(data.val_src))):
             if ex.truncated:
                 ctx.say(f"note: {ex.truncated:,} of {total:,} {name} pairs are longer than the context ({T} tokens) "
                         "and were truncated")
             if ex.skipped:
                 ctx.say(f"note: {ex.skipped:,} of {total:,} {name} pairs have an empty side and were skipped")
-        self.meta = {"train": self.train_name, "val": self.val_name, "train_pairs": len(self.train_ex.src),
-                     "val_pairs": len(self.val_ex.src), "train_truncated": self.train_ex.truncated,
-                     "src_vocab_size": self.src_tok.vocab_size, "tgt_vocab_size": self.tgt_tok.vocab_size,
-                     "src_tokens": int(sum(map(len, self.train_ex.src))),
-                     "tgt_tokens": int(sum(map(len, self.train_ex.tgt)))}
+        meta = {"train": data.train_name, "val": data.val_name, "train_pairs": len(train_ex.src),
+                "val_pairs": len(val_ex.src), "train_truncated": train_ex.truncated,
+                "src_vocab_size": toks.src.vocab_size, "tgt_vocab_size": toks.tgt.vocab_size,
+                "src_tokens": int(sum(map(len, train_ex.src))), "tgt_tokens": int(sum(map(len, train_ex.tgt)))}
         init_from = (read_config(ctx.run_dir).get("data_meta") or {}).get("init_from") if ctx.resume else ctx.init_from
         if init_from is not None:  # the run this one fine-tunes
-            self.meta["init_from"] = str(init_from)
-        if self.guide is not None:  # every training example's reference links, which its batches carry
-            ref = self.alignments or training_alignments(cfg.data, cfg.train.alignment_file, ctx.say)
-            self.meta["alignment"] = attach_links(self.train_ex, ref, self.train_src, self.train_tgt, self.src_tok,
-                                                  self.tgt_tok, self.guide, ctx.say)
-        if ctx.resume:
-            return load_model(ctx.run_dir)[0]
-        return load_model(ctx.init_from)[0] if ctx.init_from is not None else Seq2Seq(cfg.model)
+            meta["init_from"] = str(init_from)
+        guide = guide_of(cfg.train, cfg.model)
+        if guide is not None:  # every training example's reference links, which its batches carry
+            ref = data.alignments or training_alignments(cfg.data, cfg.train.alignment_file, ctx.say)
+            meta["alignment"] = attach_links(train_ex, ref, data.train_src, data.train_tgt, toks.src, toks.tgt, guide,
+                                             ctx.say)
+        return TranslateState(cfg, meta, data, toks.src, toks.tgt, pad, bos, eos, train_ex, val_ex, guide)
 
-    def _fit_model_config(self, cfg: Seq2SeqConfig) -> Seq2SeqConfig:
-        """The model config sized to the tokenizer(s), with their pad id."""
-        pad = self.tgt_tok.pad_id
-        if cfg.separate_vocabs:
-            if self.src_tok.pad_id != pad:
-                raise QKVError("source and target tokenizers disagree on the <pad> id")
-            return replace(cfg, src_vocab_size=self.src_tok.vocab_size, tgt_vocab_size=self.tgt_tok.vocab_size,
-                           pad_id=pad)
-        return replace(cfg, vocab_size=self.src_tok.vocab_size, pad_id=pad)
+    def build_model(self, state: TranslateState):
+        from qkv.models.io import load_model
 
-    def batches(self, rows: int, rank: int, world: int):
-        d = self.cfg.data
-        return TranslationBatches(self.train_ex, self.pad, self.bos, self.eos, batch_tokens=d.batch_tokens,
+        if self.ctx.resume:
+            return load_model(self.ctx.run_dir)[0]
+        return load_model(self.ctx.init_from)[0] if self.ctx.init_from is not None else Seq2Seq(state.cfg.model)
+
+    def batches(self, state: TranslateState, rows: int, rank: int, world: int):
+        d = state.cfg.data
+        return TranslationBatches(state.train_ex, state.pad, state.bos, state.eos, batch_tokens=d.batch_tokens,
                                   batch_sentences=None if d.batch_tokens else rows, pool_batches=d.pool_batches,
-                                  seed=self.cfg.train.seed, rank=rank, world_size=world)
+                                  seed=state.cfg.train.seed, rank=rank, world_size=world)
 
     # ------------------------------------------------------------------------------------------ training
-    def loss(self, model, batch):
-        if self.cfg.train.objective == "mrt":
-            eps = self.cfg.train.label_smoothing
-            return mrt_loss(model, batch, self.cfg.mrt, self.tgt_tok, self.cfg.decode,
+    def loss(self, state: TranslateState, model, batch):
+        cfg = state.cfg
+        eps = cfg.train.label_smoothing
+        if cfg.train.objective == "mrt":
+            return mrt_loss(model, batch, cfg.mrt, state.tgt_tok, cfg.decode,
                             lambda logits, targets: smoothed_loss(logits, targets, eps))
-        if self.guide is not None:
-            eps = self.cfg.train.label_smoothing
-            return guided_loss(model, batch, self.guide, lambda logits, targets: smoothed_loss(logits, targets, eps))
+        if state.guide is not None:
+            return guided_loss(model, batch, state.guide, lambda logits, targets: smoothed_loss(logits, targets, eps))
         logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
-        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], self.cfg.train.label_smoothing)
+        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], eps)
         # (total, count): the Trainer keeps the unsmoothed NLL's running mean until the next evaluation
         return loss, {"tokens": int(batch["src_mask"].sum()) + n, "nll": (nll.item() * n, n)}
 
     def loss_terms(self, batch) -> int:
         return int((batch["tgt_out"] != -100).sum())
 
-    def evaluate(self, model, full: bool, train_means: dict) -> dict:
+    def evaluate(self, state: TranslateState, model, full: bool, train_means: dict) -> dict:
         out = {}
         if "nll" in train_means:
             out["train_nll"] = train_means["nll"]
@@ -267,36 +306,47 @@ class TranslateTask(Task):
         out.update({f"train_{k}": train_means[k] for k in MRT_LOGGED if k in train_means})
         if "align_loss" in train_means:
             out["train_align_loss"] = train_means["align_loss"]
-        out["val_loss"], _ = corpus_loss(model, self.val_ex, self.pad, self.bos, self.eos)
+        out["val_loss"], _ = corpus_loss(model, state.val_ex, state.pad, state.bos, state.eos)
         out["val_ppl"] = perplexity(out["val_loss"])
-        n = self.cfg.data.bleu_val_pairs
-        if full and n and self.val_src:
-            hyps, _ = translate_lines(model, self.src_tok, self.tgt_tok, self.val_src[:n],
-                                      replace(self.cfg.decode, beam=1))
-            out["val_bleu"] = sacre_bleu(hyps, self.val_tgt[:n]).score
-            out["val_chrf++"] = chrf_pp(hyps, self.val_tgt[:n]).score
+        n, data = state.cfg.data.bleu_val_pairs, state.data
+        if full and n and data.val_src:
+            hyps, _ = translate_lines(model, state.src_tok, state.tgt_tok, data.val_src[:n],
+                                      replace(state.cfg.decode, beam=1))
+            out["val_bleu"] = sacre_bleu(hyps, data.val_tgt[:n]).score
+            out["val_chrf++"] = chrf_pp(hyps, data.val_tgt[:n]).score
         return out
 
     # ------------------------------------------------------------------------------------------ finishing
-    def summary(self, result) -> list[str]:
-        lines = super().summary(result)
+    def summary(self, state: TranslateState, model, result) -> list[str]:
+        lines = super().summary(state, model, result)
         last, bleu = last_eval(result, "val_loss"), last_eval(result, "val_bleu")
         if last:
             lines.append(f"val loss {last['val_loss']:.4f} (NLL per target token) | ppl {last['val_ppl']:.2f}")
         if bleu:
             lines.append(f"val BLEU {bleu['val_bleu']:.2f} | chrF++ {bleu['val_chrf++']:.2f} "
-                         f"(sacreBLEU, greedy, first {self.cfg.data.bleu_val_pairs} validation sentences)")
+                         f"(sacreBLEU, greedy, first {state.cfg.data.bleu_val_pairs} validation sentences)")
         return lines
 
-    def samples(self):
-        hyps, _ = translate_lines(self.model, self.src_tok, self.tgt_tok, self.val_src[:3], self.cfg.decode)
+    def samples(self, state: TranslateState, model):
+        data = state.data
+        hyps, _ = translate_lines(model, state.src_tok, state.tgt_tok, data.val_src[:3], state.cfg.decode)
         yield "--- sample translations (validation) " + "-" * 34 + "\n"
-        for s, r, h in zip(self.val_src[:3], self.val_tgt[:3], hyps, strict=True):
+        for s, r, h in zip(data.val_src[:3], data.val_tgt[:3], hyps, strict=True):
             yield f"src: {s}\nref: {r}\nout: {h}\n\n"
         yield "-" * 71 + "\n"
 
     def next_command(self) -> str:
         return f"translate: qkv translate {self.ctx.run_dir} --beam {self.cfg.decode.beam} < sentences.txt"
+
+
+def fit_model_config(cfg: Seq2SeqConfig, toks: TranslationTokenizers) -> Seq2SeqConfig:
+    """The model config sized to the tokenizer(s), with their pad id."""
+    pad = toks.tgt.pad_id
+    if cfg.separate_vocabs:
+        if toks.src.pad_id != pad:
+            raise QKVError("source and target tokenizers disagree on the <pad> id")
+        return replace(cfg, src_vocab_size=toks.src.vocab_size, tgt_vocab_size=toks.tgt.vocab_size, pad_id=pad)
+    return replace(cfg, vocab_size=toks.src.vocab_size, pad_id=pad)
 
 
 class TranslationRun(Run):

@@ -65,7 +65,7 @@ def toy(tmp_path_factory):
         runs = {}
         for name, weight in (("plain", 0.0), ("guided", 1.0)):
             trained = run_task(toy_config(files, weight), folder / name, log=lambda msg: None)
-            runs[name] = (trained.task, trained.model.eval(), folder / name)
+            runs[name] = (trained, trained.model.eval(), folder / name)
     finally:
         torch.set_num_threads(n)
     return files, runs
@@ -106,8 +106,8 @@ def test_loss_is_the_formula_on_a_hand_made_attention():
 
 def test_the_guided_loss_adds_w_times_the_row_mean_to_the_translation_loss(toy):
     _, runs = toy
-    task, model, _ = runs["guided"]
-    batch = task.batches(16, 0, 1).next_batch()
+    trained, model, _ = runs["guided"]
+    batch = trained.task.batches(trained.state, 16, 0, 1).next_batch()
     guide = Guide(0.3, LAYER, HEAD)
     loss, info = guided_loss(model, batch, guide, lambda lg, tg: smoothed_loss(lg, tg, 0.1))
     logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
@@ -149,7 +149,7 @@ def test_links_follow_dropped_and_truncated_pairs(tmp_path):
 
 def test_two_processes_get_the_links_of_their_own_rows(toy):
     _, runs = toy
-    task = runs["guided"][0]
+    task = runs["guided"][0].state
     ex = task.train_ex
     one = TranslationBatches(ex, task.pad, task.bos, task.eos, batch_sentences=8, seed=3)
     two = [TranslationBatches(ex, task.pad, task.bos, task.eos, batch_sentences=8, seed=3, rank=r, world_size=2)
@@ -164,10 +164,11 @@ def test_two_processes_get_the_links_of_their_own_rows(toy):
 
 
 # ------------------------------------------------------------------------------------------------ the toy task
-def _mass_and_aer(task, model, files) -> tuple[float, float]:
+def _mass_and_aer(trained, model, files) -> tuple[float, float]:
     """Held-out pairs (the validation tail): the guided head's mean attention mass on each linked row's linked
     source tokens, and its corpus AER (`qkv.evaluation.alignment`) against the given links."""
-    n = len(task.train_src)
+    task = trained.state
+    n = len(task.data.train_src)
     ref = read_alignment_file(files["links"], *[p.read_text().splitlines() for p in (files["src"], files["tgt"])])
     held = Alignments(ref.src[n:], ref.tgt[n:], ref.sure[n:], ref.possible[n:], {"val": (0, len(ref) - n)})
     ex = task.val_ex
@@ -192,19 +193,20 @@ def test_guided_alignment_drives_the_chosen_head_toward_the_links(toy):
     assert aer < 0.35 and aer < plain_aer - 0.3, (plain_aer, aer)
     guided, plain = metrics(runs["guided"][2]), metrics(runs["plain"][2])
     assert any("train_align_loss" in r for r in guided) and not any("train_align_loss" in r for r in plain)
-    assert runs["guided"][0].meta["alignment"]["layer"] == LAYER
+    assert runs["guided"][0].state.meta["alignment"]["layer"] == LAYER
 
 
 def test_weight_zero_is_the_plain_translation_loss_bit_for_bit(toy):
     _, runs = toy
-    task, model, _ = runs["plain"]
+    trained, model, _ = runs["plain"]
+    task, state = trained.task, trained.state
     model.train()
     try:
-        batch = task.batches(16, 0, 1).next_batch()
+        batch = task.batches(state, 16, 0, 1).next_batch()
         assert set(batch) == {"src", "src_mask", "tgt_in", "tgt_out"}  # no links carried
-        loss, info = task.loss(model, batch)
+        loss, info = task.loss(state, model, batch)
         logits = model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits
-        ref, nll, n = smoothed_loss(logits, batch["tgt_out"], task.cfg.train.label_smoothing)
+        ref, nll, n = smoothed_loss(logits, batch["tgt_out"], state.cfg.train.label_smoothing)
         assert torch.equal(loss, ref) and set(info) == {"tokens", "nll"}
         memory = model.encode(batch["src"], batch["src_mask"])
         assert torch.equal(logits, model.decode(memory, batch["src_mask"], batch["tgt_in"]))  # the fused path

@@ -85,3 +85,49 @@ def test_init_from_is_only_for_the_tasks_that_take_it(tiny_run, tmp_path):
     assert {name for name, task in TASKS.items() if task.supports_init_from} == {"lm", "chat", "translate"}
     with pytest.raises(QKVError, match="not supported for the diffusion task"):
         run_task(get_task("diffusion").config_class(), tmp_path / "t", init_from=tiny_run)
+
+
+def _tiny_configs(folder) -> dict:
+    """Tiny run configs of lm, translate and autoencoder (the tasks that size their model in three different
+    ways: to a tokenizer, to two tokenizers and a pad id, to images), on data made here."""
+    from qkv.config import from_dict
+    from serve_fixtures import number_pairs
+
+    corpus = folder / "corpus.txt"
+    corpus.write_text("".join(f"line {i} of a tiny corpus\n" for i in range(300)), encoding="utf-8")
+    src, tgt = number_pairs(folder)
+    small = {"max_steps": 2, "batch_size": 4, "eval_interval": 2, "log_interval": 1, "progress": False,
+             "threads": 1, "warmup_steps": 1}
+    return {
+        "lm": from_dict(get_task("lm").config_class, {
+            "data": {"source": str(corpus), "tokenizer": "char"}, "train": small | {"eval_iters": 1},
+            "model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 16}}),
+        "translate": from_dict(get_task("translate").config_class, {
+            "data": {"src": str(src), "tgt": str(tgt), "vocab_size": 300, "bleu_val_pairs": 0},
+            "train": small | {"schedule_by": "steps", "max_minutes": None},
+            "model": {"d_model": 16, "d_ff": 32, "n_encoder_layers": 1, "n_decoder_layers": 1, "n_heads": 2,
+                      "max_seq_len": 32}}),
+        "autoencoder": from_dict(get_task("autoencoder").config_class, {
+            "data": {"source": "digits"}, "train": small, "model": {"width": 8, "downsample": 1}}),
+    }
+
+
+@pytest.mark.parametrize("task", ["lm", "translate", "autoencoder"])
+def test_the_callers_config_is_never_changed_and_the_resolved_one_is_saved(task, tmp_path):
+    """run_task sizes the model to the data and tokenizers in a new config (`Trained.config`), which is what
+    config.json holds; the config it was given comes back exactly as it was."""
+    import copy
+
+    from qkv.config import to_dict
+    from qkv.models.io import model_config_dict
+    from qkv.runs import read_config
+
+    cfg = _tiny_configs(tmp_path)[task]
+    asked = copy.deepcopy(cfg)
+    trained = run_task(cfg, tmp_path / "run", log=lambda msg: None)
+    assert cfg == asked
+    fitted = get_task(task).fitted_model_fields
+    assert any(getattr(trained.config.model, f) != getattr(asked.model, f) for f in fitted)  # sized to the data
+    saved = read_config(tmp_path / "run")
+    assert model_config_dict(saved["model_type"], saved["model"]) == to_dict(trained.config.model)
+    assert trained.model.config == trained.config.model
