@@ -89,8 +89,8 @@ def toy_campaign(store, name: str = "demo", n_items: int = 20, systems: tuple[st
     items = [(i, f"Ein Satz mit der Nummer {i} steht hier .",
               f"a sentence with the number {i} is here ." if references else None) for i in range(n_items)]
     outputs = [[f"{s} says the sentence number {i} stands right here ." for i in range(n_items)] for s in systems]
-    plan = plan_campaign(name, "translate", {"source": "toy"}, [(s, f"/runs/{s}") for s in systems], items, outputs,
-                         raters, seed)
+    plan = plan_campaign(name, "source-to-text", {"source": "toy"}, [(s, f"/runs/{s}") for s in systems], items,
+                         outputs, raters, seed)
     store.add_campaign(plan)
     return store.campaign(name)
 

@@ -185,7 +185,7 @@ def test_bad_images_are_one_line_errors(learned_run, scenes, capsys, tmp_path):
     rc, _, err = qkv(capsys, "caption", learned_run, tmp_path / "missing.png")
     assert_user_error(rc, err, "missing.png: no such image file")
     rc, _, err = qkv(capsys, "attention", learned_run, "--out", tmp_path / "x.png")
-    assert_user_error(rc, err, "needs --image")
+    assert_user_error(rc, err, "takes one input: --image IMAGE")
     rc, _, err = qkv(capsys, "eval", learned_run, "--split", "val")
     assert_user_error(rc, err, "--split does not apply to a caption run")
 

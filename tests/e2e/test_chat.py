@@ -102,13 +102,13 @@ def greedy(decoder, *messages: str, max_new_tokens: int = 64, system: str | None
 def prompts(monkeypatch) -> list[str]:
     """The text of every prompt a reply is decoded from while the test runs, in order (the CLI's and ours)."""
     seen: list[str] = []
-    real = session_module.stream_reply
+    real = session_module.reply_stream
 
     def recording(model, tok, prompt_ids, *args, **kwargs):
         seen.append(tok.decode(list(prompt_ids)))
         return real(model, tok, prompt_ids, *args, **kwargs)
 
-    monkeypatch.setattr(session_module, "stream_reply", recording)
+    monkeypatch.setattr(session_module, "reply_stream", recording)
     return seen
 
 
@@ -485,7 +485,7 @@ def test_eval_with_data_counts_each_dropped_conversation_once(dropped_run, capsy
 def test_chat_on_a_non_chat_run(tmp_path, capsys):
     base = _base_run(tmp_path, "What is 2 + 2? 4\n", capsys)
     rc, _, err = qkv(capsys, "chat", base, "--prompt", "hi")
-    assert_user_error(rc, err, "is an lm run; chatting needs a chat run")
+    assert_user_error(rc, err, "qkv chat needs a run that chats", "is an lm run")
     # a run saved as a chat run whose tokenizer lost its template tokens
     import json as _json
 

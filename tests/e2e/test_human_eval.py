@@ -68,7 +68,8 @@ def _train(argv: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tiny_runs, shared_data, tmp_path_factory) -> dict[str, Path]:
-    """Two translation runs (the session's tiny one, and 2 steps of it), a chat run (the session's) and an lm run."""
+    """Two translation runs (the session's tiny one, and 2 steps of it), a chat run (the session's), an lm run, and
+    the session's diffusion run (which writes no text)."""
     folder = tmp_path_factory.mktemp("runs")
     s, t = number_pairs(folder)
     shutil.copytree(tiny_runs["translate"], folder / "big")  # system labels are run folder names
@@ -80,7 +81,8 @@ def runs(tiny_runs, shared_data, tmp_path_factory) -> dict[str, Path]:
                 *TRANSLATE_ARGS, "--train.max_steps", "2"])
         (folder / "lm.toml").write_text(TINY_LM, encoding="utf-8")
         _train(["--config", str(folder / "lm.toml"), "--out", str(folder / "lm")])
-    return {"small": folder / "small", "big": folder / "big", "lm": folder / "lm", "chat": folder / "chat"}
+    return {"small": folder / "small", "big": folder / "big", "lm": folder / "lm", "chat": folder / "chat",
+            "digits": tiny_runs["digits"]}
 
 
 @pytest.fixture
@@ -100,7 +102,7 @@ def test_a_translation_campaign_from_create_to_export(runs, tmp_path, capsys):
                        "http://example.org:9000/")
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0] == (f"campaign mt: translate, 2 system(s) (big, small), 12 items from multi30k de-en "
+    assert lines[0] == (f"campaign mt: source-to-text, 2 system(s) (big, small), 12 items from multi30k de-en "
                         f"test_2016_flickr, 2 raters, 14 tasks each (2 quality control) -> {db}")
     with Store(db) as store:
         camp = store.campaign("mt")
@@ -157,7 +159,7 @@ def test_a_translation_campaign_from_create_to_export(runs, tmp_path, capsys):
     assert {r["slot"] for r in rows} == {"A", "B"}
 
     rc, out, err = qkv(capsys, "human-eval", "list", "--db", db)
-    assert rc == 0 and out.startswith("mt: translate, big, small; 12 items, 2 raters, 28/28 tasks judged, 29 judg")
+    assert rc == 0 and out.startswith("mt: source-to-text, big, small; 12 items, 2 raters, 28/28 tasks judged, 29 judg")
 
 
 SERVE_HINTS = [  # --url -> the printed command's (host, port, --allow-remote), and what a note must say
@@ -228,7 +230,7 @@ def test_an_lm_campaign_continues_each_prompt(runs, prompts, tmp_path, capsys):
     rc, out, err = qkv(capsys, "human-eval", "create", "cont", "--runs", runs["lm"], runs["lm"], "--src", prompts,
                        "--db", db, "--raters", "1")
     assert rc == 0, err
-    assert "campaign cont: lm, 2 system(s) (lm, lm-2), 4 items" in out
+    assert "campaign cont: continuation, 2 system(s) (lm, lm-2), 4 items" in out
     run = load_run(runs["lm"])
     with Store(db) as store:
         by_system = {s: [c["text"] for c in store.candidates("cont") if c["system"] == s and c["bad_of"] is None]
@@ -258,25 +260,20 @@ BAD_INPUT = {
     "unknown split": (lambda r, p, d: ["--runs", r["small"], "--data", "multi30k", "--split", "dev"],
                       "unknown multi30k split 'dev'"),
     "unknown dataset": (lambda r, p, d: ["--runs", r["small"], "--data", "wmt14"], "unknown parallel dataset"),
-    "tasks differ": (lambda r, p, d: ["--runs", r["small"], r["chat"], "--src", p], "the runs must be of one task"),
-    "diffusion": (lambda r, p, d: ["--runs", _fake_run(d, "diffusion", "dit"), "--src", p],
-                  "human evaluation compares translate, chat or lm runs"),
+    "tasks differ": (lambda r, p, d: ["--runs", r["small"], r["chat"], "--src", p],
+                     "the runs must write the same kind of text"),
+    "diffusion": (lambda r, p, d: ["--runs", r["digits"], "--src", p],
+                  "human evaluation compares runs that write text"),
     "three runs": (lambda r, p, d: ["--runs", r["small"], r["big"], r["small"], "--src", p], "1 or 2 runs, got 3"),
-    "n zero": (lambda r, p, d: ["--runs", r["small"], "--src", p, "--n", "0"], "--n must be positive"),
-    "raters zero": (lambda r, p, d: ["--runs", r["small"], "--src", p, "--raters", "0"], "--raters must be positive"),
+    "n zero": (lambda r, p, d: ["--runs", r["small"], "--src", p, "--n", "0"], "n must be positive, got 0 (--n)"),
+    "raters zero": (lambda r, p, d: ["--runs", r["small"], "--src", p, "--raters", "0"],
+                    "raters must be positive, got 0 (--raters)"),
     "data and src": (lambda r, p, d: ["--runs", r["small"], "--src", p, "--data", "multi30k"], "not both"),
     "neither": (lambda r, p, d: ["--runs", r["small"]], "give the items with"),
-    "data for chat": (lambda r, p, d: ["--runs", r["chat"], "--data", "multi30k"], "for translation runs"),
+    "data for chat": (lambda r, p, d: ["--runs", r["chat"], "--data", "multi30k"],
+                      "for runs that write text about a source"),
     "not a run": (lambda r, p, d: ["--runs", d, "--src", p], "file not found"),
 }
-
-
-def _fake_run(folder: Path, task: str, model_type: str) -> Path:
-    run = folder / "fake-run"
-    run.mkdir(exist_ok=True)
-    (run / "config.json").write_text(json.dumps({"task": task, "model_type": model_type, "model": {}}),
-                                     encoding="utf-8")
-    return run
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
@@ -297,7 +294,8 @@ def test_runs_of_different_language_pairs_are_refused_for_multi30k(runs, tmp_pat
     db = tmp_path / "h.db"
     rc, _, err = qkv(capsys, "human-eval", "create", "x", "--runs", runs["small"], other, "--data", "multi30k",
                      "--db", db)
-    assert_user_error(rc, err, "different language pairs (de-en, en-de)")
+    assert_user_error(rc, err, "the runs read different data from multi30k (multi30k de-en test_2016_flickr, "
+                      "multi30k en-de")
     assert not db.exists()
 
 

@@ -519,7 +519,7 @@ def test_attention_map_of_a_gpt_run(learned_run, capsys, tmp_path):
     assert "layer 0, head 1" in text and "12 × 12" in text
     assert_picture(out)
     rc, _, err = qkv(capsys, "attention", learned_run, "--src", "ROMEO", "--out", out)
-    assert_user_error(rc, err, "--text")
+    assert_user_error(rc, err, "takes one input: --text TEXT (got --src)")
 
 
 # ------------------------------------------------------------------------------------------------ 10. killed

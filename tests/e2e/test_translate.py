@@ -206,17 +206,19 @@ def test_attention_plot(learned_run, capsys, tmp_path):
     rc, text, _ = qkv(capsys, "attention", learned_run, "--src", "Ein Hund.", "--layer", "0", "--head", "2",
                       "--out", tmp_path / "h.png")
     assert rc == 0 and "decoder layer 0, head 2" in text
-    rc, _, err = qkv(capsys, "attention", learned_run, "--text", "hello", "--out", tmp_path / "x.png")
-    assert_user_error(rc, err, "--src")
+    rc, text, err = qkv(capsys, "attention", learned_run, "--text", "Ein Hund.", "--out", tmp_path / "x.png")
+    assert rc == 0 and "self-attention, layer 1, mean over heads" in text  # the encoder's, over the source
+    rc, _, err = qkv(capsys, "attention", learned_run, "--image", "x.png", "--out", tmp_path / "x.png")
+    assert_user_error(rc, err, "takes one input: --src SENTENCE or --text TEXT (got --image)")
     rc, _, err = qkv(capsys, "attention", learned_run, "--src", "Hund", "--head", "9", "--out", tmp_path / "x.png")
     assert_user_error(rc, err, "head 9 is out of range")
 
 
 def test_other_commands_refuse_a_translation_run(learned_run, capsys, tmp_path):
     """Each command the translate task does not offer says so in one line, naming what it needs."""
-    cases = [(["generate", learned_run, "--prompt", "A"], "is a translate run; generating text needs a GPT"),
-             (["chat", learned_run, "--prompt", "A"], "is a translate run; generating text needs a GPT"),
-             (["sample", learned_run, "--out", tmp_path / "x.png"], "sampling images needs a diffusion"),
+    cases = [(["generate", learned_run, "--prompt", "A"], "qkv generate needs a run that continues a text"),
+             (["chat", learned_run, "--prompt", "A"], "qkv chat needs a run that chats"),
+             (["sample", learned_run, "--out", tmp_path / "x.png"], "qkv sample needs a run that makes images"),
              (["eval", learned_run, "--n", "3"], "--n does not apply to a translate run"),
              (["eval", learned_run, "--max-tokens", "3"], "--max-tokens does not apply to a translate run")]
     for argv, needle in cases:

@@ -14,7 +14,6 @@ the last layer (-1).
 from __future__ import annotations
 
 from qkv.errors import QKVError
-from qkv.tasks.base import a_
 
 
 def add_parser(sub, name):
@@ -34,36 +33,33 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    import inspect
-
     from qkv.evaluation.attention import plot_attention
     from qkv.tasks import load_run
+    from qkv.tasks.capabilities import Capability, can, require
 
     run_ = load_run(args.run_dir)
-    want = run_.attention_input  # what this run's attention reads: "text" (GPT) or "src" (translation)
-    if want is None:
-        run_.attention()  # the one-line error of a run without attention maps
-    given = {"text": args.text, "src": args.src, "image": args.image}[want]
-    if given is None:
-        raise QKVError(f"a {run_.task} run needs --{want} \"...\"")
-    options = {"beam": args.beam} if args.beam is not None else {}
-    if options and "beam" not in inspect.signature(run_.attention).parameters:
-        raise QKVError(f"--beam does not apply to {a_(run_.task)} run")
-    if want == "image":
-        from qkv.evaluation.captioning import attention_table, plot_caption_attention
-
-        att = run_.attention(given, args.layer, args.head, **options)
-        path, (cols, rows) = plot_caption_attention(att, args.out)
-        print(f"caption: {att.caption}")
-        print(f"{att.title}: {len(att.words)} words × {att.weights.size(1)} patches -> {path} "
-              f"({cols} × {rows} panels)")
-        print("\n".join(attention_table(att)))
-        return 0
-    amap = None
-    if want == "src" and not args.no_reference:
-        amap = _reference_map(run_, given, args.layer, args.head)
-    if amap is None:
-        amap = run_.attention(given, args.layer, args.head, **options)
+    takes = {}  # flag -> what it needs, for the flags this run takes
+    if can(run_, Capability.SOURCE_TO_TEXT):
+        takes["src" if run_.source_kind == "text" else "image"] = "SENTENCE" if run_.source_kind == "text" else "IMAGE"
+    if can(run_, Capability.SELF_ATTENTION):
+        takes["text"] = "TEXT"
+    given = [flag for flag in ("text", "src", "image") if getattr(args, flag) is not None]
+    if not takes:
+        require(run_, Capability.SELF_ATTENTION, "qkv attention")
+    if len(given) != 1 or given[0] not in takes:
+        wants = " or ".join(f"--{flag} {what}" for flag, what in takes.items())
+        got = f" (got {', '.join('--' + g for g in given)})" if given else ""
+        raise QKVError(f"{run_.path.name} takes one input: {wants}{got}")
+    if args.text is not None:  # self-attention over a text
+        if args.beam is not None:
+            raise QKVError("--beam goes with --src or --image (an output is decoded); --text reads the text only")
+        amap = run_.self_attention(args.text).pick(args.layer, args.head)
+    else:  # cross-attention while turning the source into text
+        if given[0] == "image":
+            return _patches(run_, args)
+        amap = None if args.no_reference else _reference_map(run_, args.src, args.layer, args.head)
+        if amap is None:
+            amap = run_.cross_attention(args.src, run_.decoding(beam=args.beam)).pick(args.layer, args.head)
     path = plot_attention(amap, args.out)
     if amap.note:
         print(amap.note)
@@ -71,20 +67,21 @@ def run(args) -> int:
     return 0
 
 
+def _patches(run_, args) -> int:
+    """An image source: each output word's cross-attention over the patches, one panel per word."""
+    from qkv.evaluation.captioning import attention_table, plot_caption_attention
+
+    att = run_.attention(args.image, args.layer, args.head, beam=args.beam)
+    path, (cols, rows) = plot_caption_attention(att, args.out)
+    print(f"caption: {att.caption}")
+    print(f"{att.title}: {len(att.words)} words × {att.weights.size(1)} patches -> {path} ({cols} × {rows} panels)")
+    print("\n".join(attention_table(att)))
+    return 0
+
+
 def _reference_map(run_, source: str, layer: int, head: int | None):
     """The map over the reference translation with its word links as boxes, if a cached reference alignment of
     the run's training data holds `source`; else None, after one line saying so."""
-    from qkv.data.alignment import find_reference, training_description
-    from qkv.evaluation.alignment import reference_attention
-
-    train = training_description(run_.config.data)
-    found = find_reference(train, source)
-    if found is None:
-        print(f"no reference alignment: the sentence is in no cached alignment of {train} (qkv data alignments, "
-              "qkv eval RUN --alignment); drawing the model's own translation")
-        return None
-    al, k = found
-    print(f"reference alignment: {len(al.sure[k])} word links from {al.path}, outlined in red; rows are the "
-          "reference translation, read teacher-forced (--no-reference: the model's own translation)")
-    return reference_attention(run_.model, run_.src_tokenizer, run_.tgt_tokenizer, al.src[k], al.tgt[k], al.sure[k],
-                               layer, head)
+    amap, message = run_.reference_attention(source, layer, head)
+    print(message + ("; --no-reference draws the model's own translation" if amap is not None else ""))
+    return amap

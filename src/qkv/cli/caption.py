@@ -19,15 +19,18 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
+    from qkv.errors import QKVError
     from qkv.tasks import load_run
+    from qkv.tasks.capabilities import Capability, require
 
     run_ = load_run(args.run_dir, device=args.device)
-    if not hasattr(run_, "caption_files"):
-        from qkv.errors import QKVError
-        from qkv.tasks.base import a_
-
-        raise QKVError(f"{args.run_dir} is {a_(run_.task)} run; captioning needs a caption run")
-    captions, notes = run_.caption_files(args.images, run_.decoding(beam=args.beam))
+    require(run_, Capability.SOURCE_TO_TEXT, "qkv caption")
+    if run_.source_kind != "image":
+        raise QKVError(f"qkv caption reads images; {run_.path.name} turns {run_.source_kind} into text")
+    decoding = run_.decoding(beam=args.beam)
+    read = [run_.read_source(path) for path in args.images]
+    captions = run_.to_text([x for x, _ in read], decoding)
+    notes = [note for _, note in read if note]
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     for path, caption in zip(args.images, captions, strict=True):

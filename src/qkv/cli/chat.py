@@ -37,10 +37,10 @@ def add_parser(sub, name):
 def load_session(args):
     """A `ChatSession` on the run, with the command line's sampling options over the run's [sample] ones."""
     from qkv.tasks import load_run
+    from qkv.tasks.capabilities import Capability, require
 
     run_ = load_run(args.run_dir, device=args.device)
-    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
-        raise QKVError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    require(run_, Capability.CHAT, "qkv chat")
     sampling = run_.sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              max_new_tokens=args.max_new_tokens, seed=args.seed, system=args.system)
     return run_.chat(sampling, quantize=args.quantize, compile=args.compile)

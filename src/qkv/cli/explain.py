@@ -1,4 +1,4 @@
-"""``qkv explain [TOPIC RUN_DIR] [--text ... | --src ... | --prompt ...] [--layer L --head H] [--png DIR] [--json]``.
+"""``qkv explain [TOPIC RUN_DIR] [--text | --src | --image | --prompt ...] [--layer L --head H] [--png DIR] [--json]``.
 
 Each concept of the transformer lesson, shown on a trained run's real tensors: a short paragraph, then the
 tensors this run computes for your input (shapes, a few rows of numbers, statistics). Where a topic takes a
@@ -29,6 +29,8 @@ def add_parser(sub, name):
                    "template, or with --src the target of a translation pair)")
     p.add_argument("--src", help="the source sentence a translation run reads (evaluation: one of the run's "
                    "validation sources, whose reference it needs)")
+    p.add_argument("--image", help="the image a captioning run reads (evaluation and training-pairs: with --text, "
+                   "the caption)")
     p.add_argument("--prompt", help="a diffusion run's prompt, or its class label")
     p.add_argument("--layer", type=int, default=None, help="layer index (negative counts from the end)")
     p.add_argument("--head", type=int, default=None, help="head index")
@@ -45,6 +47,8 @@ def run(args) -> int:
         width = max(len(t) for t in TOPICS)
         for name, t in TOPICS.items():
             print(f"{name:<{width}}  {t.line}")
+        if args.run_dir is not None:  # qkv explain RUN_DIR: the topics of that run
+            raise QKVError("give a topic before the run directory: qkv explain TOPIC RUN_DIR")
         print("\nqkv explain TOPIC RUN_DIR [--text ... | --src ... | --prompt ...] [--layer L --head H] [--png DIR]")
         return 0
     if args.topic not in TOPICS:
@@ -55,8 +59,8 @@ def run(args) -> int:
 
     run_ = load_run(args.run_dir)
     compare = load_run(args.compare) if args.compare else None
-    e = explain(args.topic, run_, text=args.text, src=args.src, prompt=args.prompt, layer=args.layer,
-                head=args.head, compare=compare, seed=args.seed)
+    e = explain(args.topic, run_, text=args.text, src=args.src, image=args.image, prompt=args.prompt,
+                layer=args.layer, head=args.head, compare=compare, seed=args.seed)
     written = e.write_pngs(args.png) if args.png else []
     if args.json:
         out = e.to_json()

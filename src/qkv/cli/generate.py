@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from qkv.errors import QKVError
 from qkv.generation.inference import QUANTIZE
 
 
@@ -28,20 +27,19 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     from qkv.tasks import load_run
+    from qkv.tasks.capabilities import Capability, require
 
     run_ = load_run(args.run_dir, device=args.device)
-    if args.max_new_tokens is not None and args.max_new_tokens < 0:
-        raise QKVError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    require(run_, Capability.CONTINUATION, "qkv generate")
     sampling = run_.sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              max_new_tokens=args.max_new_tokens, seed=args.seed, prompt=args.prompt)
-    pieces = run_.stream(sampling.prompt, sampling, stop=args.stop, use_cache=not args.no_cache,
-                         quantize=args.quantize, compile=args.compile)
-    n = len(run_.tokenizer.encode(sampling.prompt))
-    if n > run_.model.config.max_seq_len:
-        print(f"note: prompt has {n} tokens; only the last {run_.model.config.max_seq_len} fit the context",
-              file=sys.stderr)
+    stream = run_.token_stream(sampling.prompt, sampling, stop=args.stop, use_cache=not args.no_cache,
+                               quantize=args.quantize, compile=args.compile)
+    if stream.prompt_cut:
+        print(f"note: prompt has {len(stream.prompt_ids)} tokens; only the last {run_.model.config.max_seq_len} fit "
+              "the context", file=sys.stderr)
     sys.stdout.write(sampling.prompt)
-    for piece in pieces:
+    for piece in stream.texts():
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 from qkv.errors import QKVError
-from qkv.tasks.base import a_
 
 
 def add_parser(sub, name):
@@ -41,14 +40,14 @@ def run(args) -> int:
     data_cfg = {"source": args.data or "digits"}
     if args.run:
         from qkv.config import to_dict
-        from qkv.tasks.runner import saved_run_config
+        from qkv.tasks import load_run
+        from qkv.tasks.capabilities import Capability, require
 
-        saved = saved_run_config(args.run)
-        if saved.task != "diffusion":
-            raise QKVError(f"{args.run} is {a_(saved.task)} run, not a diffusion run")
-        dcfg = saved.diffusion
+        run_ = load_run(args.run)
+        require(run_, Capability.IMAGES, "qkv noise --run")
+        dcfg = run_.config.diffusion
         if args.data is None:
-            data_cfg = to_dict(saved.data)
+            data_cfg = to_dict(run_.config.data)
     else:
         try:
             dcfg = DiffusionConfig(n_timesteps=args.timesteps, beta_schedule=args.schedule)

@@ -10,13 +10,13 @@ The model is built on the meta device, so even ``--preset gpt3-175b`` allocates 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
-from qkv.evaluation.params import format_groups, param_report, parameter_groups, report_for_model
+from qkv.evaluation.params import param_report
 from qkv.models.io import build_model
 from qkv.models.presets import PRESETS, get_preset
 from qkv.runs import read_config
+from qkv.tasks import get_task, task_of
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -33,18 +33,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     if args.preset is not None:
-        report = param_report(get_preset(args.preset), args.preset)
+        table = param_report(get_preset(args.preset), args.preset)
     else:
-        cfg = read_config(args.run_dir)
-        model = build_model(cfg["model_type"], cfg["model"], device="meta")
-        if cfg["model_type"] != "gpt":  # no FLOPs/memory formulas for these: the grouped table of any model
-            rows, total = parameter_groups(model)
-            if args.json:
-                print(json.dumps({"name": str(args.run_dir), "model_type": cfg["model_type"], "total": total,
-                                  "groups": [dataclasses.asdict(r) for r in rows]}, indent=2))
-            else:
-                print(format_groups(rows, total, f"{args.run_dir}: {cfg['model_type']} model, parameters by module"))
-            return 0
-        report = report_for_model(model, str(args.run_dir))
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.format_table())
+        saved = read_config(args.run_dir)
+        model = build_model(saved["model_type"], saved["model"], device="meta")
+        table = get_task(task_of(saved)).run_class.table_of(model, str(args.run_dir))
+    print(json.dumps(table.to_json(), indent=2) if args.json else table.format_text())
     return 0

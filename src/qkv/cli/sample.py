@@ -45,7 +45,10 @@ def run(args) -> int:
     for flag, value in (("--n", args.n), ("--nrow", args.nrow), ("--batch-size", args.batch_size)):
         if value is not None and value <= 0:
             raise QKVError(f"{flag} must be positive, got {value}")
+    from qkv.tasks.capabilities import Capability, require
+
     run_ = load_run(args.run_dir, device=args.device)
+    require(run_, Capability.IMAGES, "qkv sample")
     s = run_.image_sampling(sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
                       guidance=args.guidance, seed=args.seed, n=args.n)
     run_.condition(s.n, label=args.label, prompt=args.prompt)  # a bad label or prompt fails before any note

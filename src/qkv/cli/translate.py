@@ -27,8 +27,10 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     from qkv.tasks import load_run
+    from qkv.tasks.capabilities import Capability, require
 
     run_ = load_run(args.run_dir, device=args.device)
+    require(run_, Capability.TEXT_SOURCE, "qkv translate")
     decoding = run_.decoding(beam=args.beam, length_penalty=args.length_penalty, max_len_a=args.max_len_a,
                              max_len_b=args.max_len_b, batch_size=args.batch_size)
     if args.input:

@@ -96,28 +96,34 @@ class CaptionSet:
 
 
 # ------------------------------------------------------------------------------------------ images
-def _open(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """(C, h, w) float32 in [-1, 1] of an image file, resized (bicubic) to size = (w, h) if given, and its original
-    (width, height). QKVError if the file is missing or not a readable image."""
+def _open(path: str | Path | bytes, channels: int, size: tuple[int, int] | None = None
+          ) -> tuple[np.ndarray, tuple[int, int]]:
+    """(C, h, w) float32 in [-1, 1] of an image file (or its bytes: an upload), resized (bicubic) to size = (w, h) if
+    given, and its original (width, height). QKVError if the file is missing or not a readable image."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise QKVError(f"{path}: no such image file")
+    if isinstance(path, bytes):
+        where, source = "the image", io.BytesIO(path)
+    else:
+        path = where = source = Path(path)
+        if not path.is_file():
+            raise QKVError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             original = im.size
             im = im.convert("L" if channels == 1 else "RGB")
             if size is not None and im.size != size:
                 im = im.resize(size, Image.Resampling.BICUBIC)
             arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise QKVError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise QKVError(f"{where}: not a readable image ({type(e).__name__}: {e})") from None
     arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)  # (C, h, w)
     return np.clip(np.ascontiguousarray(arr), -1, 1), original
 
 
-def read_image(path: str | Path, size: int, channels: int = 3) -> tuple[Tensor, tuple[int, int]]:
+def read_image(path: str | Path | bytes, size: int, channels: int = 3) -> tuple[Tensor, tuple[int, int]]:
     """One image file -> ((C, size, size) float32 in [-1, 1], its original (width, height)).
 
     Any size is resized (bicubic; the aspect ratio is not kept). QKVError if it is missing or unreadable."""
@@ -125,12 +131,13 @@ def read_image(path: str | Path, size: int, channels: int = 3) -> tuple[Tensor, 
     return torch.from_numpy(arr), original
 
 
-def read_clip(path: str | Path, frames: int, size: int, channels: int = 3) -> tuple[Tensor, tuple[int, int]]:
+def read_clip(path: str | Path | bytes, frames: int, size: int, channels: int = 3) -> tuple[Tensor, tuple[int, int]]:
     """A clip stored as one strip of `frames` square frames side by side (what `write_image` writes for a clip)
     -> ((F, C, size, size) in [-1, 1], the strip's (width, height)). QKVError if the strip is not F·H × H."""
     arr, (w, h) = _open(path, channels)
     if w != frames * h:
-        raise QKVError(f"{path}: a clip is a strip of {frames} square frames side by side ({frames}·H × H pixels); "
+        where = "the image" if isinstance(path, bytes) else path
+        raise QKVError(f"{where}: a clip is a strip of {frames} square frames side by side ({frames}·H × H pixels); "
                        f"this image is {w} × {h}")
     C = arr.shape[0]
     clip = torch.from_numpy(arr).view(C, h, frames, h).permute(2, 0, 1, 3)  # (F, C, h, h)

@@ -200,6 +200,20 @@ def resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
 
 
+def png_data_url(image: Tensor) -> str:
+    """(C, H, W) in [-1, 1] -> a ``data:image/png;base64,...`` URL (grey for 1 channel): how a page or a rater's
+    task shows an image."""
+    import base64
+
+    from PIL import Image
+
+    x = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()  # (C, H, W)
+    arr = x[0].numpy() if x.size(0) == 1 else x.permute(1, 2, 0).numpy()  # (H, W) or (H, W, C)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def to_uint8(images: Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8 in [0, 255]."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -58,6 +58,9 @@ class AttentionStack:
     xlabel: str = "keys"
     ylabel: str = "queries"
     note: str = ""
+    image: Tensor | None = None  # an image source (C, H, W) or clip (F, C, H, W), in [-1, 1]: the columns are its
+    grid: int | None = None  # patches, `grid` per side of each of `frames` frames (None: one pooled vector)
+    frames: int = 1
 
     def pick(self, layer: int = -1, head: int | None = None) -> AttentionMap:
         """One layer's map: a head, or the mean over heads."""
@@ -80,19 +83,30 @@ class AttentionStack:
 def seq2seq_attention(model, src_tok, tgt_tok, text: str, decode_cfg) -> AttentionStack:
     """Every decoder layer's cross-attention while translating `text` (produced target tokens × source tokens)."""
     from qkv.data.translation import source_ids
-    from qkv.generation.seq2seq import max_lengths, translate_ids
 
     if not text.strip():
         raise QKVError("the source sentence is empty")
+    (src_ids,), _ = source_ids(src_tok, [text.strip()], model.config.max_seq_len)
+    src = torch.tensor([src_ids], device=model.lm_head.weight.device)  # (1, S)
+    stack = source_attention(model, src, torch.ones_like(src, dtype=torch.bool),
+                             [token_label(src_tok, i) for i in src_ids], tgt_tok, decode_cfg)
+    stack.xlabel, stack.note = "source tokens", f"translation: {stack.text}"
+    return stack
+
+
+@torch.no_grad()
+def source_attention(model, src: Tensor, src_mask: Tensor, src_labels: list[str], tgt_tok, decode_cfg
+                     ) -> AttentionStack:
+    """Decode one source (src (1, S) ids or (1, ...) an image, its memory mask (1, S)) with `decode_cfg`, then
+    re-run the decoder teacher-forced on BOS + the output with every layer's cross-attention kept: produced
+    target tokens × source positions, labelled `src_labels`."""
+    from qkv.generation.seq2seq import decode_batch, max_lengths
+
     model.eval()
     bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
-    (src_ids,), _ = source_ids(src_tok, [text.strip()], model.config.max_seq_len)
-    (out_ids,) = translate_ids(model, [src_ids], bos, eos, decode_cfg, tgt_tok.vocab_size)
+    (out_ids,) = decode_batch(model, src, src_mask, bos, eos, decode_cfg, tgt_tok.vocab_size)
     out_ids = out_ids[: model.config.max_seq_len - 1]
-    device = model.lm_head.weight.device
-    src = torch.tensor([src_ids], device=device)  # (1, S)
-    src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S)
-    tgt_in = torch.tensor([[bos] + out_ids], device=device)  # (1, T)
+    tgt_in = torch.tensor([[bos] + out_ids], device=src_mask.device)  # (1, T)
     w = torch.cat(model.cross_attention_maps(src, src_mask, tgt_in))  # L × (1, H, T, S) -> (L, H, T, S)
     rows = [token_label(tgt_tok, i) for i in out_ids]  # row t: the query that produced target token t
     limit = max_lengths(src_mask, decode_cfg.max_len_a, decode_cfg.max_len_b, model.config.max_seq_len)[0]
@@ -100,9 +114,9 @@ def seq2seq_attention(model, src_tok, tgt_tok, text: str, decode_cfg) -> Attenti
         rows.append(token_label(tgt_tok, eos))
     else:  # stopped by the length limit: the last row predicted nothing that was kept
         w = w[:, :, :-1]
-    translation = tgt_tok.decode(out_ids)
-    return AttentionStack(w.float().cpu(), rows, [token_label(src_tok, i) for i in src_ids], "cross-attention",
-                          translation, "source tokens", "produced target tokens", f"translation: {translation}")
+    text = tgt_tok.decode(out_ids)
+    return AttentionStack(w.float().cpu(), rows, src_labels, "cross-attention", text, "source positions",
+                          "produced target tokens", f"output: {text}")
 
 
 def seq2seq_alignment(model, src_tok, tgt_tok, text: str, decode_cfg, layer: int = -1,

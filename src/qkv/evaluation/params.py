@@ -101,6 +101,7 @@ class ParamReport:
 
     def to_json(self) -> dict:
         return {
+            "kind": "gpt",  # what this table holds: components, FLOPs and memory (a GroupTable says "groups")
             "name": self.name,
             "total": self.total,
             "non_embedding": self.non_embedding,
@@ -115,6 +116,9 @@ class ParamReport:
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "config": dict(self.config),
         }
+
+    def format_text(self) -> str:
+        return self.format_table()
 
     def format_table(self) -> str:
         """Aligned text: one row per component, the per-layer block once, then totals, FLOPs and memory."""
@@ -348,3 +352,24 @@ def format_groups(rows: list[ParamGroup], total: int, title: str) -> str:
                      + (f"  {r.note}" if r.note else ""))
     lines.append(f"{'total':<{width}}  {'':<28} {'':>6} {total:>12,} ({human(total)})")
     return "\n".join(lines)
+
+
+@dataclass
+class GroupTable:
+    """The parameter table of any model: `parameter_groups`, printable and as JSON (kind "groups")."""
+
+    name: str
+    model_type: str
+    rows: list[ParamGroup]
+    total: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, name: str, model_type: str) -> GroupTable:
+        return cls(name, model_type, *parameter_groups(model))
+
+    def to_json(self) -> dict:
+        return {"kind": "groups", "name": self.name, "model_type": self.model_type, "total": self.total,
+                "groups": [dataclasses.asdict(r) for r in self.rows]}
+
+    def format_text(self) -> str:
+        return format_groups(self.rows, self.total, f"{self.name}: {self.model_type} model, parameters by module")

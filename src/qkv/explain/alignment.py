@@ -17,9 +17,9 @@ import torch
 from qkv.evaluation.alignment import label_words as _words
 from qkv.evaluation.alignment import membership as _membership
 from qkv.evaluation.alignment import merge_attention, special_token_ids
-from qkv.evaluation.attention import seq2seq_attention, token_label
-from qkv.explain.base import Explanation, Options, heatmap, need, no_grad, pick
-from qkv.explain.inputs import default_text
+from qkv.evaluation.attention import token_label
+from qkv.explain.base import Explanation, Options, heatmap, no_grad, pick
+from qkv.explain.inputs import source_of
 
 LESSON = ("In cross-attention each target token the decoder produces spreads one unit of attention over the "
           "source tokens. Read row by row, the weights form a soft alignment: which source words the model was "
@@ -30,11 +30,11 @@ LESSON = ("In cross-attention each target token the decoder produces spreads one
 
 @no_grad
 def explain_alignment(run, opts: Options) -> Explanation:
-    need(run, ("translate",), "alignment")
     e = Explanation("alignment", "each produced word's cross-attention over the source words", run.path.name)
     e.say(LESSON)
-    text = default_text(run, opts)
-    stack = seq2seq_attention(run.model, run.src_tokenizer, run.tgt_tokenizer, text, run.decoding())
+    text = source_of(run, opts)
+    src_tok, tgt_tok = run.text_tokenizer()[0], run.target_tokenizer
+    stack = run.cross_attention(text, run.decoding())
     n_layers, n_heads = stack.weights.shape[:2]
     layer = pick(opts.layer, n_layers, "layer", n_layers - 1)
     head = None if opts.head is None else pick(opts.head, n_heads, "head", 0)
@@ -45,8 +45,8 @@ def explain_alignment(run, opts: Options) -> Explanation:
     e.tensor("cross-attention weights", weights, "produced target token (row) × source token (column)", amap.rows)
     e.check("each token-level row sums to 1", weights.sum(dim=-1), torch.ones(weights.size(0)))
 
-    src_words = _words(amap.cols, _specials(run.src_tokenizer))
-    tgt_words = _words(amap.rows, _specials(run.tgt_tokenizer))
+    src_words = _words(amap.cols, _specials(src_tok))
+    tgt_words = _words(amap.rows, _specials(tgt_tok))
     to_src = _membership(src_words, len(amap.cols))  # (S, S_words): 1 where a piece belongs to a word
     to_tgt = _membership(tgt_words, len(amap.rows))  # (T, T_words)
     words = merge_attention(weights, to_src, to_tgt)  # (T, S) -> (T_words, S_words): sum sources, average targets

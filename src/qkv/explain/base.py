@@ -40,9 +40,10 @@ TOLERANCE = 1e-5  # what a recomputed decomposition may differ by, in fp32
 class Options:
     """What the user asked: the input text (or source, or prompt), the layer and head, another run."""
 
-    text: str | None = None  # --text: the input of a GPT (or chat) run
-    src: str | None = None  # --src: a translation run's source sentence
-    prompt: str | None = None  # --prompt: a diffusion run's prompt (or a class label, as digits)
+    text: str | None = None  # the text a run reads (a GPT's input; the target of a pair; a chat conversation)
+    src: str | None = None  # a source sentence (a run whose source is text)
+    image: Any = None  # a source image: a file's path or bytes, or a (C, H, W) tensor (a run whose source is images)
+    prompt: str | None = None  # a diffusion run's prompt (or a class label, as digits)
     layer: int | None = None
     head: int | None = None
     compare: Any = None  # a second loaded run (`heads --compare RUN_B`)
@@ -320,16 +321,6 @@ def _cell(x) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     return str(x)
-
-
-def need(run, kinds: tuple[str, ...], topic: str) -> None:
-    """A one-line error when `topic` does not apply to this run's task."""
-    if run.task not in kinds:
-        from qkv.tasks.base import a_
-
-        names = [a_(k) for k in kinds]
-        names = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-        raise QKVError(f"explain {topic} needs {names} run; {run.path.name} is {a_(run.task)} run")
 
 
 def no_grad(fn):

@@ -18,7 +18,7 @@ from torch import Tensor
 from qkv.data.images import load_images
 from qkv.diffusion.ddpm import DDPM
 from qkv.errors import QKVError
-from qkv.explain.base import Explanation, Options, need, no_grad
+from qkv.explain.base import Explanation, Options, no_grad
 
 LESSON = ("A diffusion model learns to undo noise. The forward process mixes a clean image x_0 with Gaussian noise "
           "ε: x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, where ᾱ_t falls from about 1 (clean) to about 0 (pure noise) as t "
@@ -32,7 +32,6 @@ FRAMES = 8  # timesteps in the forward strip, snapshots in the reverse strip
 
 @no_grad
 def explain_diffusion(run, opts: Options) -> Explanation:
-    need(run, ("diffusion",), "diffusion")
     dcfg = run.config.diffusion
     ddpm, T = DDPM(dcfg), dcfg.n_timesteps
     label, prompt = _condition_asked(run, opts)
@@ -113,7 +112,7 @@ def explain_diffusion(run, opts: Options) -> Explanation:
 
 
 def _condition_asked(run, opts: Options) -> tuple[int | None, str | None]:
-    """(label, prompt) from --prompt: an integer label for class runs, a caption for text runs."""
+    """(label, prompt) from the prompt option: an integer label for class runs, a caption for text runs."""
     kind = run.model.config.conditioning
     if kind == "class":
         if opts.prompt is None:
@@ -121,7 +120,7 @@ def _condition_asked(run, opts: Options) -> tuple[int | None, str | None]:
         try:
             return int(opts.prompt), None
         except ValueError:
-            raise QKVError(f"this run is class-conditional: --prompt is a class label, an integer 0 … "
+            raise QKVError(f"this run is class-conditional: its prompt is a class label, an integer 0 … "
                            f"{run.model.config.n_classes - 1}, not {opts.prompt!r}") from None
     if kind == "text":
         return None, opts.prompt if opts.prompt is not None else (run.meta.get("prompts") or ["a red circle"])[0]

@@ -4,7 +4,8 @@ The embedding layer is a (V × d) matrix, one learned row per vocabulary id. Emb
 rows of its ids: the topic prints the table, the selected (T × d) rows with their norms, and checks that
 selecting rows of the weight by hand gives exactly what the module returns. Cosine similarity between rows
 shows what training put near what (the nearest neighbours of the text's first tokens), and V·d against the
-model's parameter count says what the table costs. A translation run shows its source table (`src_emb`).
+model's parameter count says what the table costs. A translation run shows its source table (`src_emb`): the
+table is the run's `TextInput` (`qkv.tasks.capabilities`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from torch import Tensor
 
 from qkv.errors import QKVError
 from qkv.evaluation.attention import token_label
-from qkv.explain.base import Explanation, Options, need, no_grad, signed_heatmap, window
-from qkv.explain.inputs import default_text, tokenizer_of
+from qkv.explain.base import Explanation, Options, no_grad, signed_heatmap, window
+from qkv.explain.inputs import default_text
 
 LESSON = ("The embedding layer is a table with one learned row of d numbers for every id of the vocabulary: "
           "V rows × d columns. Embedding a token multiplies nothing: it selects row `id` of the table (what "
@@ -31,15 +32,15 @@ DIMS = 32  # dimensions drawn in the picture
 
 @no_grad
 def explain_embeddings(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "embeddings")
-    tok, side = tokenizer_of(run)
+    ti = run.text_input()
+    tok, side = ti.tokenizer, ti.side
     text = default_text(run, opts)
     e = Explanation("embeddings", "ids → rows of the embedding table", run.path.name)
     e.say(LESSON)
-    name, emb = ("src_emb", run.model.src_emb) if run.task == "translate" else ("tok_emb", run.model.tok_emb)
+    name, emb = ti.table_name, ti.table
     weight = emb.weight  # (V, d)
     V, d = weight.shape
-    e.say(f"{name}: the {side} embedding table, {V:,} ids × d = {d}. {_sharing(run, name)}")
+    e.say(f"{name}: the {side} embedding table, {V:,} ids × d = {d}. {' '.join(ti.notes)}")
     e.tensor(f"{name}.weight", weight, "V × d: row i is the vector of id i (the first ids printed)",
              rows=[token_label(tok, i) for i in range(min(4, V))])
 
@@ -82,24 +83,6 @@ def explain_embeddings(run, opts: Options) -> Explanation:
     e.figure("neighbours", f"nearest neighbours of {probe!r} in {name} (cosine similarity)",
              lambda fig: _bars(fig.add_subplot(), near, probe), {"token": probe, "neighbours": near})
     return e
-
-
-def _sharing(run, name: str) -> str:
-    """Which other roles the table plays: the decoder's table, the output layer."""
-    model = run.model
-    tied = model.lm_head.weight is model.tgt_emb.weight if run.task == "translate" else \
-        model.lm_head.weight is model.tok_emb.weight
-    notes = []
-    if run.task == "translate":
-        notes.append("Shared: the decoder's tgt_emb is this same table (one joint vocabulary)."
-                     if model.tgt_emb is model.src_emb else "The decoder has its own table (tgt_emb).")
-        if model.config.scale_embeddings:
-            notes.append(f"The encoder multiplies these rows by √d = {model.config.d_model ** 0.5:.3f} before adding "
-                         "positions (topic positions).")
-    notes.append(f"Tied: lm_head.weight is the {'target' if run.task == 'translate' else 'same'} table, so it also "
-                 "turns the last hidden state into logits (topic output)." if tied else
-                 "Not tied: the output layer (lm_head) has its own V × d matrix.")
-    return " ".join(notes)
 
 
 def _neighbours(tok, weight: Tensor, probes: list[int], e: Explanation) -> dict[str, list]:

@@ -2,11 +2,11 @@
 
 The encoder reads the whole source once and returns one vector per source token, the *memory* (1, S, d).
 Each decoder layer turns that memory into its cross-attention keys and values ONCE, on the first decoding
-step (`Seq2SeqCache`: `LayerKVCache.set_static`), and every later step reuses them. This topic translates
-one sentence with the run's real greedy decoder, catches the cross-attention caches it builds (a forward
-hook on each decoder layer's `cross_attn`), recomputes them as k_proj(memory), v_proj(memory) split into
-heads, and then shows that nothing of the sentence stayed behind: the cache was freed when decoding
-returned, and every parameter and buffer of the model is bit-for-bit what it was before.
+step (`Seq2SeqCache`: `LayerKVCache.set_static`), and every later step reuses them. This topic turns one
+source (a sentence, an image) into text with the run's real greedy decoder, catches the cross-attention caches
+it builds (a forward hook on each decoder layer's `cross_attn`), recomputes them as k_proj(memory),
+v_proj(memory) split into heads, and then shows that nothing of the source stayed behind: the cache was freed
+when decoding returned, and every parameter and buffer of the model is bit-for-bit what it was before.
 """
 
 from __future__ import annotations
@@ -16,12 +16,8 @@ import weakref
 
 import torch
 
-from qkv.data.translation import source_ids, special_ids
-from qkv.errors import QKVError
-from qkv.evaluation.attention import token_label
-from qkv.explain.base import WINDOW, Explanation, Options, need, no_grad, window
-from qkv.explain.inputs import default_text
-from qkv.generation.seq2seq import translate_ids
+from qkv.explain.base import WINDOW, Explanation, Options, no_grad
+from qkv.explain.inputs import describe_source, source_of
 
 LESSON = ("The encoder reads the whole source sentence once and hands the decoder one vector per source token: "
           "the encoder states, or memory. Each decoder layer projects that memory into its cross-attention keys "
@@ -34,40 +30,38 @@ DIMS = 32  # model dimensions drawn in the heatmap
 
 @no_grad
 def explain_encoder_states(run, opts: Options) -> Explanation:
-    need(run, ("translate",), "encoder-states")
-    model, src_tok, tgt_tok = run.model, run.src_tokenizer, run.tgt_tokenizer
+    from qkv.generation.seq2seq import decode_batch
+
+    model, tgt_tok = run.model, run.target_tokenizer
     cfg = model.config
-    text = default_text(run, opts).strip()
-    if not text:
-        raise QKVError("the source sentence is empty")
+    source = source_of(run, opts)
     e = Explanation("encoder-states", "the encoder's outputs, their cross-attention K/V, then dropped",
                     run.path.name)
     e.say(LESSON)
 
-    # 1. the encoder's outputs for this sentence
-    (ids,), cut = source_ids(src_tok, [text], cfg.max_seq_len)
-    if cut:
+    # 1. the encoder's outputs for this source
+    batch = run.source_batch([source])  # (1, S) ids + EOS, or (1, ...) an image; the memory mask (1, S)
+    if batch.cut:
         e.say(f"(the source is longer than the context: cut to {cfg.max_seq_len - 1} tokens + EOS)")
-    labels = [token_label(src_tok, i) for i in ids]
-    device = model.lm_head.weight.device
-    src = torch.tensor([ids], device=device)  # (1, S)
-    src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S): one sentence, nothing padded
+    labels = batch.labels[0]
+    src, src_mask = batch.src, batch.src_mask
     before = _model_tensors(model)
     memory = model.encode(src, src_mask)  # (1, S, d)
+    S = memory.size(1)
     mem_bytes = memory.numel() * memory.element_size()
-    e.say(f"source: {text!r} -> {len(ids)} tokens (EOS included)")
-    e.tensor("memory = encoder(source)", memory, f"one {cfg.d_model}-vector per source token; "
+    e.say(f"source: {describe_source(run, source)} -> {S} memory positions")
+    e.tensor("memory = encoder(source)", memory, f"one {cfg.d_model}-vector per source position; "
              f"{memory.numel():,} numbers × {memory.element_size()} bytes = {mem_bytes:,} bytes", rows=labels)
 
-    # 2. the real decoder translates, and a hook on every cross_attn catches the cache it fills
+    # 2. the real decoder runs, and a hook on every cross_attn catches the cache it fills
     caught = [_CrossCache(i, blk.cross_attn) for i, blk in enumerate(model.decoder)]
-    _, bos, eos = special_ids(tgt_tok)
     try:
-        (out_ids,) = translate_ids(model, [ids], bos, eos, run.decoding(beam=1), tgt_tok.vocab_size)
+        (out_ids,) = decode_batch(model, src, src_mask, tgt_tok.bos_id, tgt_tok.eos_id, run.decoding(beam=1),
+                                  tgt_tok.vocab_size)
     finally:
         for c in caught:
             c.handle.remove()
-    e.say(f"greedy translation (the run's decoder, with its cache): {tgt_tok.decode(out_ids)!r} — "
+    e.say(f"greedy output (the run's decoder, with its cache): {tgt_tok.decode(out_ids)!r} — "
           f"{caught[0].calls} decoding steps")
     e.check("the memory each decoder layer's cross-attention received  ==  encoder(source)",
             torch.cat([c.context for c in caught]), memory.expand(len(caught), -1, -1))
@@ -77,16 +71,16 @@ def explain_encoder_states(run, opts: Options) -> Explanation:
     rows, total = [], 0
     for c, blk in zip(caught, model.decoder, strict=True):
         attn = blk.cross_attn
-        k = attn.k_proj(memory).view(1, len(ids), H, D).transpose(1, 2)  # (1, S, H·D) -> (1, H, S, D)
-        v = attn.v_proj(memory).view(1, len(ids), H, D).transpose(1, 2)  # (1, S, H·D) -> (1, H, S, D)
+        k = attn.k_proj(memory).view(1, S, H, D).transpose(1, 2)  # (1, S, H·D) -> (1, H, S, D)
+        v = attn.v_proj(memory).view(1, S, H, D).transpose(1, 2)  # (1, S, H·D) -> (1, H, S, D)
         nbytes = (k.numel() + v.numel()) * k.element_size()
         total += nbytes
         head_rows = [f"h{h} {t}" for h in range(H) for t in labels]
         e.tensor(f"decoder layer {c.layer}: cross K = k_proj(memory), split into heads", k,
-                 f"(1, H, S, D) = (1, {H}, {len(ids)}, {D})", rows=head_rows)
+                 f"(1, H, S, D) = (1, {H}, {S}, {D})", rows=head_rows)
         e.check(f"layer {c.layer}: the decode cache's K and V  ==  k_proj(memory), v_proj(memory) in heads",
                 torch.cat([c.k, c.v]), torch.cat([k, v]))
-        rows.append([c.layer, f"(1, {H}, {len(ids)}, {D})", nbytes, c.static_calls])
+        rows.append([c.layer, f"(1, {H}, {S}, {D})", nbytes, c.static_calls])
     e.table(["decoder layer", "K and V shape, each", "bytes (K + V)", "steps that reused them"], rows,
             "cross-attention keys/values: computed on the first step, read on every later one")
     e.say(f"memory {mem_bytes:,} bytes; cross-attention K/V of {len(caught)} decoder layers {total:,} bytes "
@@ -110,14 +104,18 @@ def explain_encoder_states(run, opts: Options) -> Explanation:
     e.check("every parameter and buffer after translating  ==  before (bit for bit)",
             _flat(after, kept), _flat(before, kept), tolerance=0.0)
 
-    shown = window(ids, e, WINDOW)
+    shown = labels[:WINDOW]
+    if len(labels) > WINDOW:
+        e.say(f"(the picture shows the first {WINDOW} of the {len(labels)} memory positions)")
     n_dims = min(DIMS, cfg.d_model)
     picture = memory[0, : len(shown), :n_dims].float().cpu()  # (S', dims)
-    e.figure("memory", f"encoder states of {text!r}", _draw(picture, labels[: len(shown)]),
-             {"values": picture, "rows": labels[: len(shown)], "dims": n_dims})
-    e.data.update(source=text, ids=ids, tokens=labels, translation=tgt_tok.decode(out_ids),
+    e.figure("memory", f"encoder states of {describe_source(run, source)}", _draw(picture, shown),
+             {"values": picture, "rows": shown, "dims": n_dims})
+    ids = src[0].tolist() if run.source_kind == "text" else None
+    given = source.strip() if isinstance(source, str) else describe_source(run, source)
+    e.data.update(source=given, ids=ids, tokens=labels, translation=tgt_tok.decode(out_ids),
                   memory_shape=list(memory.shape), memory_bytes=mem_bytes, cross_kv_bytes=total,
-                  cross_kv_shape=[1, H, len(ids), D], decode_steps=caught[0].calls, caches_alive_after=alive,
+                  cross_kv_shape=[1, H, S, D], decode_steps=caught[0].calls, caches_alive_after=alive,
                   model_tensors_before=len(before), model_tensors_after=len(after))
     return e
 

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from qkv.explain.base import Explanation, Options, heatmap, need, no_grad, pick
+from qkv.explain.base import Explanation, Options, heatmap, no_grad, pick
 from qkv.explain.qkv import one_head, recording, self_attention_input, through_w_o
 from qkv.runs import read_metrics
 
@@ -29,7 +29,6 @@ LESSON = ("One attention head computes one weighting of the tokens. Multi-head a
 
 @no_grad
 def explain_heads(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "heads")
     e = Explanation("heads", "every head of a layer; single vs multi-head", run.path.name)
     e.say(LESSON)
     site = self_attention_input(run, opts, e)

@@ -1,46 +1,53 @@
-"""The input a topic reads: the user's text (or source, or prompt), else a default taken from the run itself."""
+"""The input a topic reads: what the user gave (a text, a source sentence or image, a prompt), else an example that
+the run itself offers (its sample prompt, a validation source, a training caption)."""
 
 from __future__ import annotations
 
 from qkv.errors import QKVError
 from qkv.explain.base import Options
-from qkv.tasks.base import a_
 
-DEFAULT_SOURCE = "Ein Mann fährt Fahrrad."
-LESSON_TEXT = "ROMEO: But soft, what light"
+# which option a run's text side reads (`Tokenized.text_tokenizer`'s side)
+_OPTION = {"source": "src", "prompt": "prompt", "text": "text", "caption": "text"}
 
 
 def tokenizer_of(run):
-    """The run's (input-side) tokenizer and which side it is."""
-    if run.task == "translate":
-        return run.src_tokenizer, "source"
-    if getattr(run, "tokenizer", None) is not None:
-        return run.tokenizer, "text" if run.task in ("lm", "chat") else "prompt"
-    raise QKVError(f"{run.path.name} is {a_(run.task)} run without a tokenizer: this needs an lm, chat, translate "
-                   "or text-conditioned diffusion run")
+    """The run's (input-side) tokenizer and which side of the model it serves."""
+    return run.text_tokenizer()
 
 
 def default_text(run, opts: Options) -> str:
-    """--text (GPT runs) or --src (translation runs), else the run's own sample prompt or a stock sentence."""
-    given = {"translate": opts.src, "diffusion": opts.prompt}.get(run.task, opts.text)
+    """The text of the run's text side: the option that side reads (src for a source, prompt for a diffusion
+    prompt, else text), any other text option given, else the run's own example."""
+    given = getattr(opts, _OPTION[tokenizer_of(run)[1]])
     if given is None:
         given = next((g for g in (opts.text, opts.src, opts.prompt) if g is not None), None)
-    if given is not None:
-        if not given:
-            raise QKVError("the text is empty")
-        return given
-    if run.task == "translate":
-        return DEFAULT_SOURCE
-    if run.task == "diffusion":
-        return "a red circle"
-    prompt = getattr(getattr(run.config, "sample", None), "prompt", "") or ""
-    # the first candidate the run's tokenizer can encode: its own prompt when it is long enough to show something,
-    # the lesson's line, its prompt of any length; else the lesson's line, and the tokenizer says what it lacks
-    candidates = [c for c in (prompt if len(prompt) >= 4 else "", LESSON_TEXT, prompt) if c]
-    for c in candidates:
-        try:
-            run.tokenizer.encode(c)
-            return c
-        except QKVError:
-            continue
-    return LESSON_TEXT
+    if given is None:
+        return run.example_text()
+    if not given:
+        raise QKVError("the text is empty")
+    return given
+
+
+def source_of(run, opts: Options):
+    """The source an encoder–decoder topic reads: src (a run whose source is text) or image (one whose source is
+    images), else the run's first example source."""
+    given = opts.src if run.source_kind == "text" else opts.image
+    if given is None:
+        other = opts.image if run.source_kind == "text" else opts.src
+        if other is not None:
+            raise QKVError(f"{run.path.name} reads {run.source_kind} sources: give "
+                           f"{'src, a sentence' if run.source_kind == 'text' else 'image, an image file'}",
+                           argument="src" if run.source_kind == "text" else "image")
+        return run.example_sources(1)[0]
+    if isinstance(given, str) and not given.strip():
+        raise QKVError("the source is empty")
+    return given
+
+
+def describe_source(run, source) -> str:
+    """A source in a sentence: a sentence quoted, an image by its size."""
+    if run.source_kind == "text":
+        return repr(source.strip() if isinstance(source, str) else source)
+    if isinstance(source, (bytes, bytearray)):
+        return "the image given"
+    return f"the image {source}" if isinstance(source, str) else "an image of the run's validation set"

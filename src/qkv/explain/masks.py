@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from qkv.evaluation.attention import token_label
-from qkv.explain.base import WINDOW, Explanation, Options, heatmap, need, no_grad
-from qkv.explain.inputs import default_text, tokenizer_of
+from qkv.explain.base import Explanation, Options, heatmap, no_grad
+from qkv.explain.inputs import describe_source, source_of
 from qkv.explain.qkv import Call, mask_of, recording, self_attention_input
+from qkv.tasks.capabilities import Capability, can
 
 LESSON = ("Attention lets a token read other tokens; a mask decides which. A decoder-only model (GPT) writes text "
           "left to right, so token i may only read tokens 0…i: the causal mask, a lower triangle. An encoder-decoder "
@@ -31,10 +32,9 @@ LESSON = ("Attention lets a token read other tokens; a mask decides which. A dec
 
 @no_grad
 def explain_masks(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "decoder-only-vs-encoder-decoder")
     e = Explanation("decoder-only-vs-encoder-decoder", "which token can see which", run.path.name)
     e.say(LESSON)
-    if run.task == "translate":
+    if can(run, Capability.SOURCE_TO_TEXT):
         _encoder_decoder(run, opts, e)
     else:
         _decoder_only(run, opts, e)
@@ -60,31 +60,35 @@ def _decoder_only(run, opts: Options, e: Explanation) -> None:
 
 
 def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
-    from qkv.data.translation import collate, source_ids, special_ids
-    from qkv.generation.seq2seq import translate_ids
+    from qkv.generation.seq2seq import decode_batch
 
-    model, src_tok, tgt_tok = run.model, tokenizer_of(run)[0], run.tgt_tokenizer
-    text = default_text(run, opts).strip()
-    words = text.split()
-    other = " ".join(words[: (len(words) + 1) // 2]) if len(words) > 1 else f"{text} {text}"
-    pad, bos, eos = special_ids(tgt_tok)
-    limit = min(WINDOW, model.config.max_seq_len)
-    sources, cut = source_ids(src_tok, [text, other], limit)  # tokens (cut to the window) + EOS
-    if cut:
-        e.say(f"(a source is longer than {limit - 1} tokens; cut to the first {limit - 1} for reading)")
+    model, tgt_tok = run.model, run.target_tokenizer
+    source = source_of(run, opts)
+    if run.source_kind == "text":  # a second, shorter sentence: the batch needs padding
+        words = source.strip().split()
+        other = " ".join(words[: (len(words) + 1) // 2]) if len(words) > 1 else f"{source} {source}"
+        shown = [repr(source.strip()), repr(other)]
+    else:
+        other = run.example_sources(2)[-1]
+        shown = [describe_source(run, source), describe_source(run, other)]
+    batch = run.source_batch([source, other])  # padded as training pads a batch
+    if batch.cut:
+        e.say(f"(a source is longer than the context: cut to {model.config.max_seq_len - 1} tokens + EOS)")
+    pad, bos, eos = tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id
     outs = [out[: model.config.max_seq_len - 1]
-            for out in translate_ids(model, sources, bos, eos, run.decoding(), tgt_tok.vocab_size)]
-    batch = collate(sources, outs, pad, bos, eos)  # padded as training pads a batch
-    device = model.lm_head.weight.device
-    src, src_mask, tgt_in = (batch[k].to(device) for k in ("src", "src_mask", "tgt_in"))  # (2, S), (2, S), (2, T)
-    S, T = src.shape[1], tgt_in.shape[1]
-    src_labels = [[token_label(src_tok, i) for i in row] for row in src.tolist()]
+            for out in decode_batch(model, batch.src, batch.src_mask, bos, eos, run.decoding(), tgt_tok.vocab_size)]
+    T = 1 + max(map(len, outs))
+    tgt_in = torch.tensor([[bos, *o] + [pad] * (T - 1 - len(o)) for o in outs], device=batch.src_mask.device)  # (2, T)
+    src, src_mask = batch.src, batch.src_mask  # (2, S) or (2, ...) images; (2, S)
+    S = src_mask.size(1)
+    src_labels = batch.labels
     tgt_labels = [[token_label(tgt_tok, i) for i in row] for row in tgt_in.tolist()]
-    e.say(f"encoder-decoder: a batch of two sources, {text!r} and {other!r}, padded to {S} tokens with "
-          f"<pad> (id {pad}); their translations, teacher-forced as BOS + translation, padded to {T}")
-    e.table(["position", "sentence 1", "real", "sentence 2", "real"],
+    e.say(f"encoder-decoder: a batch of two sources, {shown[0]} and {shown[1]}, {S} memory positions each "
+          f"(<pad> fills a shorter sentence); their outputs, teacher-forced as BOS + output, padded to {T} with "
+          f"<pad> (id {pad})")
+    e.table(["position", "source 1", "real", "source 2", "real"],
             [[p, src_labels[0][p], int(src_mask[0, p]), src_labels[1][p], int(src_mask[1, p])] for p in range(S)],
-            "the source padding mask (src_mask: 1 = real token, 0 = padding), as collate builds it")
+            "the source padding mask (src_mask: 1 = real position, 0 = padding), as training batches it")
 
     modules = {f"encoder {i} self-attention": blk.attn for i, blk in enumerate(model.encoder)}
     for i, blk in enumerate(model.decoder):
@@ -98,7 +102,8 @@ def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
     e.say(f"encoder self-attention of sentence {b + 1} (key_mask = its src_mask): every query reads every real "
           "source token, in both directions; no key reads the padding (the padded query rows compute something "
           "that is never used)")
-    _grid(e, f"encoder mask, sentence {b + 1} (source × source)", enc, src_labels[b], src_labels[b])
+    enc_labels = src_labels[b] if len(src_labels[b]) == enc.size(0) else [f"p{i}" for i in range(enc.size(0))]
+    _grid(e, f"encoder mask, sentence {b + 1} (source × source)", enc, enc_labels, enc_labels)
     e.say("decoder self-attention (causal=True, no key mask): target token i reads target tokens 0…i. The target "
           "needs no padding mask: it is right-padded, so a real target token never reaches a padded one")
     _grid(e, f"decoder self-attention mask, sentence {b + 1} (target × target)", dec, tgt_labels[b], tgt_labels[b])
@@ -107,11 +112,12 @@ def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
     for name in modules:
         _zero_where_masked(e, name, calls[name][0])
 
-    e.data.update(sources=[text, other], src_mask=src_mask.int(), padded_sentence=b, encoder=enc.int(),
+    given = [source, other] if run.source_kind == "text" else shown
+    e.data.update(sources=given, src_mask=src_mask.int(), padded_sentence=b, encoder=enc.int(),
                   decoder=dec.int(), cross=cross.int())
     data = {"panels": [
-        {"title": f"encoder (sentence {b + 1}, padded)", "mask": enc.int(), "rows": src_labels[b],
-         "cols": src_labels[b], "xlabel": "key: source token", "ylabel": "query: source token"},
+        {"title": f"encoder (sentence {b + 1}, padded)", "mask": enc.int(), "rows": enc_labels,
+         "cols": enc_labels, "xlabel": "key: source token", "ylabel": "query: source token"},
         {"title": "decoder self-attention (causal)", "mask": dec.int(), "rows": tgt_labels[b], "cols": tgt_labels[b],
          "xlabel": "key: target token", "ylabel": "query: target token"},
         {"title": "cross-attention (target × source)", "mask": cross.int(), "rows": tgt_labels[b],

@@ -5,8 +5,8 @@ layer's V × d matrix: one logit per vocabulary id. The topic recomputes those l
 weight against the model's own, writes softmax out against the distribution the sampler draws from, then
 shows that distribution under temperature 0.5, 1 and 2, top-k 5, top-p 0.9 and greedy decoding, each from
 `qkv.generation.sampling.sampling_probs` (what `qkv generate` samples from): the top tokens' probabilities,
-the entropy and how many tokens can still be drawn. A translation run shows the decoder's first step: the
-distribution of the first target token after BOS, given the source.
+the entropy and how many tokens can still be drawn. An encoder-decoder run shows the decoder's first step: the
+distribution of the first target token after BOS, given the source (a sentence, an image).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qkv.data.translation import source_ids
 from qkv.errors import QKVError
 from qkv.evaluation.attention import token_label
-from qkv.explain.base import Explanation, Options, need, no_grad, window
-from qkv.explain.inputs import default_text
+from qkv.explain.base import Explanation, Options, no_grad, window
+from qkv.explain.inputs import default_text, describe_source, source_of
 from qkv.generation.sampling import TokenSampling, sampling_probs
+from qkv.tasks.capabilities import Capability, can
 
 LESSON = ("After the last block, the final norm gives one hidden vector h of d numbers per position; the last "
           "position's h predicts the next token. The output layer multiplies h by a V × d matrix: one score, a "
@@ -41,12 +41,12 @@ SETTINGS: dict[str, TokenSampling] = {
 
 @no_grad
 def explain_output(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "output")
-    text = default_text(run, opts)
+    encoder_decoder = can(run, Capability.SOURCE_TO_TEXT)
+    text = source_of(run, opts) if encoder_decoder else default_text(run, opts)
     e = Explanation("output", "last hidden state → logits → probabilities", run.path.name)
     e.say(LESSON)
     model = run.model
-    norm_name, norm = ("dec_norm", model.dec_norm) if run.task == "translate" else ("norm_f", model.norm_f)
+    norm_name, norm = ("dec_norm", model.dec_norm) if encoder_decoder else ("norm_f", model.norm_f)
     captured = {}
     hook = norm.register_forward_hook(lambda module, args, out: captured.update(h=out))
     try:
@@ -57,7 +57,7 @@ def explain_output(run, opts: Options) -> Explanation:
     e.tensor(f"h = {norm_name}(x) at the last position", h, f"d = {h.numel()}: {where}")
 
     head = model.lm_head
-    tied = head.weight is (model.tgt_emb.weight if run.task == "translate" else model.tok_emb.weight)
+    tied = head.weight is (model.tgt_emb.weight if encoder_decoder else model.tok_emb.weight)
     V = head.weight.shape[0]
     e.tensor("W = lm_head.weight", head.weight, "V × d: one row per vocabulary id" +
              (" (tied: the token embedding table)" if tied else ""),
@@ -98,36 +98,32 @@ def explain_output(run, opts: Options) -> Explanation:
           "top-p set the tail to exactly 0 and renormalise the rest; greedy leaves one token.")
 
     shown = {name: [p[i].item() for i in order] for name, p in dists.items()}  # setting -> top tokens' p
-    e.data.update(text=text, top_ids=order, top_tokens=labels, top_probs=[probs[i].item() for i in order],
+    shown_input = text if isinstance(text, str) else describe_source(run, text)
+    e.data.update(text=shown_input, top_ids=order, top_tokens=labels, top_probs=[probs[i].item() for i in order],
                   top_logits=[ours[i].item() for i in order], settings=summary, setting_probs=shown)
     e.figure("sampling", "next-token probabilities of the top tokens under each sampling setting",
              lambda fig: _bars(fig, labels, shown, summary), {"tokens": labels, "probs": shown}, size=(11.0, 6.5))
     return e
 
 
-def _last_logits(run, text: str, e: Explanation) -> tuple[Tensor, object, str]:
+def _last_logits(run, source, e: Explanation) -> tuple[Tensor, object, str]:
     """Run the model on the input; its logits at the last position (V,), the output tokenizer, what h is."""
     model = run.model
-    device = model.lm_head.weight.device
-    if run.task == "translate":
-        src_tok, tgt_tok = run.src_tokenizer, run.tgt_tokenizer
-        if not text.strip():
-            raise QKVError("the source sentence is empty")
-        (ids,), _ = source_ids(src_tok, [text.strip()], model.config.max_seq_len)  # the tokens + EOS
-        src = torch.tensor([ids], device=device)  # (1, S)
-        src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S)
-        e.say(f"source: {text!r} -> {len(ids)} ids (with EOS); the decoder has read only BOS, so this is the "
-              "distribution of the first target token")
-        memory = model.encode(src, src_mask)  # (1, S, d)
-        bos = torch.tensor([[tgt_tok.bos_id]], device=device)  # (1, 1)
-        return model.decode(memory, src_mask, bos)[0, -1], tgt_tok, "the decoder's state after BOS"
+    if can(run, Capability.SOURCE_TO_TEXT):
+        tgt_tok = run.target_tokenizer
+        batch = run.source_batch([source])  # (1, S) ids + EOS, or (1, ...) an image; the memory mask (1, S)
+        e.say(f"source: {describe_source(run, source)} -> {batch.src_mask.size(1)} memory positions; the decoder has "
+              "read only BOS, so this is the distribution of the first target token")
+        memory = model.encode(batch.src, batch.src_mask)  # (1, S, d)
+        bos = torch.tensor([[tgt_tok.bos_id]], device=batch.src_mask.device)  # (1, 1)
+        return model.decode(memory, batch.src_mask, bos)[0, -1], tgt_tok, "the decoder's state after BOS"
     tok = run.tokenizer
-    ids = tok.encode(text)
+    ids = tok.encode(source)
     if not ids:
         raise QKVError("the text encodes to no tokens")
     ids = window(ids, e)
-    e.say(f"text: {text!r} -> {len(ids)} tokens; the last one is {token_label(tok, ids[-1])!r}")
-    idx = torch.tensor([ids], device=device)  # (1, T)
+    e.say(f"text: {source!r} -> {len(ids)} tokens; the last one is {token_label(tok, ids[-1])!r}")
+    idx = torch.tensor([ids], device=model.lm_head.weight.device)  # (1, T)
     return model(idx)[0][0, -1], tok, f"position {len(ids) - 1}, after {token_label(tok, ids[-1])!r}"
 
 

@@ -14,10 +14,11 @@ from functools import cache
 
 import torch
 
-from qkv.evaluation.params import ParamReport, human, parameter_groups, report_for_model
+from qkv.evaluation.params import ParamReport, human, report_for_model
 from qkv.explain.base import Check, Explanation, Options, no_grad
 from qkv.models.gpt import GPT
 from qkv.models.presets import get_preset
+from qkv.tasks.capabilities import Capability, can
 
 LESSON = ("A model's parameters are the numbers training sets: every weight matrix, bias and norm scale. Counting "
           "them by component shows where a model's size goes. In a small model the embedding table can be a large "
@@ -60,8 +61,8 @@ def explain_parameters(run, opts: Options) -> Explanation:
           f"are {cols:,} wide, not {CLAIM_COLS:,}. Either way the input embedding is a small part of the model: "
           f"{claim / n3:.2%} as claimed, {real / n3:.2%} in fact; the {c['n_layers']} blocks hold "
           f"{report.per_layer * c['n_layers'] / n3:.1%}. (ChatGPT's own sizes are not published; GPT-3's are.)")
-    if isinstance(model, GPT):
-        share = model.tok_emb.weight.numel() / n
+    if can(run, Capability.TOKEN_INPUT):
+        share = run.text_input().table.weight.numel() / n
         e.say(f"this run's token table is {share:.1%} of its parameters against GPT-3's {real / n3:.2%}: the "
               "vocabulary stays the same size while the blocks grow with d² × layers.")
 
@@ -84,16 +85,17 @@ def _gpt3() -> tuple[ParamReport, int, tuple[int, int]]:
 
 
 def _run_table(run, model, e: Explanation) -> dict[str, int]:
-    """The run's table as `qkv params` prints it: components of a GPT, modules of anything else."""
-    if isinstance(model, GPT):
-        return _gpt_rows(report_for_model(model, run.path.name), e, f"{run.path.name}: parameters by component")
-    groups, total = parameter_groups(model)
+    """The run's table as `qkv params` prints it (`Run.parameter_table`): a GPT's components, any other model's
+    modules."""
+    table = run.parameter_table()
+    if isinstance(table, ParamReport):
+        return _gpt_rows(table, e, f"{run.path.name}: parameters by component")
     e.table(["module", "shape (one copy)", "copies", "parameters", "share", "note"],
             [[g.name, " + ".join("×".join(map(str, s)) for s in g.shapes), g.copies, g.count, f"{g.share:.1%}", g.note]
-             for g in groups],
+             for g in table.rows],
             title=f"{run.path.name}: {type(model).__name__} parameters by module (layer numbers folded as *), "
-                  f"{total:,} ({human(total)})")
-    return {g.name: g.count for g in groups}
+                  f"{table.total:,} ({human(table.total)})")
+    return {g.name: g.count for g in table.rows}
 
 
 def _gpt_rows(report, e: Explanation, title: str) -> dict[str, int]:

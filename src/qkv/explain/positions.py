@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from qkv.errors import QKVError
 from qkv.evaluation.attention import token_label
-from qkv.explain.base import WINDOW, Explanation, Options, need, no_grad, signed_heatmap, window
-from qkv.explain.inputs import default_text, tokenizer_of
+from qkv.explain.base import WINDOW, Explanation, Options, no_grad, signed_heatmap, window
+from qkv.explain.inputs import default_text
 from qkv.nn.positional import rope_angles
 
 LESSON = ("Attention compares every token with every other and, by itself, cannot tell their order: shuffle the "
@@ -40,18 +40,16 @@ HOW = {
 
 @no_grad
 def explain_positions(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "positions")
-    tok, side = tokenizer_of(run)
+    ti = run.text_input()
+    tok, side = ti.tokenizer, ti.side
     text = default_text(run, opts)
-    model = run.model
-    cfg = model.config
+    cfg = ti.config
     e = Explanation("positions", "the positional signal added to each row", run.path.name)
     e.say(LESSON)
-    seq2seq = run.task == "translate"
-    kind = cfg.pos_encoding
-    emb_name, emb = ("src_emb", model.src_emb) if seq2seq else ("tok_emb", model.tok_emb)
-    first_name, first = ("encoder[0]", model.encoder[0]) if seq2seq else ("blocks[0]", model.blocks[0])
-    scale = cfg.d_model ** 0.5 if seq2seq and cfg.scale_embeddings else 1.0
+    kind = ti.pos_kind
+    emb_name, emb = ti.table_name, ti.table
+    first_name, first = f"{ti.layers_name}[0]", ti.layers[0]
+    scale = ti.scale
     e.say(f"this run: {HOW[kind]}.")
 
     ids = tok.encode(text)
@@ -75,10 +73,7 @@ def explain_positions(run, opts: Options) -> Explanation:
 
     hook = first.register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        if seq2seq:
-            model.encode(idx, torch.ones_like(idx, dtype=torch.bool))
-        else:
-            model(idx)
+        ti.forward(ids)
     finally:
         hook.remove()
     x_model = captured["x"][0]  # (1, T, d) -> (T, d)
@@ -88,14 +83,14 @@ def explain_positions(run, opts: Options) -> Explanation:
              rows=labels)
     pos_rows = [f"pos {t}" for t in range(T)]
     if kind in ("learned", "sinusoidal"):
-        signal = model.pos_emb(positions)  # (T, d)
+        signal = ti.pos_emb(positions)  # (T, d)
         e.tensor("pos_emb(positions)", signal, f"T × d: row t is added to the token at position t ({kind})",
                  rows=pos_rows)
         ours = tokens * scale + signal  # (T, d)
         formula = f"{emb_name}(ids){'·√d' if scale != 1.0 else ''} + pos_emb(positions)"
         if scale != 1.0:
-            e.say(f"the encoder scales the token rows by √d = {scale:.4f} (scale_embeddings, Vaswani et al. §3.4) "
-                  "before adding the positions: Seq2Seq._embed")
+            e.say(f"the {ti.where.split()[0]} scales the token rows by √d = {scale:.4f} (scale_embeddings, Vaswani et "
+                  "al. §3.4) before adding the positions")
     else:
         ours = tokens  # (T, d): nothing is added
         formula = f"{emb_name}(ids), nothing added"
@@ -104,7 +99,7 @@ def explain_positions(run, opts: Options) -> Explanation:
             e.tensor("cos(angles)", cos, "T × D: cos of the rotation angle of each position and head dimension, "
                      f"as {first_name} receives it (rope_angles)", rows=pos_rows)
             e.tensor("sin(angles)", sin, "T × D: applied to Q and K in every layer, never added to X", rows=pos_rows)
-    drop = model.drop
+    drop = ti.drop
     e.say(f"dropout (p = {drop.p}) sits between the embedding step and {first_name}; "
           + ("the model is in eval mode, so it passes X through unchanged." if not drop.training else
              "the model is in TRAINING mode, so dropout changes X and the check below cannot hold."))
@@ -114,7 +109,7 @@ def explain_positions(run, opts: Options) -> Explanation:
     pair = _same_token_twice(ids, labels, tokens, x_model, kind, e)
     e.data.update(text=text, ids=ids, tokens=labels, pos_encoding=kind, token_scale=scale, pair=pair,
                   check=check.max_abs_diff)
-    _picture(model, kind, e)
+    _picture(ti, kind, e)
     return e
 
 
@@ -145,17 +140,17 @@ def _same_token_twice(ids, labels, tokens, x, kind: str, e: Explanation) -> dict
             "token_l2": token_cmp[1], "input_cosine": input_cmp[0], "input_l2": input_cmp[1]}
 
 
-def _picture(model, kind: str, e: Explanation) -> None:
+def _picture(ti, kind: str, e: Explanation) -> None:
     """The positional table (or RoPE's cosines) for the first positions, as a heatmap."""
     if kind == "none":
         return
-    cfg = model.config
-    positions = torch.arange(min(PICTURE, cfg.max_seq_len), device=next(model.parameters()).device)  # (P,)
+    cfg = ti.config
+    positions = torch.arange(min(PICTURE, cfg.max_seq_len), device=ti.table.weight.device)  # (P,)
     if kind == "rope":
         table = rope_angles(positions, cfg.head_dim, cfg.rope_base)[0]  # (P, D): cos of the angles
         what, xlabel = "RoPE: cos(angle) per position and head dimension", "head dimension"
     else:
-        table = model.pos_emb(positions)  # (P, d)
+        table = ti.pos_emb(positions)  # (P, d)
         what, xlabel = f"the {kind} positional table, pos_emb", "dimension"
     table = table[:, :PICTURE]  # (P, first dims)
     rows = [str(t) for t in range(table.shape[0])]

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.evaluation.attention import token_label
-from qkv.explain.base import WINDOW, Explanation, Options, heatmap, need, no_grad, pick, window
-from qkv.explain.inputs import default_text, tokenizer_of
+from qkv.explain.base import WINDOW, Explanation, Options, heatmap, no_grad, pick
+from qkv.explain.inputs import default_text, describe_source, source_of
 from qkv.nn.attention import MultiHeadAttention
 from qkv.nn.masks import causal_mask, combine, key_padding_to_attn
 from qkv.nn.positional import apply_rope
+from qkv.tasks.capabilities import Capability, can
 
 LESSON = ("Attention lets every token gather information from the other tokens. Each head projects the layer's "
           "input X three ways: a query Q (what this token is looking for), a key K (what it offers to be found "
@@ -124,7 +125,7 @@ def through_w_o(attn: MultiHeadAttention, heads: list[Tensor]) -> Tensor:
 class SelfAttentionInput:
     """Where a run's self-attention is read: its layers, the input tokens, and the model run over them."""
 
-    layers: nn.ModuleList  # blocks with .attn: GPT blocks, or the encoder of a translation run
+    layers: nn.ModuleList  # blocks with .attn: GPT blocks, or an encoder
     where: str  # "layer" or "encoder layer"
     causal: bool
     labels: list[str]  # one label per input token
@@ -133,37 +134,34 @@ class SelfAttentionInput:
 
 
 def self_attention_input(run, opts: Options, e: Explanation) -> SelfAttentionInput:
-    """The text (GPT) or source (translation: tokens + EOS, as the encoder reads it) of `opts`, ready to run."""
-    tok, _ = tokenizer_of(run)
-    model = run.model
-    text = default_text(run, opts)
-    if run.task == "translate":
-        from qkv.data.translation import source_ids
-
-        limit = min(WINDOW, model.config.max_seq_len)
-        (ids,), cut = source_ids(tok, [text.strip()], limit)  # tokens + EOS, as translation feeds the encoder
+    """Where a run's self-attention is read: the text its token input reads (a GPT's text, causal; a translation
+    encoder's source + EOS, both directions), else the encoder of a source it turns into text (image patches)."""
+    if can(run, Capability.TOKEN_INPUT):
+        ti = run.text_input()
+        text = default_text(run, opts)
+        limit = min(WINDOW, ti.config.max_seq_len)
+        ids, cut = ti.prepare(text, limit)
         if cut:
-            e.say(f"(the source is longer than {limit - 1} tokens; cut to the first {limit - 1} for reading)")
-        device = model.lm_head.weight.device
-        src = torch.tensor([ids], device=device)  # (1, S)
-        mask = torch.ones_like(src, dtype=torch.bool)  # (1, S): one sentence, nothing padded
-        bos = torch.tensor([[run.tgt_tokenizer.bos_id]], device=device)  # (1, 1): attention_maps needs a target
-        e.say(f"source: {text!r} -> {len(ids)} tokens with the EOS the encoder reads; encoder self-attention")
-        return SelfAttentionInput(
-            model.encoder, "encoder layer", False, [token_label(tok, i) for i in ids],
-            lambda: model.encode(src, mask),
-            lambda: model.attention_maps(src, mask, bos)["encoder"])
-    ids = window(tok.encode(text), e, min(WINDOW, model.config.max_seq_len))
-    idx = torch.tensor([ids], device=model.tok_emb.weight.device)  # (1, T)
-    e.say(f"text: {text!r} -> {len(ids)} tokens; causal self-attention")
-    return SelfAttentionInput(model.blocks, "layer", True, [token_label(tok, i) for i in ids],
-                              lambda: model.hidden_states(idx), lambda: model.attention_maps(idx))
+            e.say(f"(the {ti.side} is {len(ids) + cut} tokens; cut to the first {limit} for reading)")
+        how = "causal self-attention" if ti.causal else "the encoder reads it with self-attention in both directions"
+        e.say(f"{ti.side}: {text!r} -> {len(ids)} tokens{' with the EOS the encoder reads' * (not ti.causal)}; {how}")
+        return SelfAttentionInput(ti.layers, ti.where, ti.causal, [token_label(ti.tokenizer, i) for i in ids],
+                                  lambda: ti.forward(ids), lambda: ti.maps(ids))
+    source = source_of(run, opts)
+    batch = run.source_batch([source])
+    model = run.model
+    tgt_tok = run.target_tokenizer
+    bos = torch.tensor([[tgt_tok.bos_id]], device=batch.src_mask.device)  # (1, 1): attention_maps needs a target
+    e.say(f"source: {describe_source(run, source)} -> {len(batch.labels[0])} positions ({batch.labels[0][0]}, …); "
+          "the encoder reads them with self-attention in both directions")
+    return SelfAttentionInput(model.encoder, "encoder layer", False, batch.labels[0],
+                              lambda: model.encode(batch.src, batch.src_mask),
+                              lambda: model.attention_maps(batch.src, batch.src_mask, bos)["encoder"])
 
 
 # ------------------------------------------------------------------------------------------------ the topic
 @no_grad
 def explain_qkv(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "qkv")
     e = Explanation("qkv", "one head step by step", run.path.name)
     e.say(LESSON)
     site = self_attention_input(run, opts, e)

@@ -8,10 +8,10 @@ The encoder's self-attention, the decoder's (causal) self-attention and the deco
 - cross-attention: ``cross_attn(x, memory)``: Q from the decoder's target states, K and V from the encoder's
   output (the "memory"), so every target token can read the whole source.
 
-The topic translates the source, runs the decoder teacher-forced on (BOS + translation) with forward hooks on
-every attention module, and prints what each module was actually called with; the cross-attention K/V inputs
-are checked to be the encoder output exactly. A GPT run has no encoder: it shows its self-attention modules and
-says that cross-attention needs a translation run (rather than refusing).
+The topic turns the source (a sentence, an image) into text, runs the decoder teacher-forced on (BOS + output)
+with forward hooks on every attention module, and prints what each module was actually called with; the
+cross-attention K/V inputs are checked to be the encoder output exactly. A GPT run has no encoder: it shows its
+self-attention modules and says that cross-attention needs an encoder-decoder run (rather than refusing).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from __future__ import annotations
 import torch
 
 from qkv.evaluation.attention import token_label
-from qkv.explain.base import WINDOW, Explanation, Options, heatmap, need, no_grad, pick
-from qkv.explain.inputs import default_text, tokenizer_of
+from qkv.explain.base import Explanation, Options, heatmap, no_grad, pick
+from qkv.explain.inputs import describe_source, source_of
 from qkv.explain.qkv import one_head, recording, self_attention_input, through_w_o
 from qkv.nn.attention import MultiHeadAttention
+from qkv.tasks.capabilities import Capability, can
 
 LESSON = ("Self-attention and cross-attention are the same computation, softmax(QKᵀ/√d_k)V, done by the same "
           "module class. In self-attention the queries, keys and values are all made from one sequence, so its "
@@ -33,17 +34,16 @@ LESSON = ("Self-attention and cross-attention are the same computation, softmax(
 
 @no_grad
 def explain_self_vs_cross(run, opts: Options) -> Explanation:
-    need(run, ("lm", "chat", "translate"), "self-vs-cross")
     e = Explanation("self-vs-cross", "one attention class as self- and cross-attention", run.path.name)
     e.say(LESSON)
-    if run.task == "translate":
-        _translation(run, opts, e)
+    if can(run, Capability.SOURCE_TO_TEXT):
+        _encoder_decoder(run, opts, e)
     else:
-        _gpt(run, opts, e)
+        _decoder_only(run, opts, e)
     return e
 
 
-def _gpt(run, opts: Options, e: Explanation) -> None:
+def _decoder_only(run, opts: Options, e: Explanation) -> None:
     site = self_attention_input(run, opts, e)
     modules = {f"layer {i} self-attention": blk.attn for i, blk in enumerate(site.layers)}
     with recording(modules) as calls:
@@ -52,8 +52,8 @@ def _gpt(run, opts: Options, e: Explanation) -> None:
             "every attention module of this GPT, as the model called it")
     _same_class(modules, e)
     e.say("a GPT (decoder-only) has no encoder and so no cross-attention: every module above takes Q, K and V from "
-          "the same text, causally. Cross-attention needs a translation (encoder-decoder) run: "
-          "qkv explain self-vs-cross TRANSLATION_RUN")
+          "the same text, causally. Cross-attention needs an encoder-decoder run (one that turns a source into text, "
+          "such as translation): qkv explain self-vs-cross TRANSLATION_RUN")
     layer = pick(opts.layer, len(site.layers), "layer", len(site.layers) - 1)
     weights = _mean_or_head(site.maps()[layer][0], opts.head)
     e.data.update(tokens=site.labels, modules=list(modules), cross=False)
@@ -63,38 +63,35 @@ def _gpt(run, opts: Options, e: Explanation) -> None:
                                  "key: text token", "query: text token", f"layer {layer} self-attention"), data)
 
 
-def _translation(run, opts: Options, e: Explanation) -> None:
-    from qkv.data.translation import source_ids, special_ids
-    from qkv.generation.seq2seq import translate_ids
+def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
+    from qkv.generation.seq2seq import decode_batch
 
-    model, src_tok, tgt_tok = run.model, tokenizer_of(run)[0], run.tgt_tokenizer
-    text = default_text(run, opts).strip()
-    _, bos, eos = special_ids(tgt_tok)
-    (ids,), cut = source_ids(src_tok, [text], min(WINDOW, model.config.max_seq_len))
-    if cut:
-        e.say(f"(the source is longer than {len(ids) - 1} tokens; cut to the first {len(ids) - 1} for reading)")
-    (out,) = translate_ids(model, [ids], bos, eos, run.decoding(), tgt_tok.vocab_size)
+    model, tgt_tok = run.model, run.target_tokenizer
+    source = source_of(run, opts)
+    batch = run.source_batch([source])
+    if batch.cut:
+        e.say(f"(the source is longer than the context: cut to {model.config.max_seq_len - 1} tokens + EOS)")
+    bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
+    (out,) = decode_batch(model, batch.src, batch.src_mask, bos, eos, run.decoding(), tgt_tok.vocab_size)
     tgt = [bos] + out[: model.config.max_seq_len - 1]
-    device = model.lm_head.weight.device
-    src = torch.tensor([ids], device=device)  # (1, S)
-    src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S): one sentence, nothing padded
-    tgt_in = torch.tensor([tgt], device=device)  # (1, T) = BOS + translation: teacher forcing
-    S, T = len(ids), len(tgt)
-    src_labels, tgt_labels = [token_label(src_tok, i) for i in ids], [token_label(tgt_tok, i) for i in tgt]
-    e.say(f"source: {text!r} ({S} tokens with EOS); translation: {tgt_tok.decode(out)!r}; the decoder reads "
-          f"BOS + translation ({T} tokens) teacher-forced")
+    src, src_mask = batch.src, batch.src_mask  # (1, S) ids or (1, ...) an image; (1, S) the memory mask
+    tgt_in = torch.tensor([tgt], device=src_mask.device)  # (1, T) = BOS + output: teacher forcing
+    S, T = src_mask.size(1), len(tgt)
+    src_labels, tgt_labels = batch.labels[0], [token_label(tgt_tok, i) for i in tgt]
+    e.say(f"source: {describe_source(run, source)} ({S} memory positions); output: {tgt_tok.decode(out)!r}; the "
+          f"decoder reads BOS + output ({T} tokens) teacher-forced")
 
     modules = {f"encoder {i} self-attention": blk.attn for i, blk in enumerate(model.encoder)}
     for i, blk in enumerate(model.decoder):
         modules |= {f"decoder {i} self-attention": blk.attn, f"decoder {i} cross-attention": blk.cross_attn}
-    memories = []
-    hook = model.enc_norm.register_forward_hook(lambda module, args, output: memories.append(output))
+    normed = []
+    hook = model.enc_norm.register_forward_hook(lambda module, args, output: normed.append(output))
     try:
         with recording(modules) as calls:
             maps = model.attention_maps(src, src_mask, tgt_in)
     finally:
         hook.remove()
-    (memory,) = memories  # (1, S, C): the encoder's output, as this very pass computed it
+    (memory,) = [model.pool(x) for x in normed]  # (1, S, C): the encoder's output, as this very pass computed it
     e.table(*_where_from(modules, calls, {"encoder": "source states", "decoder": "target states",
                                           "memory": "encoder output (memory)"}),
             "every attention module of this model, as the model called it (forward hooks)")

@@ -19,31 +19,27 @@ from torch import nn
 
 from qkv.data.chat_template import chat_tokens, render
 from qkv.errors import QKVError
-from qkv.generation.lm import generate_ids
+from qkv.generation.lm import TokenStream
 from qkv.generation.sampling import TokenSampling, seeded_generator
-from qkv.generation.streaming import stream_pieces
 
 
-def stream_reply(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_tokens: int,
-                 sampling: TokenSampling | None = None, generator: torch.Generator | None = None) -> Iterator[str]:
-    """Yield the reply to a rendered prompt as text pieces, stopping at the end-of-turn token.
+def reply_stream(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_tokens: int,
+                 sampling: TokenSampling | None = None, generator: torch.Generator | None = None,
+                 top: int = 0) -> TokenStream:
+    """The reply to a rendered prompt as a `TokenStream`, ending at the end-of-turn token (or any role token).
 
-    At most ``min(max_new_tokens, context - len(prompt_ids))`` tokens are generated.
-    """
+    At most ``min(max_new_tokens, context - len(prompt_ids))`` tokens are generated: a reply never slides the
+    window (the prompt is the whole conversation)."""
     ct = chat_tokens(tok)
-    stops = (ct.end, ct.user, ct.assistant, ct.system)
-    budget = min(max_new_tokens, model.config.max_seq_len - len(prompt_ids))
-    if budget <= 0:
-        return
-    ids = generate_ids(model, prompt_ids, budget, sampling or TokenSampling(temperature=0.0), generator=generator,
-                       stop_ids=stops, vocab_size=tok.vocab_size)
-    yield from stream_pieces((t for t in ids if t not in stops), tok)
+    budget = max(0, min(max_new_tokens, model.config.max_seq_len - len(prompt_ids)))
+    return TokenStream(model, tok, prompt_ids, budget, sampling or TokenSampling(temperature=0.0),
+                       generator=generator, stop_ids=(ct.end, ct.user, ct.assistant, ct.system), top=top)
 
 
 def greedy_reply(model: nn.Module, tok, messages: Sequence[dict], max_new_tokens: int) -> str:
     """The greedy reply to a conversation that ends with a user turn (what exact match scores)."""
     ids, _ = render(messages, tok, add_generation_prompt=True)
-    return "".join(stream_reply(model, tok, ids, max_new_tokens))
+    return "".join(reply_stream(model, tok, ids, max_new_tokens).texts())
 
 
 class ChatSession:
@@ -83,13 +79,19 @@ class ChatSession:
 
         The prompt is built (and the history trimmed, see ``last_trimmed``) before this returns.
         """
+        return self._texts(user, self.reply_stream(user))
+
+    def reply_stream(self, user: str, top: int = 0) -> TokenStream:
+        """The reply to `user` as a `TokenStream` (tokens with their text, and why it ended); the history is not
+        changed (`reply` adds the turns when its stream ends)."""
         if not user.strip():
             raise QKVError("the message is empty")
-        return self._stream(user, self.prompt_ids(user))
+        return reply_stream(self.model, self.tok, self.prompt_ids(user), self.max_new_tokens, self.sampling,
+                            self.generator, top)
 
-    def _stream(self, user: str, ids: list[int]) -> Iterator[str]:
+    def _texts(self, user: str, stream: TokenStream) -> Iterator[str]:
         pieces = []
-        for piece in stream_reply(self.model, self.tok, ids, self.max_new_tokens, self.sampling, self.generator):
+        for piece in stream.texts():
             pieces.append(piece)
             yield piece
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": "".join(pieces)}]

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qkv.errors import QKVError
 from qkv.generation.protocols import DecoderModel
 from qkv.generation.sampling import TokenSampling, sample_next, sampling_probs, seeded_generator
-from qkv.generation.streaming import stream_pieces
+from qkv.generation.streaming import TextStream
 
 
 @dataclass
@@ -101,6 +102,57 @@ def generate_ids(model: DecoderModel, prompt_ids: Sequence[int], max_new_tokens:
         yield step.id
 
 
+@dataclass
+class Piece:
+    """One drawn token and the text it completes: "" while a character is incomplete or a stop string may still
+    begin; `id` None for the text held back until the end; `top` as in `Step`."""
+
+    id: int | None
+    text: str
+    top: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+class TokenStream:
+    """One generation, the one loop every caller streams through (`qkv generate`, `qkv chat`, the playground):
+    iterate for `Piece`s; afterwards `reason` says why it ended — "length" (max_new_tokens, or the context for a
+    chat reply), "end" (a stop id: not shown), "stop" (a stop string: not shown) — and `tokens` how many were
+    drawn (a stop id counted). A caller may leave the loop early (the playground's Stop); nothing is flushed.
+
+    A prompt longer than the context keeps its last `max_seq_len` tokens; `prompt_cut` says how many went."""
+
+    def __init__(self, model: DecoderModel, tokenizer, prompt_ids: Sequence[int], max_new_tokens: int,
+                 sampling: TokenSampling | None = None, *, generator: torch.Generator | None = None,
+                 stop: Sequence[str] = (), stop_ids: Sequence[int] = (), top: int = 0, use_cache: bool = True):
+        if len(prompt_ids) == 0:
+            raise QKVError("the prompt is empty; give at least one character")
+        self.model, self.tokenizer, self.prompt_ids = model, tokenizer, list(prompt_ids)
+        self.max_new_tokens, self.sampling, self.generator = max_new_tokens, sampling, generator
+        self.stop, self.stop_ids, self.top, self.use_cache = stop, tuple(stop_ids), top, use_cache
+        self.prompt_cut = max(0, len(self.prompt_ids) - model.config.max_seq_len)
+        self.reason, self.tokens = "length", 0
+
+    def __iter__(self) -> Iterator[Piece]:
+        text = TextStream(self.tokenizer, self.stop)
+        for step in generate_steps(self.model, self.prompt_ids, self.max_new_tokens, self.sampling,
+                                   generator=self.generator, stop_ids=self.stop_ids, use_cache=self.use_cache,
+                                   vocab_size=self.tokenizer.vocab_size, top=self.top):
+            self.tokens += 1
+            if step.id in self.stop_ids:
+                self.reason = "end"
+                break
+            yield Piece(step.id, text.push(step.id), step.top)
+            if text.stopped:
+                self.reason = "stop"
+                return
+        rest = text.finish()
+        if rest:
+            yield Piece(None, rest)
+
+    def texts(self) -> Iterator[str]:
+        """The text as it comes, empty pieces left out."""
+        return (p.text for p in self if p.text)
+
+
 def stream_text(
     model: DecoderModel,
     tokenizer,
@@ -117,9 +169,8 @@ def stream_text(
     (`qkv.generation.streaming`). Stops at any string in `stop` (not included in the output) or at a token
     in `stop_ids`; never produces an id the tokenizer cannot decode."""
     generator = seeded_generator(next(model.parameters()).device, seed)
-    ids = generate_ids(model, tokenizer.encode(prompt), max_new_tokens, sampling, generator=generator,
-                       stop_ids=stop_ids, use_cache=use_cache, vocab_size=tokenizer.vocab_size)
-    yield from stream_pieces((t for t in ids if t not in stop_ids), tokenizer, stop)
+    return TokenStream(model, tokenizer, tokenizer.encode(prompt), max_new_tokens, sampling, generator=generator,
+                       stop=stop, stop_ids=stop_ids, use_cache=use_cache).texts()
 
 
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, sampling=None, **kw) -> str:

@@ -299,30 +299,38 @@ def translate_lines(model, src_tok, tgt_tok, lines: list[str], cfg: SequenceDeco
 
 @torch.no_grad()
 def translate_nbest(model, src_tok, tgt_tok, text: str, cfg: SequenceDecoding, n: int) -> list[dict]:
-    """The `n` best translations of one sentence by beam search (greedy when cfg.beam == 1: one entry), best
-    first: ``{"text", "tokens", "score", "logprob", "finished"}``. A source longer than the context: QKVError."""
-    from qkv.data.translation import source_ids, special_ids
+    """The `n` best translations of one sentence (`nbest`). A source longer than the context: QKVError."""
+    from qkv.data.translation import source_ids
     from qkv.errors import QKVError
 
     if not text.strip():
         raise QKVError("the source sentence is empty")
-    if n < 1:
-        raise QKVError(f"n must be >= 1, got {n}")
     ctx = model.config.max_seq_len
     (ids,), cut = source_ids(src_tok, [text.strip()], ctx)
     if cut:
         raise QKVError(f"the source is {len(src_tok.encode(text.strip())) + 1} tokens with its EOS; the model's "
                        f"context is {ctx}")
+    src = torch.tensor([ids], device=model.lm_head.weight.device)  # (1, S)
+    return nbest(model, src, torch.ones_like(src, dtype=torch.bool), tgt_tok, cfg, n)
+
+
+@torch.no_grad()
+def nbest(model, src: Tensor, src_mask: Tensor, tgt_tok, cfg: SequenceDecoding, n: int) -> list[dict]:
+    """The `n` best outputs for one source (src (1, S) ids or (1, ...) an image, its memory mask (1, S)) by beam
+    search (greedy when cfg.beam == 1: one entry), best first: ``{"text", "tokens", "score", "logprob",
+    "finished"}``."""
+    from qkv.data.translation import special_ids
+    from qkv.errors import QKVError
+
+    if n < 1:
+        raise QKVError(f"n must be >= 1, got {n}")
     was_training = model.training
     model.eval()
     _, bos, eos = special_ids(tgt_tok)
-    device = model.lm_head.weight.device
-    src = torch.tensor([ids], device=device)  # (1, S)
-    src_mask = torch.ones_like(src, dtype=torch.bool)  # (1, S)
     if cfg.beam == 1:  # greedy keeps no scores: one entry, scored as None
         (out,) = greedy_decode(model, src, src_mask, bos, eos, cfg.max_len_a, cfg.max_len_b,
                                vocab_size=tgt_tok.vocab_size)
-        limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, ctx)[0]
+        limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, model.config.max_seq_len)[0]
         found = [{"tokens": out, "score": None, "logprob": None, "finished": len(out) < limit}]
     else:
         (hyps,) = beam_search_nbest(model, src, src_mask, bos, eos, cfg, tgt_tok.vocab_size)

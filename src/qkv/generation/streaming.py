@@ -9,18 +9,20 @@ the rest arrives, so half a character is never printed. The pieces joined are ex
 
 Stop strings: the text is searched for them only where a new match can start (the last few characters),
 and characters that might be the beginning of a stop string are held back until it is clear they are not.
-`stream_pieces` is the one loop that `qkv generate`, `qkv chat` and the training samples stream through.
+`qkv.generation.lm.TokenStream`, the one loop that `qkv generate`, `qkv chat`, the playground and the training
+samples stream through, pushes every drawn token here.
 
     >>> from qkv.tokenizers import train_char
     >>> tok = train_char("ab.")
-    >>> list(stream_pieces(tok.encode("ab.ab"), tok, stop=["."]))
-    ['ab']
+    >>> text = TextStream(tok, stop=["."])
+    >>> [text.push(i) for i in tok.encode("ab.ab")], text.stopped
+    (['a', 'b', '', '', ''], True)
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 
 class TextStream:
@@ -65,17 +67,3 @@ class TextStream:
             return ""
         out, self._pending = self._pending[:n], self._pending[n:]
         return out
-
-
-def stream_pieces(ids: Iterable[int], tokenizer, stop: Sequence[str] = ()) -> Iterator[str]:
-    """The text of `ids` as pieces, as soon as each is complete, ending before the first stop string."""
-    stream = TextStream(tokenizer, stop)
-    for i in ids:
-        piece = stream.push(i)
-        if piece:
-            yield piece
-        if stream.stopped:
-            return
-    rest = stream.finish()
-    if rest:
-        yield rest

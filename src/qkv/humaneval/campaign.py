@@ -1,12 +1,15 @@
 """A campaign: the items, each system's candidate for each item, and every rater's tasks, made once and stored.
 
-A campaign compares one or two trained runs of the same task (translate, chat or lm) the way WMT's human
-evaluation does (Kocmi et al. 2024, "Error Span Annotation"; Appraise):
+A campaign compares one or two trained runs that write the same kind of text (`kind_of`, from what they can do:
+text about a source — a sentence or an image —, a chat reply, or a continuation) the way WMT's human evaluation
+does (Kocmi et al. 2024, "Error Span Annotation"; Appraise):
 
-1. **Items.** n sources drawn at random (seeded) from the data: a Multi30k split (translation), or a file
-   with one source or prompt per line and optionally its line-aligned references. Empty lines are skipped.
-2. **Candidates.** Each system's output for each item, made with the run's own settings: a translation
-   run's [decode] beam; a chat run's [sample] settings in a fresh session per prompt; an lm run's [sample]
+1. **Items.** n sources drawn at random (seeded) from the data: a named dataset the runs know (a Multi30k split
+   for translation, a captioning run's fresh test scenes), or a file with one source or prompt per line (for a
+   run that reads images: one image path per line) and optionally its line-aligned references. Empty lines are
+   skipped. An image is stored as a PNG data URL at the run's size, what the rater page shows.
+2. **Candidates.** Each system's output for each item, made with the run's own settings: a source -> text run's
+   [decode] settings; a chat run's [sample] settings in a fresh session per prompt; a language model's [sample]
    settings with at most 200 new tokens. Sampling uses the campaign's seed, so the campaign can be remade.
 3. **Raters.** K raters, ``rater1..raterK``, each with an unguessable token (``secrets.token_urlsafe(18)``,
    144 random bits) for a private link. Every rater rates every item, so agreement can be measured.
@@ -33,17 +36,16 @@ from pathlib import Path
 from qkv.errors import QKVError
 from qkv.humaneval.quality import degrade
 from qkv.humaneval.store import (
-    KINDS,
     CampaignPlan,
     PlannedCandidate,
     PlannedRater,
     PlannedTask,
     Store,
 )
+from qkv.tasks.capabilities import Capability, can
 
 CONTROL_FRACTION = 0.1  # quality-control tasks per rater, as a fraction of the items (at least one)
 LM_MAX_NEW_TOKENS = 200  # an lm candidate is at most this long (or the run's own limit, if smaller)
-DEFAULT_SPLIT = "test_2016_flickr"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # progress(done, total): candidates made so far, out of all of them
@@ -72,9 +74,9 @@ class CampaignSpec:
         if not 1 <= len(self.runs) <= 2:
             raise QKVError(f"a campaign compares 1 or 2 runs, got {len(self.runs)}")
         if self.n <= 0:
-            raise QKVError(f"n must be positive, got {self.n}")
+            raise QKVError(f"n must be positive, got {self.n}", argument="n")
         if self.raters <= 0:
-            raise QKVError(f"raters must be positive, got {self.raters}")
+            raise QKVError(f"raters must be positive, got {self.raters}", argument="raters")
         if (self.data is None) == (self.src is None):
             raise QKVError("give the items with either data = 'multi30k' (and a split) or a src file (and its ref "
                            "file), not both" if self.data is not None else
@@ -164,29 +166,56 @@ def _donors(items: list[tuple[int, str, str | None]], outputs: list[list[str]], 
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def read_items(spec: CampaignSpec, kind: str, direction: str | None) -> tuple[list[tuple[int, str, str | None]], str]:
-    """([(line, source, reference or None)] of the non-empty sources, a description of where they came from)."""
-    from qkv.data.translation import multi30k_paths, read_lines, read_parallel
+def kind_of(run) -> str:
+    """What the raters of `run` see, from what it can do: a source and the text written about it (a sentence:
+    source-to-text; an image: image-to-text), a chat reply, or a continuation."""
+    if can(run, Capability.SOURCE_TO_TEXT):
+        return "source-to-text" if run.source_kind == "text" else "image-to-text"
+    if can(run, Capability.CHAT):
+        return "chat"
+    if can(run, Capability.CONTINUATION):
+        return "continuation"
+    raise QKVError(f"{run.path} is {run.describe()}; human evaluation compares runs that write text (about a "
+                   "source, in a chat, or after a prompt)")
+
+
+def read_items(spec: CampaignSpec, run) -> tuple[list[tuple[int, str, str | None]], str]:
+    """([(line, source, reference or None)] of the non-empty sources, a description of where they came from). An
+    image source is kept as a PNG data URL at the run's image size (how the rater page shows it): the items of
+    a named dataset the run knows (`dataset_pairs`), or a src file of image paths, one per line."""
+    from qkv.data.translation import read_lines, read_parallel
 
     if spec.data is not None:
-        if kind != "translate":
-            raise QKVError(f"data = {spec.data!r} is for translation runs; give {kind} runs their prompts in a src "
-                           "file")
-        if spec.data != "multi30k":
-            raise QKVError(f"unknown parallel dataset {spec.data!r}; use multi30k, or a src file (and its ref file)")
-        split = spec.split or DEFAULT_SPLIT
-        srcs, refs = read_parallel(*multi30k_paths(direction, split))
-        where = f"multi30k {direction} {split}"
+        if not can(run, Capability.SOURCE_TO_TEXT):
+            raise QKVError(f"data = {spec.data!r} gives sources with references, for runs that write text about a "
+                           f"source; give {kind_of(run)} runs their prompts in a src file")
+        srcs, refs, where = run.dataset_pairs(spec.data, spec.split)
     elif spec.ref is not None:
         srcs, refs = read_parallel(spec.src, spec.ref)
         where = f"{spec.src} -> {spec.ref}"
     else:
         srcs = read_lines(spec.src)
         refs, where = [None] * len(srcs), str(spec.src)
-    items = [(line, s, r or None) for line, (s, r) in enumerate(zip(srcs, refs, strict=True)) if s]
+    if kind_of(run) == "image-to-text":
+        srcs = [_image_url(run, s) for s in srcs]
+    items = [(line, s, r or None) for line, (s, r) in enumerate(zip(srcs, refs, strict=True)) if len(s)]
     if not items:
         raise QKVError(f"{where}: no non-empty source line")
     return items, where
+
+
+def _image_url(run, source) -> str:
+    """An image source (a tensor, or a file's path in a src file) as a PNG data URL at the run's size ("" for an
+    empty line)."""
+    import torch
+
+    from qkv.data.images import png_data_url
+
+    if isinstance(source, str):
+        if not source.strip():
+            return ""
+        source = run.image(source.strip())
+    return png_data_url(source if source.dim() == 3 else torch.cat(list(source), dim=-1))  # a clip: side by side
 
 
 def sample_items(items: list, n: int, seed: int) -> list:
@@ -199,16 +228,19 @@ def sample_items(items: list, n: int, seed: int) -> list:
 # ------------------------------------------------------------------------------------------------ candidates
 def make_candidates(run, sources: list[str], seed: int, progress: Progress | None = None,
                     done: int = 0, total: int | None = None) -> list[str]:
-    """The run's output for each source, with the run's own settings (module docstring, step 2)."""
+    """The run's output for each source, with the run's own settings (module docstring, step 2), by what it can
+    do (`kind_of`)."""
     total = total if total is not None else len(sources)
+    kind = kind_of(run)
     out: list[str] = []
-    chunk = 16 if run.task == "translate" else 1
+    chunk = 16 if kind in ("source-to-text", "image-to-text") else 1
     for k in range(0, len(sources), chunk):
         batch = sources[k:k + chunk]
-        if run.task == "translate":
-            hyps, _ = run.translate(batch, run.decoding())
-            out += hyps
-        elif run.task == "chat":
+        if kind == "source-to-text":
+            out += run.to_text(batch, run.decoding())
+        elif kind == "image-to-text":
+            out += run.to_text([_image_bytes(url) for url in batch], run.decoding())
+        elif kind == "chat":
             session = run.chat(run.sampling(seed=seed))  # a fresh session: no history between prompts
             try:
                 out.append("".join(session.reply(batch[0])))
@@ -222,6 +254,12 @@ def make_candidates(run, sources: list[str], seed: int, progress: Progress | Non
     return out
 
 
+def _image_bytes(data_url: str) -> bytes:
+    import base64
+
+    return base64.b64decode(data_url.partition(",")[2])
+
+
 def create_campaign(store_path: str | Path, spec: CampaignSpec, progress: Progress | None = None,
                     device: str = "cpu") -> Created:
     """Read the items, load the runs, make every candidate, then store the campaign in one transaction.
@@ -229,9 +267,7 @@ def create_campaign(store_path: str | Path, spec: CampaignSpec, progress: Progre
     Nothing is written before every candidate exists: bad input (files, runs, options, a name in use) is a
     one-line QKVError and leaves the store as it was (no file is created for a store that did not exist).
     """
-    from qkv.runs import read_config
-    from qkv.tasks import load_run, task_of
-    from qkv.tasks.base import a_
+    from qkv.tasks import load_run
 
     spec.check()
     store_path = Path(store_path)
@@ -239,22 +275,18 @@ def create_campaign(store_path: str | Path, spec: CampaignSpec, progress: Progre
         with Store(store_path) as store:
             if spec.name in store.campaign_names():
                 raise QKVError(f"a campaign named {spec.name!r} already exists in {store_path}")
-    tasks = [task_of(read_config(path)) for path in spec.runs]  # from config.json: no model loaded yet
-    kind = tasks[0]
-    if any(t != kind for t in tasks):
-        raise QKVError("the runs must be of one task: " + ", ".join(f"{p} is {a_(t)} run" for p, t in
-                                                                     zip(spec.runs, tasks, strict=True)))
-    if kind not in KINDS:
-        raise QKVError(f"{spec.runs[0]} is {a_(kind)} run; human evaluation compares translate, chat or lm runs")
     runs = [load_run(path, device=device) for path in spec.runs]
-    direction = None
-    if kind == "translate" and spec.data is not None:
-        directions = {r.config.data.direction for r in runs}
-        if len(directions) > 1:
-            raise QKVError(f"the runs translate different language pairs ({', '.join(sorted(directions))}); "
-                           "compare runs of one direction")
-        direction = directions.pop()
-    available, where = read_items(spec, kind, direction)
+    kinds = [kind_of(run) for run in runs]
+    kind = kinds[0]
+    if any(k != kind for k in kinds):
+        raise QKVError("the runs must write the same kind of text: " + ", ".join(f"{p} is {k}" for p, k in
+                                                                              zip(spec.runs, kinds, strict=True)))
+    if spec.data is not None and len(runs) > 1:  # both must read the same sources: their descriptions agree
+        wheres = {run.dataset_pairs(spec.data, spec.split)[2] for run in runs}
+        if len(wheres) > 1:
+            raise QKVError(f"the runs read different data from {spec.data} ({', '.join(sorted(wheres))}); compare "
+                           "runs of one direction")
+    available, where = read_items(spec, runs[0])
     items = sample_items(available, spec.n, spec.seed)
     notes = []
     if spec.n > len(available):
@@ -265,8 +297,8 @@ def create_campaign(store_path: str | Path, spec: CampaignSpec, progress: Progre
                for k, run in enumerate(runs)]
     labels = system_labels(spec.runs)
     systems = [(label, str(Path(p).resolve())) for label, p in zip(labels, spec.runs, strict=True)]
-    record = {"runs": [s[1] for s in systems], "data": spec.data, "split": (spec.split or DEFAULT_SPLIT)
-              if spec.data else None, "src": str(spec.src) if spec.src else None,
+    record = {"runs": [s[1] for s in systems], "data": spec.data, "split": spec.split,
+              "src": str(spec.src) if spec.src else None,
               "ref": str(spec.ref) if spec.ref else None, "source": where, "n": spec.n, "raters": spec.raters,
               "seed": spec.seed, "available": len(available)}
     plan = plan_campaign(spec.name, kind, record, systems, items, outputs, spec.raters, spec.seed)

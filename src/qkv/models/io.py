@@ -64,8 +64,11 @@ def build_model(model_type: str, model_cfg: dict, device: str | torch.device | N
         raise QKVError(f"unknown model_type {model_type!r}; valid: {', '.join(MODEL_TYPES)}")
     cfg_cls, model_cls = MODEL_TYPES[model_type]
     cfg = from_dict(cfg_cls, model_config_dict(model_type, model_cfg), prefix="model.")
-    with torch.device(device or "cpu"):
-        return model_cls(cfg)
+    try:
+        with torch.device(device or "cpu"):
+            return model_cls(cfg)
+    except ValueError as e:  # a config that validates alone but cannot build a model (a size left unset)
+        raise QKVError(f"model: {e}") from None
 
 
 def weights_to_save(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from qkv.errors import QKVError
 from qkv.server.inside import router as inside_router
 from qkv.server.playground import router as playground_router
 from qkv.server.rating import router as rating_router
-from qkv.server.served import STATIC, HTTPError, Served, a_
+from qkv.server.served import PAGE_FILES, STATIC, HTTPError, Served
 from qkv.server.workers import Busy
 
 log = logging.getLogger("qkv.server")
@@ -182,8 +182,8 @@ def create_app(runs: dict[str, Served], config: ServeConfig | None = None) -> Fa
         if served is None:
             raise HTTPError(404, f"no run named {name!r} on this server")
         if page not in served.pages:
-            raise HTTPError(404, f"{name} is {a_(served.task)} run; its pages are {', '.join(served.pages)}")
-        return FileResponse(STATIC / f"{page}.html")
+            raise HTTPError(404, f"{name} has no {page} page; its pages are {', '.join(served.pages)}")
+        return FileResponse(STATIC / f"{PAGE_FILES.get(page, page)}.html")
 
     app.include_router(playground_router)
     app.include_router(inside_router)

@@ -1,6 +1,6 @@
 """The "Look inside" page's API: `qkv explain` over HTTP, with the same numbers (`Explanation.to_json`).
 
-    GET  /api/explain/topics                    the topics in lesson order, with the run tasks each applies to
+    GET  /api/explain/topics                    the topics in lesson order, with what a run must be able to do
     POST /api/runs/{name}/explain/{topic}       one topic on one run: every block (text, tensors, tables, checks),
                                                 its data, and its pictures as PNG data URLs
 
@@ -14,9 +14,8 @@ import base64
 from fastapi import APIRouter, Request
 
 from qkv.errors import QKVError
-from qkv.explain import TOPICS, explain
-from qkv.explain.base import need
-from qkv.server.playground import _run, _served
+from qkv.explain import TOPICS, applies, explain
+from qkv.server.playground import _checked, _run, _served, image_bytes
 from qkv.server.schemas import ExplainRequest
 from qkv.server.served import HTTPError
 
@@ -25,7 +24,8 @@ router = APIRouter(prefix="/api", tags=["look inside"])
 
 @router.get("/explain/topics")
 async def topics() -> list[dict]:
-    return [{"name": name, "line": t.line, "kinds": list(t.kinds)} for name, t in TOPICS.items()]
+    """Every topic in lesson order, with what a run must be able to do for it (any of `needs`)."""
+    return [{"name": name, "line": t.line, "needs": [c.value for c in t.needs]} for name, t in TOPICS.items()]
 
 
 @router.post("/runs/{name}/explain/{topic}")
@@ -33,14 +33,16 @@ async def explain_topic(request: Request, name: str, topic: str, req: ExplainReq
     s = _served(request, name)
     if topic not in TOPICS:
         raise HTTPError(404, f"unknown topic {topic!r}; the topics are: {', '.join(TOPICS)}")
-    try:
-        need(s.run, TOPICS[topic].kinds, topic)  # the message `qkv explain` gives
-    except QKVError as e:
-        raise HTTPError(404, str(e)) from None
+    if not applies(topic, s.run):
+        try:
+            explain(topic, s.run)  # the one-line refusal `qkv explain` gives
+        except QKVError as e:
+            raise HTTPError(404, str(e)) from None
+    image = _checked(lambda: image_bytes(req.image), "image") if req.image is not None else None
 
     def work():
-        e = explain(topic, s.run, text=req.text, src=req.src, prompt=req.prompt, layer=req.layer, head=req.head,
-                    seed=req.seed)
+        e = explain(topic, s.run, text=req.text, src=req.src, image=image, prompt=req.prompt, layer=req.layer,
+                    head=req.head, seed=req.seed)
         out = e.to_json()
         out["pictures"] = [{"name": stem, "url": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
                            for stem, png in (e.render_pngs() if req.pictures else [])]

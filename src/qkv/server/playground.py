@@ -1,16 +1,21 @@
 """The playground's API: what each page asks a run for. Thin: every answer comes from the run's own calls
-(`qkv.tasks`) and the modules below them; this file only checks requests, queues the work on the run's
-worker (`qkv.server.workers`) and turns results into JSON or server-sent events.
+(`qkv.tasks`, chosen by what the run can do: `qkv.tasks.capabilities`); this file only checks requests, queues
+the work on the run's worker (`qkv.server.workers`) and turns results into JSON or server-sent events. Tokens
+stream through the run's own `token_stream` (and a chat session's `reply_stream`): the one loop `qkv generate`
+and `qkv chat` use too.
 
-    GET  /api/runs                        the runs, their tasks and pages
-    GET  /api/runs/{name}                 one run: its config and what its pages need to know
-    GET  /api/runs/{name}/params          its parameter table
-    POST /api/runs/{name}/generate        SSE: a continuation, token by token, with the top next-token probabilities
-    POST /api/runs/{name}/chat            SSE: the next assistant reply to a conversation
-    POST /api/runs/{name}/translate       the n-best translations and the cross-attention of the best
-    POST /api/runs/{name}/attention       a GPT's self-attention over a text, every layer and head
-    POST /api/runs/{name}/images          sampled images and the reverse process of the first, as a strip
-    POST /api/runs/{name}/noise           the forward process on a real training image
+    GET  /api/runs                        the runs, what each can do, its pages
+    GET  /api/runs/{name}                 one run: its capabilities, the server's caps, what its pages need to know
+    GET  /api/runs/{name}/params          its parameter table                                          (parameters)
+    POST /api/runs/{name}/generate        SSE: a continuation, token by token, with the top next-token
+                                          probabilities                                              (continuation)
+    POST /api/runs/{name}/chat            SSE: the next assistant reply to a conversation                    (chat)
+    POST /api/runs/{name}/to-text         a source (a sentence, or an image as a data URL) -> the n-best outputs and
+                                          the cross-attention of the best                          (source-to-text)
+    POST /api/runs/{name}/translate       the same, for a sentence (the name the page had first)
+    POST /api/runs/{name}/attention       the self-attention over a text, every layer and head     (self-attention)
+    POST /api/runs/{name}/images          sampled images and the reverse process of the first, as a strip (images)
+    POST /api/runs/{name}/noise           the forward process on a real training image                   (images)
     GET  /api/health                      queues, jobs, tokens and cancellations per run
     (and `qkv.server.inside`: /api/explain/topics, POST /api/runs/{name}/explain/{topic}, the "Look inside" page)
 
@@ -23,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import dataclasses
-import io
 import json
 import time
 
@@ -33,13 +38,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from qkv.config import to_dict
+from qkv.data.images import png_data_url
 from qkv.errors import QKVError
-from qkv.evaluation.attention import AttentionStack, gpt_attention, seq2seq_attention, token_label
-from qkv.evaluation.params import parameter_groups, report_for_model
-from qkv.generation.lm import generate_steps
-from qkv.generation.sampling import seeded_generator
-from qkv.generation.seq2seq import translate_nbest
-from qkv.generation.streaming import TextStream
+from qkv.evaluation.attention import AttentionStack, token_label
 from qkv.server.schemas import (
     AttentionRequest,
     ChatRequest,
@@ -47,9 +48,10 @@ from qkv.server.schemas import (
     ImagesRequest,
     NoiseRequest,
     Sampling,
-    TranslateRequest,
+    ToTextRequest,
 )
-from qkv.server.served import HTTPError, Served, a_
+from qkv.server.served import HTTPError, Served
+from qkv.tasks.capabilities import Capability, can, require
 
 router = APIRouter(prefix="/api", tags=["playground"])
 KEEPALIVE_S = 1.0  # a comment line this often while a stream waits: a client that left is noticed within it
@@ -57,12 +59,16 @@ FLUSH_S = 0.02  # a stream writes at most every 20 ms (50 times a second, smooth
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _served(request: Request, name: str, *tasks: str) -> Served:
+def _served(request: Request, name: str, *needs: Capability) -> Served:
+    """The run named `name`; 404 when there is none, or when it cannot do what the endpoint needs."""
     served = request.app.state.runs.get(name)
     if served is None:
         raise HTTPError(404, f"no run named {name!r} on this server")
-    if tasks and served.task not in tasks:
-        raise HTTPError(404, f"{name} is {a_(served.task)} run; this needs {' or '.join(a_(t) for t in tasks)} run")
+    for capability in needs:
+        try:
+            require(served.run, capability, "this page")
+        except QKVError as e:
+            raise HTTPError(404, str(e)) from None
     return served
 
 
@@ -80,9 +86,10 @@ def _sampling(served: Served, req: Sampling, cap: int):
     return dataclasses.replace(s, seed=seed)
 
 
-def _encode(tok, text: str, what: str) -> list[int]:
+def _checked(fn, what: str):
+    """fn()'s result; a QKVError (what the run refuses) is a 422 naming the field `what`."""
     try:
-        return tok.encode(text)
+        return fn()
     except QKVError as e:
         raise HTTPError(422, f"{what}: {e}") from None
 
@@ -107,22 +114,15 @@ def _stream(request: Request, job) -> StreamingResponse:
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def png_data_url(image: torch.Tensor) -> str:
-    """(C, H, W) in [-1, 1] -> a ``data:image/png;base64,...`` URL (grey for 1 channel)."""
-    from PIL import Image
-
-    x = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()  # (C, H, W)
-    arr = x[0].numpy() if x.size(0) == 1 else x.permute(1, 2, 0).numpy()  # (H, W) or (H, W, C)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def stack_json(stack: AttentionStack) -> dict:
     L, H = stack.weights.shape[:2]
-    return {"kind": stack.kind, "layers": L, "heads": H, "rows": stack.rows, "cols": stack.cols,
-            "xlabel": stack.xlabel, "ylabel": stack.ylabel, "text": stack.text, "note": stack.note,
-            "weights": stack.weights.round(decimals=4).tolist()}  # [layer][head][row][col]
+    out = {"kind": stack.kind, "layers": L, "heads": H, "rows": stack.rows, "cols": stack.cols,
+           "xlabel": stack.xlabel, "ylabel": stack.ylabel, "text": stack.text, "note": stack.note,
+           "weights": stack.weights.round(decimals=4).tolist()}  # [layer][head][row][col]
+    if stack.image is not None:  # an image source: the columns are its patches, drawn on it
+        frames = stack.image if stack.image.dim() == 4 else stack.image[None]  # (F, C, H, W)
+        out |= {"image": png_data_url(torch.cat(list(frames), dim=-1)), "grid": stack.grid, "frames": stack.frames}
+    return out
 
 
 async def _run(request: Request, served: Served, fn):
@@ -135,43 +135,52 @@ async def _run(request: Request, served: Served, fn):
 # ------------------------------------------------------------------------------------------------ runs
 @router.get("/runs")
 async def list_runs(request: Request) -> list[dict]:
-    """Every run on this server: name, task, model, parameters and pages."""
-    return [_describe(s) for s in request.app.state.runs.values()]
+    """Every run on this server: name, task, what it can do, parameters and pages."""
+    return [_describe(request, s) for s in request.app.state.runs.values()]
 
 
-def _describe(s: Served) -> dict:
-    model = s.run.model
-    out = {"name": s.name, "task": s.task, "model_type": s.run.model_type, "pages": s.pages,
-           "params": sum(p.numel() for p in model.parameters()), "path": str(s.path)}
-    cfg = model.config
-    if s.run.model_type in ("gpt", "seq2seq"):
-        out["max_seq_len"] = cfg.max_seq_len
-    if s.run.model_type == "gpt":
-        out |= {"layers": cfg.n_layers, "heads": cfg.n_heads, "sample": to_dict(s.run.config.sample)}
-    if s.run.model_type == "seq2seq":
-        out |= {"layers": cfg.n_decoder_layers, "heads": cfg.n_heads, "decode": to_dict(s.run.config.decode)}
-    if s.run.model_type == "dit":
-        meta = s.run.meta
+def _describe(request: Request, s: Served) -> dict:
+    """What the pages need to know of a run, by what it can do, and the limits this server sets."""
+    from qkv.explain import topics_for
+
+    run, config = s.run, request.app.state.config
+    model = run.model
+    out = {"name": s.name, "task": s.task, "model_type": run.model_type, "pages": s.pages,
+           "capabilities": sorted(c.value for c in run.capabilities), "topics": topics_for(run),
+           "params": sum(p.numel() for p in model.parameters()), "path": str(s.path),
+           "limits": {"max_new_tokens": config.max_new_tokens, "max_images": config.max_images,
+                      "max_body_bytes": config.max_body_bytes}}
+    if can(run, Capability.TOKENS):
+        out["example_text"] = run.example_text()
+    if can(run, Capability.CONTINUATION):
+        sample = to_dict(run.config.sample)
+        sample["max_new_tokens"] = min(sample["max_new_tokens"], config.max_new_tokens)  # what the page may ask
+        out |= {"max_seq_len": model.config.max_seq_len, "layers": model.config.n_layers,
+                "heads": model.config.n_heads, "sample": sample}
+    if can(run, Capability.SOURCE_TO_TEXT):
+        out |= {"max_seq_len": model.config.max_seq_len, "layers": len(model.decoder),
+                "heads": model.config.n_heads, "decode": to_dict(run.config.decode), "source_kind": run.source_kind}
+        if run.source_kind == "image":
+            c = model.config
+            out["image"] = {"size": c.image_size, "channels": c.channels, "frames": c.frames}
+    if can(run, Capability.IMAGES):
+        cfg, meta = model.config, run.meta
         out |= {"conditioning": cfg.conditioning, "n_classes": cfg.n_classes, "class_names": meta.get("class_names"),
-                "prompts": (meta.get("prompts") or [])[:50], "timesteps": s.run.config.diffusion.n_timesteps,
-                "sample": to_dict(s.run.config.sample), "latent": s.run.autoencoder is not None}
+                "prompts": (meta.get("prompts") or [])[:50], "timesteps": run.config.diffusion.n_timesteps,
+                "sample": to_dict(run.config.sample), "latent": run.autoencoder is not None}
     return out
 
 
 @router.get("/runs/{name}")
 async def describe_run(request: Request, name: str) -> dict:
-    return _describe(_served(request, name))
+    return _describe(request, _served(request, name))
 
 
 @router.get("/runs/{name}/params")
 async def params(request: Request, name: str) -> dict:
     """The parameter table: the GPT report (with FLOPs and memory) or, for other models, modules by name."""
-    s = _served(request, name)
-    if s.run.model_type == "gpt":
-        return {"kind": "gpt", **report_for_model(s.run.model, s.name).to_json()}
-    rows, total = parameter_groups(s.run.model)
-    return {"kind": "groups", "name": s.name, "model_type": s.run.model_type, "total": total,
-            "groups": [dataclasses.asdict(r) for r in rows]}
+    s = _served(request, name, Capability.PARAMETERS)
+    return s.run.parameter_table().to_json()
 
 
 @router.get("/health")
@@ -184,14 +193,13 @@ async def health(request: Request) -> dict:
 @router.post("/runs/{name}/generate")
 async def generate(request: Request, name: str, req: GenerateRequest):
     """A continuation of `prompt`, streamed token by token (server-sent events)."""
-    s = _served(request, name, "lm", "chat")
-    cap = request.app.state.config.max_new_tokens
-    sampling = _sampling(s, req, cap)
-    tok, model = s.run.tokenizer, s.run.model
-    ids = _encode(tok, req.prompt, "prompt")
-    if len(ids) > model.config.max_seq_len:
-        raise HTTPError(422, f"prompt: {len(ids)} tokens, over the model's context of {model.config.max_seq_len}")
-    return _token_stream(request, s, ids, sampling, req.stop, (), req.top)
+    s = _served(request, name, Capability.CONTINUATION)
+    sampling = _sampling(s, req, request.app.state.config.max_new_tokens)
+    stream = _checked(lambda: s.run.token_stream(req.prompt, sampling, stop=req.stop, top=req.top), "prompt")
+    if stream.prompt_cut:
+        raise HTTPError(422, f"prompt: {len(stream.prompt_ids)} tokens, over the model's context of "
+                             f"{s.run.model.config.max_seq_len}")
+    return _token_stream(request, s, stream)
 
 
 @router.post("/runs/{name}/chat")
@@ -199,52 +207,31 @@ async def chat(request: Request, name: str, req: ChatRequest):
     """The next assistant reply to `messages` (user first, alternating, user last), streamed. The run's
     system message and chat template frame it, as in training; the oldest exchanges are dropped when the
     conversation does not fit the context (``done.trimmed`` says how many)."""
-    from qkv.data.chat_template import chat_tokens
-
-    s = _served(request, name, "chat")
-    sampling = _sampling(s, req, request.app.state.config.max_new_tokens)
-    session = s.run.chat(sampling)
+    s = _served(request, name, Capability.CHAT)
+    session = s.run.chat(_sampling(s, req, request.app.state.config.max_new_tokens))
     session.history = [m.model_dump() for m in req.messages[:-1]]
-    ids = session.prompt_ids(req.messages[-1].content)  # QKVError (400) if the last message alone is too long
-    ct = chat_tokens(s.run.tokenizer)
-    budget = min(sampling.max_new_tokens, s.run.model.config.max_seq_len - len(ids))
-    sampling = dataclasses.replace(sampling, max_new_tokens=budget)
-    return _token_stream(request, s, ids, sampling, (), (ct.end, ct.user, ct.assistant, ct.system), 0,
-                         trimmed=session.last_trimmed)
+    stream = session.reply_stream(req.messages[-1].content)  # QKVError (400) if the last message alone is too long
+    return _token_stream(request, s, stream, trimmed=session.last_trimmed)
 
 
-def _token_stream(request: Request, s: Served, ids: list[int], sampling, stop, stop_ids, top: int, **done_extra):
-    tok = s.run.tokenizer
+def _token_stream(request: Request, s: Served, stream, **done_extra):
+    """Run a `TokenStream` on the run's worker, one ``token`` event per token, then ``done``."""
     labels = _labels(s)
 
     def work(job):
-        model = s.run.decoder()  # the decode layout (made once per run)
-        stream = TextStream(tok, stop)
-        gen = seeded_generator(next(model.parameters()).device, sampling.seed)
-        n, reason, t0 = 0, "length", time.perf_counter()
-        for step in generate_steps(model, ids, sampling.max_new_tokens, sampling, generator=gen, stop_ids=stop_ids,
-                                   vocab_size=tok.vocab_size, top=top):
+        n, reason, t0 = 0, None, time.perf_counter()
+        for piece in stream:
             if job.cancelled.is_set():
                 reason = "cancelled"
                 s.stats["cancelled"] += 1
                 break
-            n += 1
-            if step.id in stop_ids:
-                reason = "end"
-                break
-            text = stream.push(step.id)
-            job.emit("token", {"id": step.id, "text": text, "label": labels[step.id],
-                               "top": [[i, labels[i], round(p, 5), round(q, 5)] for i, p, q in step.top]})
-            if stream.stopped:
-                reason = "stop"
-                break
-        rest = "" if reason in ("stop", "cancelled") else stream.finish()
-        if rest:
-            job.emit("token", {"id": None, "text": rest, "label": "", "top": []})
+            job.emit("token", {"id": piece.id, "text": piece.text, "label": labels[piece.id] if piece.id is not None
+                               else "", "top": [[i, labels[i], round(p, 5), round(q, 5)] for i, p, q in piece.top]})
+        n = stream.tokens
         seconds = time.perf_counter() - t0
         s.stats["tokens"] += n
         job.emit("done", {"tokens": n, "seconds": round(seconds, 4), "tokens_per_s": round(n / seconds, 2)
-                          if seconds > 0 else None, "reason": reason, **done_extra})
+                          if seconds > 0 else None, "reason": reason or stream.reason, **done_extra})
 
     job = s.worker.submit(work)
     s.stats["jobs"] += 1
@@ -261,41 +248,63 @@ def _labels(s: Served) -> list[str]:
 
 @router.post("/runs/{name}/attention")
 async def attention(request: Request, name: str, req: AttentionRequest) -> dict:
-    """A GPT's causal self-attention over `text`: every layer and head, with the token labels."""
-    s = _served(request, name, "lm", "chat")
-    ids = _encode(s.run.tokenizer, req.text, "text")
-    if len(ids) > s.run.model.config.max_seq_len:
-        raise HTTPError(422, f"text: {len(ids)} tokens, over the model's context of {s.run.model.config.max_seq_len}")
-    stack = await _run(request, s, lambda: gpt_attention(s.run.model, s.run.tokenizer, req.text))
-    return stack_json(stack)
+    """Self-attention over `text`: every layer and head, with the token labels."""
+    s = _served(request, name, Capability.SELF_ATTENTION)
+    ti = s.run.text_input()
+    ids, cut = _checked(lambda: ti.prepare(req.text, ti.config.max_seq_len), "text")
+    if cut:
+        raise HTTPError(422, f"text: {len(ids) + cut} tokens, over the model's context of {ti.config.max_seq_len}")
+    return stack_json(await _run(request, s, lambda: s.run.self_attention(req.text)))
 
 
-@router.post("/runs/{name}/translate")
-async def translate(request: Request, name: str, req: TranslateRequest) -> dict:
-    """The n-best translations of one sentence (beam search, or greedy with beam 1) and the cross-attention of
-    every decoder layer and head while producing the best one."""
-    s = _served(request, name, "translate")
-    try:
-        dcfg = s.run.decoding(beam=req.beam, length_penalty=req.length_penalty)
-    except QKVError as e:
-        raise HTTPError(422, str(e)) from None
+@router.post("/runs/{name}/to-text")
+async def to_text(request: Request, name: str, req: ToTextRequest) -> dict:
+    """The n-best outputs for one source (a sentence, or an image as a PNG/JPEG data URL) by beam search (greedy
+    with beam 1), and the cross-attention of every decoder layer and head while producing the best one."""
+    s = _served(request, name, Capability.SOURCE_TO_TEXT)
     run = s.run
-    n_src = len(_encode(run.src_tokenizer, req.text.strip(), "text")) + 1  # + EOS
-    if n_src > run.model.config.max_seq_len:
-        raise HTTPError(422, f"text: {n_src} tokens with its EOS, over the model's context of "
-                             f"{run.model.config.max_seq_len}")
+    dcfg = _checked(lambda: run.decoding(beam=req.beam, length_penalty=req.length_penalty), "decoding")
+    if run.source_kind == "text":
+        if req.text is None:
+            raise HTTPError(422, f"text: {name} reads sentences; give text")
+        source = req.text
+        batch = _checked(lambda: run.source_batch([source]), "text")
+        if batch.cut:
+            raise HTTPError(422, f"text: {len(run.text_tokenizer()[0].encode(source.strip())) + 1} tokens with its "
+                                 f"EOS, over the model's context of {run.model.config.max_seq_len}")
+    else:
+        if req.image is None:
+            raise HTTPError(422, f"image: {name} reads images; give one as a data URL (data:image/png;base64,...)")
+        source = _checked(lambda: run.image(image_bytes(req.image)), "image")
 
     def work():
         t0 = time.perf_counter()
-        nbest = translate_nbest(run.model, run.src_tokenizer, run.tgt_tokenizer, req.text, dcfg, req.n_best)
+        nbest = run.n_best(source, dcfg, req.n_best)
         seconds = time.perf_counter() - t0
-        stack = seq2seq_attention(run.model, run.src_tokenizer, run.tgt_tokenizer, req.text, dcfg)
+        stack = run.cross_attention(source, dcfg)
         for h in nbest:
-            h["labels"] = [token_label(run.tgt_tokenizer, i) for i in h.pop("tokens")]
+            h["labels"] = [token_label(run.target_tokenizer, i) for i in h.pop("tokens")]
         return {"nbest": nbest, "attention": stack_json(stack), "seconds": round(seconds, 4),
                 "decoding": to_dict(dcfg)}
 
     return await _run(request, s, work)
+
+
+@router.post("/runs/{name}/translate")
+async def translate(request: Request, name: str, req: ToTextRequest) -> dict:
+    """`to-text` under the name the translate page first had."""
+    return await to_text(request, name, req)
+
+
+def image_bytes(data_url: str) -> bytes:
+    """The bytes of a ``data:image/...;base64,...`` URL; QKVError for anything else."""
+    head, _, payload = data_url.partition(",")
+    if not (head.startswith("data:image/") and head.endswith(";base64")) or not payload:
+        raise QKVError("expected an image as a data URL: data:image/png;base64,...")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (ValueError, binascii.Error):
+        raise QKVError("the image's base64 is not valid") from None
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -303,7 +312,7 @@ async def translate(request: Request, name: str, req: TranslateRequest) -> dict:
 async def images(request: Request, name: str, req: ImagesRequest) -> dict:
     """`n` images for a label or a prompt (default: the run's first class / training prompt), and the reverse
     process of the first one from noise to image."""
-    s = _served(request, name, "diffusion")
+    s = _served(request, name, Capability.IMAGES)
     run, limit = s.run, request.app.state.config.max_images
     if req.n > limit:
         raise HTTPError(422, f"n: at most {limit} images per request on this server, got {req.n}")
@@ -331,7 +340,7 @@ async def images(request: Request, name: str, req: ImagesRequest) -> dict:
 @router.post("/runs/{name}/noise")
 async def noise(request: Request, name: str, req: NoiseRequest) -> dict:
     """The forward process q(x_t | x_0) on one real training image: the image, then x_t at each t."""
-    s = _served(request, name, "diffusion")
+    s = _served(request, name, Capability.IMAGES)
     T = s.run.config.diffusion.n_timesteps
     ts = req.t if req.t is not None else [round(k * (T - 1) / 7) for k in range(8)]
     if any(not 0 <= t < T for t in ts):

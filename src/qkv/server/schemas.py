@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TEXT = 4000  # characters in a prompt, a message, a source sentence
+MAX_IMAGE = 1_000_000  # characters of an image's data URL (the body limit, 64 kB by default, comes first)
 
 
 class Strict(BaseModel):
@@ -61,11 +62,21 @@ class ChatRequest(Sampling):
         return self
 
 
-class TranslateRequest(Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
+class ToTextRequest(Strict):
+    """One source: `text` for a run that reads sentences, `image` (a PNG or JPEG data URL) for one that reads
+    images (`/api/runs/{name}` says which: ``source_kind``)."""
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE)
     beam: int | None = Field(None, ge=1, le=16)  # None: the run's [decode] beam; 1 = greedy
     n_best: int = Field(5, ge=1, le=16)  # at most this many hypotheses (beam search finds up to 2·beam)
     length_penalty: float | None = Field(None, ge=0, le=5, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.text is None) == (self.image is None):
+            raise ValueError("give one source: text (a sentence) or image (a data URL)")
+        return self
 
 
 class AttentionRequest(Strict):
@@ -96,10 +107,12 @@ class NoiseRequest(Strict):
 
 
 class ExplainRequest(Strict):
-    """`qkv explain TOPIC RUN --text/--src/--prompt --layer --head --seed`, and whether to draw the pictures."""
+    """`qkv explain TOPIC RUN --text/--src/--image/--prompt --layer --head --seed`, and whether to draw the
+    pictures."""
 
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     src: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE)  # a data URL, for a run that reads images
     prompt: str | None = Field(None, min_length=1, max_length=200)
     layer: int | None = Field(None, ge=-64, le=63)
     head: int | None = Field(None, ge=-64, le=63)

@@ -1,8 +1,8 @@
 """The runs a server holds: each loaded once, named for its URLs, with its pages and its model worker.
 
 `load_runs(paths)` takes run directories or folders of them (`find_runs`) and gives each a `Served`: the Run
-(`qkv.load_run`), a URL-safe name (the folder's, made unique), the pages its task supports (`PAGES`) and a
-`ModelWorker` (`qkv.server.workers`). `HTTPError` is a user error with its HTTP status, for the handlers.
+(`qkv.load_run`), a URL-safe name (the folder's, made unique), the pages its capabilities call for (`pages_of`)
+and a `ModelWorker` (`qkv.server.workers`). `HTTPError` is a user error with its HTTP status, for the handlers.
 """
 
 from __future__ import annotations
@@ -15,17 +15,36 @@ from qkv.runs import CONFIG_FILE
 from qkv.server.workers import ModelWorker
 from qkv.tasks import Run, load_run
 from qkv.tasks.base import a_
+from qkv.tasks.capabilities import Capability, can
 
 STATIC = Path(__file__).parent / "static"
 
-# the pages of each task, in the order the index lists them
-PAGES = {
-    "lm": ["generate", "attention", "params", "explain"],
-    "chat": ["chat", "generate", "attention", "params", "explain"],
-    "translate": ["translate", "params", "explain"],
-    "diffusion": ["images", "params", "explain"],
-    "autoencoder": ["params", "explain"],
-}
+def pages_of(run) -> list[str]:
+    """The pages of a run, in the order the index lists them, from what it can do (`qkv.tasks.capabilities`):
+    chat, generate, translate (a text source) or caption (an image source), images, attention (self-attention
+    over a text), params, and explain when any topic applies."""
+    from qkv.explain import topics_for
+
+    pages = []
+    if can(run, Capability.CHAT):
+        pages.append("chat")
+    if can(run, Capability.CONTINUATION):
+        pages.append("generate")
+    if can(run, Capability.SOURCE_TO_TEXT):
+        pages.append("translate" if run.source_kind == "text" else "caption")
+    if can(run, Capability.IMAGES):
+        pages.append("images")
+    if can(run, Capability.SELF_ATTENTION):
+        pages.append("attention")
+    if can(run, Capability.PARAMETERS):
+        pages.append("params")
+    if topics_for(run):
+        pages.append("explain")
+    return pages
+
+
+# page -> the static HTML file that draws it (a source -> text page serves text and image sources alike)
+PAGE_FILES = {"translate": "totext", "caption": "totext"}
 
 
 @dataclass
@@ -41,11 +60,14 @@ class Served:
 
     @property
     def task(self) -> str:
+        """The run's task, for people (the header); what the server does with a run follows `pages`."""
         return self.run.task
 
     @property
     def pages(self) -> list[str]:
-        return PAGES.get(self.task, ["params"])
+        if "pages" not in self.cache:
+            self.cache["pages"] = pages_of(self.run)
+        return self.cache["pages"]
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -77,7 +99,10 @@ def load_runs(paths: list[str | Path], queue_size: int = 8, device: str = "cpu")
     served: dict[str, Served] = {}
     for path in find_runs(paths):
         name = _url_name(path, set(served))
-        served[name] = Served(name, path, load_run(path, device=device), ModelWorker(name, queue_size))
+        run = load_run(path, device=device)
+        if can(run, Capability.CONTINUATION):
+            run.decoder()  # the decode layout, made now: a request never waits for it (nor two make it at once)
+        served[name] = Served(name, path, run, ModelWorker(name, queue_size))
     return served
 
 
@@ -89,4 +114,4 @@ class HTTPError(QKVError):
         self.status = status
 
 
-__all__ = ["PAGES", "STATIC", "HTTPError", "Served", "a_", "find_runs", "load_runs"]
+__all__ = ["PAGE_FILES", "STATIC", "HTTPError", "Served", "a_", "find_runs", "load_runs", "pages_of"]

@@ -37,6 +37,7 @@ from torch import nn
 from qkv.config import from_dict, to_dict
 from qkv.errors import QKVError
 from qkv.models.io import save_run
+from qkv.tasks.capabilities import Capability, require
 from qkv.training.distributed import DistInfo
 from qkv.training.trainer import TrainResult
 
@@ -181,18 +182,49 @@ class Trained:
         return self.state.cfg
 
 
+# a call a run does not offer -> the capability it needs (`Run.__getattr__` turns the call into a one-line error)
+_CALLS = {
+    "generate": Capability.CONTINUATION, "stream": Capability.CONTINUATION, "token_stream": Capability.CONTINUATION,
+    "sampling": Capability.CONTINUATION, "chat": Capability.CHAT, "translate": Capability.SOURCE_TO_TEXT,
+    "to_text": Capability.SOURCE_TO_TEXT, "decoding": Capability.SOURCE_TO_TEXT, "n_best": Capability.SOURCE_TO_TEXT,
+    "cross_attention": Capability.SOURCE_TO_TEXT, "caption": Capability.SOURCE_TO_TEXT,
+    "caption_files": Capability.SOURCE_TO_TEXT, "alignment_scores": Capability.TEXT_SOURCE,
+    "sample": Capability.IMAGES, "image_sampling": Capability.IMAGES, "reverse_process": Capability.IMAGES,
+    "forward_process": Capability.IMAGES, "text_tokenizer": Capability.TOKENS, "text_input": Capability.TOKEN_INPUT,
+    "self_attention": Capability.SELF_ATTENTION, "training_example": Capability.TRAINING_EXAMPLES,
+}
+
+
 class Run:
-    """A trained run, loaded for inference. Subclasses add the calls their task offers."""
+    """A trained run, loaded for inference. Subclasses declare what they can do (`capabilities`) and add the
+    calls of those capabilities (`qkv.tasks.capabilities`)."""
 
     task: ClassVar[str]
     config_class: ClassVar[type]
     model_type: ClassVar[str]  # the model it serves ("gpt", "seq2seq", "dit", "autoencoder", "captioner")
     legacy_names: ClassVar[dict[str, dict[str, str]]] = {}
-    # what `attention` reads: "text" (GPT), "src" (translation) or "image" (captioning)
-    attention_input: ClassVar[str | None] = None
 
     def __init__(self, path: Path, config: Any, saved: dict, model: nn.Module):
         self.path, self.config, self.saved, self.model = Path(path), config, saved, model
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this run can do; a subclass adds its own."""
+        return frozenset({Capability.PARAMETERS, Capability.EVALUATION})
+
+    def describe(self) -> str:
+        """"an lm run (continuation, chat, ...)": the task's name, for people, with what it can do."""
+        caps = sorted(c.value for c in self.capabilities)
+        return f"{a_(self.task)} run ({', '.join(caps)})"
+
+    def __getattr__(self, name: str):
+        """A call of a capability this run lacks is a one-line error that names the capability (an
+        `Unsupported`, which is also an AttributeError: ``hasattr(run, "chat")`` is False)."""
+        capability = _CALLS.get(name)
+        if capability is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        require(self, capability, f"{name}()")
+        raise AttributeError(name)  # declared but not offered: a bug in the run's class, not the user's
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options) -> Run:
@@ -215,46 +247,32 @@ class Run:
         """The run config rebuilt from config.json's sections (defaults for sections an older run lacks)."""
         return from_dict(config_class, config_sections(config_class, saved, legacy_names, with_model=False))
 
+    @staticmethod
+    def settings(current: Any, changes: dict, prefix: str) -> Any:
+        """`current` (a settings dataclass: TokenSampling, SequenceDecoding, ImageSampling) with `changes` (None
+        values ignored) on top, checked; an unknown or invalid setting is a one-line QKVError naming it."""
+        values = to_dict(current) | {k: v for k, v in changes.items() if v is not None}
+        return from_dict(type(current), values, prefix=prefix)
+
     @property
     def meta(self) -> dict:
         return self.saved.get("data_meta") or {}
 
-    def _unsupported(self, what: str, tasks: str) -> QKVError:
-        return QKVError(f"{self.path} is {a_(self.task)} run; {what} needs {a_(tasks)} run")
+    # ------------------------------------------------------------------------------------------ every run
+    def parameter_table(self):
+        """The parameter table (`table_of`) of this run's model: ``.format_text()``, ``.to_json()``."""
+        return self.table_of(self.model, self.path.name)
 
-    # the inference calls; a task's Run overrides the ones it offers
-    def generate(self, *args, **kwargs):
-        raise self._unsupported("generating text", "GPT (lm or chat)")
+    @classmethod
+    def table_of(cls, model: nn.Module, name: str):
+        """The parameter table of a model of this kind, built or only shaped (the meta device): modules with their
+        layer numbers folded (a GPT run gives its report, with FLOPs and memory, instead)."""
+        from qkv.evaluation.params import GroupTable
 
-    def stream(self, *args, **kwargs):
-        raise self._unsupported("generating text", "GPT (lm or chat)")
-
-    def chat(self, *args, **kwargs):
-        raise self._unsupported("chatting", "chat")
-
-    def translate(self, *args, **kwargs):
-        raise self._unsupported("translating", "translation (seq2seq)")
-
-    def decoding(self, **changes):
-        raise self._unsupported("translating", "translation (seq2seq)")
-
-    def sampling(self, **changes):
-        raise self._unsupported("generating text", "GPT (lm or chat)")
-
-    def image_sampling(self, **changes):
-        raise self._unsupported("sampling images", "diffusion (dit)")
-
-    def sample(self, *args, **kwargs):
-        raise self._unsupported("sampling images", "diffusion (dit)")
-
-    def attention(self, *args, **kwargs):
-        raise self._unsupported("an attention map", "gpt or seq2seq")
-
-    def alignment_scores(self, *args, **kwargs) -> dict:
-        raise self._unsupported("word-alignment scores", "translation (seq2seq)")
+        return GroupTable.of(model, name, cls.model_type)
 
     def evaluate(self, **options) -> dict:
-        raise self._unsupported("evaluation", "trained")
+        raise NotImplementedError
 
     def report(self, result: dict) -> str:
         """`evaluate`'s result as the lines `qkv eval` prints."""

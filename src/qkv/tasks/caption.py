@@ -42,6 +42,7 @@ from qkv.generation.seq2seq import SequenceDecoding, decode_batch
 from qkv.models.captioner import Captioner, CaptionerConfig
 from qkv.runs import TOKENIZER_FILE
 from qkv.tasks.base import Run, State, Task, last_eval
+from qkv.tasks.capabilities import Capability, SourceBatch, TrainingExample
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 
@@ -196,7 +197,7 @@ class CaptionTask(Task):
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, state: CaptionState, model, batch):
-        from qkv.tasks.translate import smoothed_loss
+        from qkv.training.losses import smoothed_loss
 
         logits = model(batch["images"], None, batch["tgt_in"]).logits
         loss, nll, n = smoothed_loss(logits, batch["tgt_out"], state.cfg.train.label_smoothing)
@@ -247,16 +248,20 @@ class CaptionTask(Task):
 
 
 class CaptionRun(Run):
-    """A trained captioner: caption images, draw where each word looked, score it (`qkv.load_run`)."""
+    """A trained captioner: caption images, draw where each word looked, score it (`qkv.load_run`).
+
+    A source is an image file's path, its bytes (an upload) or an image tensor (C, H, W) in [-1, 1] (a clip run:
+    a strip of its frames side by side, or (F, C, H, W))."""
 
     task = "caption"
     config_class = CaptionRunConfig
     model_type = "captioner"
-    attention_input = "image"
+    source_kind = "image"
 
     def __init__(self, path, config, saved, model, tok):
         super().__init__(path, config, saved, model)
         self.tokenizer = tok
+        self._validation: CaptionSet | None = None
 
     @classmethod
     def load(cls, path, device: str = "cpu", **options):
@@ -265,16 +270,22 @@ class CaptionRun(Run):
         model, saved, config = cls._load_model(path, device)
         return cls(path, config, saved, model, load_tokenizer(Path(path) / TOKENIZER_FILE))
 
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return super().capabilities | {Capability.SOURCE_TO_TEXT, Capability.TOKENS, Capability.TRAINING_EXAMPLES}
+
+    @property
+    def target_tokenizer(self):
+        return self.tokenizer
+
     def decoding(self, **changes) -> SequenceDecoding:
         """The run's [decode] settings with `changes` (None values ignored) on top; QKVError if invalid."""
-        from qkv.config import from_dict, to_dict
+        return self.settings(self.config.decode, changes, "decode.")
 
-        values = to_dict(self.config.decode) | {k: v for k, v in changes.items() if v is not None}
-        return from_dict(SequenceDecoding, values, prefix="decode.")
-
-    def read(self, path: str | Path) -> tuple[torch.Tensor, str]:
-        """An image file (or, for a clip run, a strip of its frames side by side) as the model's input, and a note
-        when it had to be resized ("" if not). QKVError if it is missing or not a readable image."""
+    # ------------------------------------------------------------------------------------------ reading images
+    def read(self, path: str | Path | bytes) -> tuple[torch.Tensor, str]:
+        """An image file or its bytes (for a clip run, a strip of its frames side by side) as the model's input,
+        and a note when it had to be resized ("" if not). QKVError if it is missing or not a readable image."""
         m = self.model.config
         if m.frames > 1:
             x, (w, h) = read_clip(path, m.frames, m.image_size, m.channels)
@@ -284,19 +295,76 @@ class CaptionRun(Run):
             x, (w, h) = read_image(path, m.image_size, m.channels)
             size = f"{w}×{h}"
             resized = (w, h) != (m.image_size, m.image_size)
-        note = f"{path}: {size} resized to {m.image_size}×{m.image_size}{' per frame' * (m.frames > 1)}" \
+        where = "the image" if isinstance(path, bytes) else path
+        note = f"{where}: {size} resized to {m.image_size}×{m.image_size}{' per frame' * (m.frames > 1)}" \
             if resized else ""
         return x, note
 
-    def caption(self, images: torch.Tensor, decoding: SequenceDecoding | None = None) -> list[str]:
-        """One caption per image (N, C, H, W) or clip (N, F, C, H, W), in [-1, 1] at the model's size."""
-        return caption_images(self.model, self.tokenizer, images, decoding or self.config.decode)
+    def read_source(self, source) -> tuple[torch.Tensor, str]:
+        """`read` for a path or bytes; a tensor is checked and taken as it is."""
+        return (self.image(source), "") if isinstance(source, torch.Tensor) else self.read(source)
 
-    def caption_files(self, paths: list[str], decoding: SequenceDecoding | None = None
+    def image(self, source) -> torch.Tensor:
+        """A source (path, bytes or tensor) as the model's input, (C, H, W) or (F, C, H, W) in [-1, 1]."""
+        if isinstance(source, torch.Tensor):
+            m = self.model.config
+            want = (m.channels, m.image_size, m.image_size) if m.frames == 1 else \
+                (m.frames, m.channels, m.image_size, m.image_size)
+            if tuple(source.shape) != want:
+                raise QKVError(f"an image tensor for this run is {' × '.join(map(str, want))}, got "
+                               f"{' × '.join(map(str, source.shape))}")
+            return source.float().clamp(-1, 1)
+        return self.read(source)[0]
+
+    def patch_labels(self) -> list[str]:
+        """One label per memory position: the patch's row and column (and frame), or "image" when pooled."""
+        m = self.model.config
+        if m.memory == "pooled":
+            return ["image"]
+        frame = [f"f{f}·" if m.frames > 1 else "" for f in range(m.frames)]
+        return [f"{frame[f]}r{r}c{c}" for f in range(m.frames) for r in range(m.grid) for c in range(m.grid)]
+
+    # ------------------------------------------------------------------------------------------ captioning
+    def caption(self, images: torch.Tensor, decoding: SequenceDecoding | None = None, **changes) -> list[str]:
+        """One caption per image (N, C, H, W) or clip (N, F, C, H, W), in [-1, 1] at the model's size; decoding
+        from `decoding` (default the run's [decode]) with any setting given as a keyword on top: ``beam=4``."""
+        dcfg = self.settings(decoding or self.config.decode, changes, "decode.") if changes else \
+            (decoding or self.config.decode)
+        return caption_images(self.model, self.tokenizer, images, dcfg)
+
+    def caption_files(self, paths: list[str], decoding: SequenceDecoding | None = None, **changes
                       ) -> tuple[list[str], list[str]]:
         """(one caption per image file, the notes of files that were resized)."""
         read = [self.read(p) for p in paths]
-        return self.caption(torch.stack([x for x, _ in read]), decoding), [n for _, n in read if n]
+        return self.caption(torch.stack([x for x, _ in read]), decoding, **changes), [n for _, n in read if n]
+
+    def to_text(self, sources: list, decoding: SequenceDecoding | None = None, **changes) -> list[str]:
+        return self.caption(torch.stack([self.image(s) for s in sources]), decoding, **changes)
+
+    def n_best(self, source, decoding: SequenceDecoding | None = None, n: int = 5) -> list[dict]:
+        from qkv.generation.seq2seq import nbest
+
+        x = self.image(source)[None].to(self.model.lm_head.weight.device)  # (1, ...)
+        return nbest(self.model, x, self.model.source_mask(x), self.tokenizer, decoding or self.config.decode, n)
+
+    def source_batch(self, sources: list) -> SourceBatch:
+        """Images as the encoder reads them: stacked, every patch real."""
+        x = torch.stack([self.image(s) for s in sources]).to(self.model.lm_head.weight.device)  # (B, ...)
+        return SourceBatch(x, self.model.source_mask(x), [self.patch_labels()] * len(sources))
+
+    def cross_attention(self, source, decoding: SequenceDecoding | None = None):
+        """Caption the image, then every decoder layer's cross-attention of each caption token over the patches (an
+        AttentionStack with the image and its patch grid, for drawing the weights on it)."""
+        from qkv.evaluation.attention import source_attention
+
+        x = self.image(source)
+        batch = self.source_batch([x])
+        stack = source_attention(self.model, batch.src, batch.src_mask, batch.labels[0], self.tokenizer,
+                                 decoding or self.config.decode)
+        m = self.model.config
+        stack.xlabel, stack.note = "image patches", f"caption: {stack.text}"
+        stack.image, stack.grid, stack.frames = x.cpu(), (m.grid if m.memory == "patches" else None), m.frames
+        return stack
 
     def attention(self, image: str, layer: int = -1, head: int | None = None, beam: int | None = None):
         """Caption the image file, then read each caption word's cross-attention over the patches (layer, head)."""
@@ -305,6 +373,102 @@ class CaptionRun(Run):
         x, _ = self.read(image)
         (ids,) = caption_ids(self.model, self.tokenizer, x[None], self.decoding(beam=beam))
         return caption_attention(self.model, self.tokenizer, x, ids, layer, head)
+
+    def validation(self) -> CaptionSet:
+        """The run's validation images (procedural: the same fresh scenes training scored; a folder: its split)."""
+        if self._validation is None:
+            d = self.config.data
+            if d.procedural:
+                self._validation = procedural_set(d.scene_spec(), d.val_scenes, [d.seed, 1])
+            else:
+                m = self.model.config
+                _, self._validation = split_folder(load_caption_folder(d.source, m.image_size, m.channels),
+                                                   d.val_fraction, d.seed)
+        return self._validation
+
+    def example_sources(self, n: int = 1) -> list[torch.Tensor]:
+        return list(self.validation().images[:n])
+
+    def reference_pairs(self, n: int | None = None) -> tuple[list[torch.Tensor], list[str], str]:
+        val = self.validation()
+        k = len(val) if n is None else min(n, len(val))
+        return list(val.images[:k]), [refs[0] for refs in val.refs[:k]], f"{self.config.data.source} (validation)"
+
+    def dataset_pairs(self, data: str, split: str | None = None) -> tuple[list[torch.Tensor], list[str], str]:
+        """Images and their first reference: the run's own fresh test scenes of the seen compositions (`data` names
+        its procedural source: shapes or clips; `split` is a seed, default data.seed), or every image a folder's
+        captions.jsonl lists."""
+        d, m = self.config.data, self.model.config
+        if d.procedural and data == d.source:
+            seed = d.seed if split is None else int(split) if split.isdigit() else None
+            if seed is None:
+                raise QKVError(f"split for procedural scenes is a seed (an integer), got {split!r}")
+            name, counts, pairs = evaluation_groups(d.scene_spec(), d.test_scenes)[0]
+            cs = procedural_set(d.scene_spec(), d.test_scenes, [seed, 2, 0], counts, pairs)
+            where = f"{d.source}: fresh test scenes (seed {seed}), {name}"
+        else:
+            if data in ("shapes", "clips"):
+                raise QKVError(f"{self.path.name} was not trained on {data}; give a folder with captions.jsonl")
+            cs = load_caption_folder(data, m.image_size, m.channels)
+            where = f"{data} (every image listed)"
+        return list(cs.images), [refs[0] for refs in cs.refs], where
+
+    def pair_batch(self, sources: list, targets: list[str]) -> dict:
+        """Images and captions as training batches them: src (the images), src_mask (every patch real), tgt_in =
+        BOS + caption, tgt_out = caption + EOS (-100 at padding)."""
+        tok = self.tokenizer
+        x = torch.stack([self.image(s) for s in sources]).to(self.model.lm_head.weight.device)
+        tgt_in, tgt_out = encode_captions(tok, list(targets), self.model.config.max_seq_len, tok.pad_id, tok.bos_id,
+                                          tok.eos_id)
+        return {"src": x, "src_mask": self.model.source_mask(x), "tgt_in": tgt_in.to(x.device),
+                "tgt_out": tgt_out.to(x.device)}
+
+    def reference_loss(self, sources: list, targets: list[str]) -> tuple[float, int]:
+        """The run's validation loss (`caption_loss`, NLL per caption token) over these pairs, and its token count."""
+        from qkv.evaluation.captioning import caption_loss
+
+        data = CaptionSet(torch.stack([self.image(s) for s in sources]), [[t] for t in targets],
+                          [f"image {i}" for i in range(len(sources))])
+        tok = self.tokenizer
+        _, tgt_out = encode_captions(tok, list(targets), self.model.config.max_seq_len, tok.pad_id, tok.bos_id,
+                                     tok.eos_id)
+        return caption_loss(self.model, tok, data), int((tgt_out != -100).sum())
+
+    # ------------------------------------------------------------------------------------------ looking inside
+    def text_tokenizer(self):
+        return self.tokenizer, "caption"
+
+    def example_text(self) -> str:
+        return self.validation().refs[0][0]
+
+    def training_example(self, text: str | None = None, src=None, limit: int = 32) -> TrainingExample:
+        """An image and its caption as `CaptionTask.loss` scores them: the encoder reads the patches, the decoder BOS
+        + caption and must produce caption + EOS. `src` (an image) and `text` (its caption) together, or the first
+        validation image and its reference."""
+        from qkv.training.losses import smoothed_loss
+
+        if (src is None) != (text is None):
+            raise QKVError("an image-caption pair needs both: src (the image) and text (its caption)",
+                           argument="src" if src is None else "text")
+        if src is None:
+            val = self.validation()
+            src, text = val.images[0], val.refs[0][0]
+            where = f"the first validation image of the run's data ({self.config.data.source}) and its reference"
+        else:
+            where = "the image and caption given"
+        if not text.strip():
+            raise QKVError("the caption is empty")
+        batch = self.pair_batch([src], [text.strip()])
+        eps = self.config.train.label_smoothing
+        logits = self.model(batch["src"], batch["src_mask"], batch["tgt_in"]).logits  # (1, T, V), as the task's
+        loss, nll, _ = smoothed_loss(logits, batch["tgt_out"], eps)  # loss
+        m = self.model.config
+        return TrainingExample(
+            where, [f"caption: {text.strip()!r}"], self.tokenizer, batch["tgt_in"][0], batch["tgt_out"][0],
+            logits[0], nll, "the NLL of smoothed_loss(logits, tgt_out, ε) — CaptionTask.loss",
+            source_note=f"encoder input: the image as {m.n_patches} patches of {m.patch_size}×{m.patch_size} px (the "
+                        "encoder sees them all at once; no tokens)",
+            smoothing=eps, smoothed_loss=loss if eps else None, data={"caption": text.strip()})
 
     def evaluate(self, data: str | None = None, n: int | None = None, beam: int | None = None,
                  seed: int | None = None, hyps_out: str | None = None, progress=None) -> dict:

@@ -45,6 +45,7 @@ from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import TOKENIZER_FILE
 from qkv.tasks.base import State, Task, last_eval
+from qkv.tasks.capabilities import Capability, TrainingExample
 from qkv.tasks.lm import LMRun, base_model_config, base_tokenizer
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
@@ -301,15 +302,61 @@ class ChatRun(LMRun):
                            "(train one with task = \"chat\", e.g. the chat-qa-skills preset)") from None
         return run
 
-    def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None, compile: bool = False):
-        """A `ChatSession` on this run (history kept, trimmed from the front when the context fills)."""
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return super().capabilities | {Capability.CHAT}
+
+    def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None, compile: bool = False,
+             **changes):
+        """A `ChatSession` on this run (history kept, trimmed from the front when the context fills); sampling
+        settings from `sampling` (default the run's [sample]) with any given as keywords on top."""
         from qkv.generation.chat import ChatSession
 
-        s = sampling or self.config.sample
+        s = self.settings(sampling or self.config.sample, changes, "sample.") if changes else \
+            (sampling or self.config.sample)
         if s.max_new_tokens <= 0:
             raise QKVError(f"max_new_tokens must be positive, got {s.max_new_tokens}")
         return ChatSession(self.decoder(quantize, compile), self.tokenizer, s, s.max_new_tokens, system=s.system,
                            seed=s.seed)
+
+    def training_example(self, text: str | None = None, src: str | None = None, limit: int = 32) -> TrainingExample:
+        """A conversation rendered with the chat template, as `ChatTask.loss` scores it: with answer-only loss
+        (train.answer_only) only the assistant's tokens and their <|end|> count. `text`: a whole conversation in
+        the template's form; else the first training conversation of the run's data."""
+        from qkv.data.chat import collate_chat
+        from qkv.data.chat_template import SPECIAL_TOKENS, parse, render, render_text
+        from qkv.data.conversations import conversation
+
+        tok, model = self.tokenizer, self.model
+        form = "<|user|>question<|end|><|assistant|>answer<|end|>"
+        if text is not None:
+            if not any(t in text for t in SPECIAL_TOKENS):
+                raise QKVError(f"the text for a chat run is a whole conversation in the template's form: {form}",
+                               argument="text")
+            conv, where = conversation(parse(text), "text"), "the text given (a conversation in the template's form)"
+        else:
+            try:
+                conv = load_chat_splits(self.config.data)["train"][0]
+            except QKVError as err:
+                raise QKVError(f"the run's chat data is not available ({err}); give a conversation as text in the "
+                               f"template's form, {form}", argument="text") from None
+            where = (f"the first training conversation of the run's data ({conv.where}); a text in the form "
+                     f"'{form}' gives your own")
+        answer_only = self.config.train.answer_only
+        ids, mask = render(conv.messages, tok)
+        ex = encode_conversations([conv], tok, model.config.max_seq_len, answer_only=answer_only)
+        batch = collate_chat(ex.inputs, ex.targets, chat_tokens(tok).end)  # the task's batch: idx, targets, mask
+        logits, _ = model(batch["idx"])  # (1, T, V)
+        loss, info = chat_loss(model, batch)  # the chat task's loss on this batch
+        lines = [f"rendered with the chat template ({len(ids)} tokens): {render_text(conv.messages)!r}",
+                 f"input = the {len(ids)} ids minus the last, target = the ids minus the first; "
+                 + ("answer-only loss (this run's train.answer_only): targets outside assistant turns are -100, so "
+                    "only the answer's tokens and their <|end|> count" if answer_only else
+                    "this run trained with train.answer_only = false: every target counts (the ablation)")]
+        return TrainingExample(where, lines, tok, batch["idx"][0], batch["targets"][0], logits[0], loss,
+                               "chat_loss(model, batch) — ChatTask.loss",
+                               data={"rendered": render_text(conv.messages), "answer_tokens": info["answer_tokens"],
+                                     "answer_only": answer_only, "mask": mask})
 
     def evaluate(self, data: str | None = None, max_pairs: int | None = None) -> dict:
         """Answer-only loss and perplexity, and greedy exact match, single-turn and follow-up.

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from qkv.config import from_dict
+from qkv.config import from_dict, to_dict
 from qkv.data.batch import condition_of
 from qkv.data.captions import encode_prompts, train_caption_tokenizer
 from qkv.data.images import ImageBatches, ImageDataConfig, ImageSet, load_images, parse_caption, save_grid
@@ -50,6 +50,7 @@ from qkv.runs import (
     load_tensors,
 )
 from qkv.tasks.base import Run, State, Task, last_eval
+from qkv.tasks.capabilities import Capability
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 from qkv.training.ema import EMA
@@ -409,17 +410,28 @@ class DiffusionRun(Run):
         ae = load_model(path / AUTOENCODER_DIR, device=device)[0] if (path / AUTOENCODER_DIR).is_dir() else None
         return cls(path, config, saved, model, raw, tok, ae)
 
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        text = {Capability.TOKENS} if self.tokenizer is not None else set()
+        return super().capabilities | {Capability.IMAGES} | text
+
     def denoiser(self, use_ema: bool = True):
         return self.model if use_ema else self.raw_model
 
-    def image_sampling(self, **changes) -> ImageSampling:
-        """The run's [sample] settings with `changes` (None values ignored) on top; QKVError if invalid."""
-        from qkv.config import to_dict
-
-        values = to_dict(self.config.sample) | {k: v for k, v in changes.items() if v is not None}
+    def image_sampling(self, base: ImageSampling | None = None, **changes) -> ImageSampling:
+        """`base` (default the run's [sample] settings) with `changes` (None values ignored) on top; QKVError if
+        invalid. A sampler picked here without steps runs its own default (ddpm: every timestep)."""
+        base = base or self.config.sample
         if changes.get("sampler") is not None and changes.get("steps") is None:
-            values["steps"] = None  # a sampler picked here runs its own default (ddpm: every timestep)
-        return from_dict(ImageSampling, values, prefix="sample.")
+            changes = changes | {"steps": None}
+            base = from_dict(ImageSampling, to_dict(base) | {"steps": None}, prefix="sample.")
+        return self.settings(base, changes, "sample.")
+
+    def text_tokenizer(self):
+        return self.tokenizer, "prompt"
+
+    def example_text(self) -> str:
+        return (self.meta.get("prompts") or ["a red circle"])[0]
 
     def condition(self, n: int, label: int | None = None, prompt: str | None = None) -> tuple[dict, dict]:
         """The condition inputs for `n` images of `label` or `prompt` (default: every class or training prompt
@@ -429,9 +441,10 @@ class DiffusionRun(Run):
 
     def sample(self, n: int | None = None, label: int | None = None, prompt: str | None = None,
                settings: ImageSampling | None = None, use_ema: bool = True, batch_size: int = 256,
-               progress=None) -> torch.Tensor:
-        """(n, C, H, W) images in [-1, 1] (decoded from latents in latent mode)."""
-        s = settings or self.config.sample
+               progress=None, **changes) -> torch.Tensor:
+        """(n, C, H, W) images in [-1, 1] (decoded from latents in latent mode); sampler settings from `settings`
+        (default the run's [sample]) with any given as keywords on top: ``steps=20, guidance=2``."""
+        s = self.image_sampling(settings, **changes) if changes else (settings or self.config.sample)
         n = n or s.n
         cond, _ = self.condition(n, label, prompt)
         return generate(self.denoiser(use_ema), self.config.diffusion, cond, n, sampler=s.sampler, steps=s.steps,
@@ -439,12 +452,12 @@ class DiffusionRun(Run):
                         progress=progress, autoencoder=self.autoencoder)
 
     def reverse_process(self, label: int | None = None, prompt: str | None = None,
-                        settings: ImageSampling | None = None, frames: int = 8, n: int = 1) -> dict:
+                        settings: ImageSampling | None = None, frames: int = 8, n: int = 1, **changes) -> dict:
         """`n` images of `label` or `prompt`, and the reverse process of the first one as `frames` snapshots from
         pure noise x_T to the image: ``{"images": (n, C, H, W), "strip": [(t, (C, H, W)), ...]}``, all in
         pixels in [-1, 1] (latents are decoded with the run's autoencoder, so the strip shows what the noisy
         latent grid decodes to). t is the timestep a snapshot is at: T for x_T, −1 for the finished image."""
-        s = settings or self.config.sample
+        s = self.image_sampling(settings, **changes) if changes else (settings or self.config.sample)
         if frames < 2:
             raise QKVError(f"frames must be >= 2, got {frames}")
         steps = self.steps_of(s)

@@ -17,18 +17,23 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from torch import nn
 
 from qkv.config import from_dict
 from qkv.data.text import RandomWindows, TextDataConfig, load_corpus, read_tokens, split_ids, write_tokens
 from qkv.errors import QKVError
 from qkv.evaluation.perplexity import bits_per_char, full_pass_loss, perplexity, sampled_loss
+from qkv.generation.lm import TokenStream
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import DATA_DIR, DATA_META_FILE, TOKENIZER_FILE, TOKENS_FILES, atomic_write_json, load_json, read_config
 from qkv.tasks.base import Run, State, Task, last_eval
+from qkv.tasks.capabilities import Capability, TextInput, TrainingExample
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
+
+LESSON_TEXT = "ROMEO: But soft, what light"  # what a text-reading topic shows when the run's own prompt will not do
 
 
 @dataclass
@@ -188,7 +193,6 @@ class LMRun(Run):
     task = "lm"
     config_class = LMRunConfig
     model_type = "gpt"
-    attention_input = "text"
 
     def __init__(self, path, config, saved, model, tokenizer):
         super().__init__(path, config, saved, model)
@@ -202,13 +206,15 @@ class LMRun(Run):
         model, saved, config = cls._load_model(path, device)
         return cls(path, config, saved, model, load_tokenizer(Path(path) / TOKENIZER_FILE))
 
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return super().capabilities | {Capability.CONTINUATION, Capability.TOKENS, Capability.TOKEN_INPUT,
+                                       Capability.SELF_ATTENTION, Capability.TRAINING_EXAMPLES}
+
     # ------------------------------------------------------------------------------------------ generation
     def sampling(self, **changes) -> TokenSampling:
         """The run's [sample] settings with `changes` (None values ignored) on top; QKVError if invalid."""
-        from qkv.config import to_dict
-
-        values = to_dict(self.config.sample) | {k: v for k, v in changes.items() if v is not None}
-        return from_dict(TokenSampling, values, prefix="sample.")
+        return self.settings(self.config.sample, changes, "sample.")
 
     def decoder(self, quantize: str | None = None, compile: bool = False) -> nn.Module:
         """The copy decoding runs on: the decode layout, or int8 or bf16 weights, its one-token step compiled
@@ -219,27 +225,114 @@ class LMRun(Run):
             self._decoders[quantize, compile] = prepare_for_decoding(self.model, quantize, compile)
         return self._decoders[quantize, compile]
 
-    def stream(self, prompt: str | None = None, sampling: TokenSampling | None = None, *, stop=(),
-               use_cache: bool = True, quantize: str | None = None, compile: bool = False) -> Iterator[str]:
-        """The continuation of `prompt` (default: the run's sample prompt) as text pieces, as they come."""
-        from qkv.generation.lm import stream_text
+    def token_stream(self, prompt: str | None = None, sampling: TokenSampling | None = None, *, stop=(),
+                     stop_ids=(), top: int = 0, use_cache: bool = True, quantize: str | None = None,
+                     compile: bool = False, **changes) -> TokenStream:
+        """The continuation of `prompt` (default: the run's sample prompt) as a `TokenStream`: each token with its
+        text (and, with `top`, the most likely tokens at that step), then why it ended. Sampling settings come
+        from `sampling` (default the run's [sample]) with any `TokenSampling` field given as a keyword on top:
+        ``run.token_stream("ROMEO:", temperature=0.8, max_new_tokens=10)``. A prompt longer than the context
+        keeps its last tokens (`TokenStream.prompt_cut` says how many went)."""
+        from qkv.generation.lm import TokenStream
+        from qkv.generation.sampling import seeded_generator
 
-        s = sampling or self.config.sample
+        s = self.settings(sampling or self.config.sample, changes, "sample.") if changes else \
+            (sampling or self.config.sample)
         prompt = s.prompt if prompt is None else prompt
-        if prompt == "":
-            raise QKVError("the prompt is empty; give at least one character")
-        return stream_text(self.decoder(quantize, compile), self.tokenizer, prompt, s.max_new_tokens, s, seed=s.seed,
-                           stop=stop, use_cache=use_cache)
+        model = self.decoder(quantize, compile)
+        return TokenStream(model, self.tokenizer, self.tokenizer.encode(prompt), s.max_new_tokens, s,
+                           generator=seeded_generator(next(model.parameters()).device, s.seed), stop=stop,
+                           stop_ids=stop_ids, top=top, use_cache=use_cache)
+
+    def stream(self, prompt: str | None = None, sampling: TokenSampling | None = None, **kwargs) -> Iterator[str]:
+        """The continuation of `prompt` as text pieces, as they come (`token_stream`'s arguments)."""
+        return self.token_stream(prompt, sampling, **kwargs).texts()
 
     def generate(self, prompt: str | None = None, sampling: TokenSampling | None = None, **kwargs) -> str:
-        """The whole continuation as one string (see `stream`)."""
+        """The whole continuation as one string (`token_stream`'s arguments):
+        ``run.generate("ROMEO:", max_new_tokens=10)``."""
         return "".join(self.stream(prompt, sampling, **kwargs))
 
+    # ------------------------------------------------------------------------------------------ looking inside
     def attention(self, text: str, layer: int = -1, head: int | None = None):
         """Causal self-attention of one layer over `text`: a head, or the mean of the heads."""
-        from qkv.evaluation.attention import gpt_self_attention
+        return self.self_attention(text).pick(layer, head)
 
-        return gpt_self_attention(self.model, self.tokenizer, text, layer, head)
+    def self_attention(self, text: str):
+        """Every layer's and head's causal self-attention over `text` (an AttentionStack)."""
+        from qkv.evaluation.attention import gpt_attention
+
+        return gpt_attention(self.model, self.tokenizer, text)
+
+    def text_tokenizer(self):
+        return self.tokenizer, "text"
+
+    def example_text(self) -> str:
+        """The run's sample prompt when it is long enough to show something, else a line of the lesson (the first
+        of the two that this tokenizer can encode)."""
+        prompt = self.config.sample.prompt or ""
+        for text in (prompt if len(prompt) >= 4 else "", LESSON_TEXT, prompt):
+            if text:
+                try:
+                    self.tokenizer.encode(text)
+                    return text
+                except QKVError:
+                    continue
+        return LESSON_TEXT
+
+    def text_input(self) -> TextInput:
+        """Where this GPT reads a text: tok_emb, its positions, its causal blocks."""
+        model, cfg = self.model, self.model.config
+        device = model.tok_emb.weight.device
+
+        def prepare(text: str, limit: int) -> tuple[list[int], int]:
+            ids = self.tokenizer.encode(text)
+            return ids[:limit], max(0, len(ids) - limit)
+
+        def idx(ids):
+            return torch.tensor([ids], device=device)  # (1, T)
+
+        tied = model.lm_head.weight is model.tok_emb.weight
+        return TextInput(
+            "text", self.tokenizer, "tok_emb", model.tok_emb, 1.0, cfg.pos_encoding,
+            getattr(model, "pos_emb", None), model.drop, model.blocks, "blocks", "layer", True, prepare,
+            lambda ids: model.hidden_states(idx(ids)), lambda ids: model.attention_maps(idx(ids)), cfg,
+            ["Tied: lm_head.weight is the same table, so it also turns the last hidden state into logits (topic "
+             "output)." if tied else "Not tied: the output layer (lm_head) has its own V × d matrix."])
+
+    def training_example(self, text: str | None = None, src: str | None = None, limit: int = 32) -> TrainingExample:
+        """A block of text as `LMTask.loss` scores it: input = tokens 0…T−1, target = tokens 1…T, every position
+        counting. `text`, or the first block of the run's training tokens."""
+        from qkv.data.text import full_pass_windows
+
+        tok, model = self.tokenizer, self.model
+        if text is not None:
+            tokens = np.asarray(tok.encode(text), dtype=np.int64)
+            where = f"the text given ({len(tokens)} tokens)"
+        else:
+            folder = self.path / DATA_DIR
+            path = folder / TOKENS_FILES["train"]
+            if not path.is_file() or not (folder / DATA_META_FILE).is_file():
+                raise QKVError(f"{self.path.name} has no training tokens on disk ({path}); give a text",
+                               argument="text")
+            tokens = read_tokens(path, load_json(folder / DATA_META_FILE)["vocab_size"])
+            where = f"the first block of the run's training tokens ({DATA_DIR}/{path.name}); a text gives your own"
+        if len(tokens) < 2:
+            raise QKVError("a training block needs at least 2 tokens (an input and the token after it)")
+        block = min(model.config.max_seq_len, limit, len(tokens) - 1)
+        batch = next(full_pass_windows(tokens, block, 1))  # the validation windows: idx (1, T), targets (1, T)
+        logits, loss = model(batch["idx"], batch["targets"])  # what LMTask.loss computes
+        return TrainingExample(
+            where, [f"block of {block} tokens (the model's context is {model.config.max_seq_len}): input = tokens "
+                    f"0…{block - 1}, target = tokens 1…{block} — every position counts"],
+            tok, batch["idx"][0], batch["targets"][0], logits[0], loss, "GPT(idx, targets) — LMTask.loss")
+
+    @classmethod
+    def table_of(cls, model: nn.Module, name: str):
+        """The GPT's report: components, FLOPs per token and memory (`qkv.evaluation.params`)."""
+        from qkv.evaluation.params import report_for_model
+
+        return report_for_model(model, name)
 
     # ------------------------------------------------------------------------------------------ evaluation
     def evaluate(self, data: str | None = None, max_tokens: int | None = None) -> dict:

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from qkv.data.alignment import Alignments
 from qkv.data.translation import (
     Examples,
@@ -53,12 +51,16 @@ from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, corpus_loss, sacre
 from qkv.generation.seq2seq import SequenceDecoding, translate_lines
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.runs import CONFIG_FILE, TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes, read_config
-from qkv.tasks.base import Run, State, Task, a_, last_eval, task_of
+from qkv.tasks.base import State, Task, a_, last_eval, task_of
 from qkv.tasks.guided_alignment import Guide, attach_links, guide_of, guided_loss, training_alignments
 from qkv.tasks.mrt import LOGGED as MRT_LOGGED
 from qkv.tasks.mrt import MRTConfig, mrt_loss
+from qkv.tasks.text_to_text import TextToTextRun
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
+from qkv.training.losses import smoothed_loss
+
+DEFAULT_SOURCE = "Ein Mann fährt Fahrrad."  # what a topic reads when no source is given
 
 
 @dataclass
@@ -94,22 +96,6 @@ class TranslateRunConfig:
     train: TranslateTrainConfig = field(default_factory=TranslateTrainConfig)
     decode: SequenceDecoding = field(default_factory=SequenceDecoding)
     mrt: MRTConfig = field(default_factory=MRTConfig)  # minimum risk training (train.objective = "mrt")
-
-
-def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Label-smoothed cross-entropy and the plain NLL, both means over targets != -100, and their count.
-
-    loss = (1 - ε)·NLL + ε·mean_v(−log p_v)  (the same as ``F.cross_entropy(label_smoothing=ε)``).
-    """
-    logp = logits.float().log_softmax(dim=-1).flatten(0, 1)  # (B·T, V)
-    t = targets.flatten()  # (B·T,)
-    real = t != -100
-    n = int(real.sum())
-    logp, t = logp[real], t[real]  # (n, V), (n,)
-    nll = -logp.gather(1, t[:, None]).squeeze(1).mean()
-    if eps == 0.0:
-        return nll, nll, n
-    return (1.0 - eps) * nll + eps * (-logp.mean(dim=-1).mean()), nll, n
 
 
 def load_tokenizers(run_dir: str | Path):
@@ -349,42 +335,69 @@ def fit_model_config(cfg: Seq2SeqConfig, toks: TranslationTokenizers) -> Seq2Seq
     return replace(cfg, vocab_size=toks.src.vocab_size, pad_id=pad)
 
 
-class TranslationRun(Run):
+class TranslationRun(TextToTextRun):
     """A trained encoder–decoder: translate, draw its cross-attention, score it (`qkv.load_run`)."""
 
     task = "translate"
     config_class = TranslateRunConfig
     model_type = "seq2seq"
-    attention_input = "src"
-
-    def __init__(self, path, config, saved, model, src_tok, tgt_tok):
-        super().__init__(path, config, saved, model)
-        self.src_tokenizer, self.tgt_tokenizer = src_tok, tgt_tok
 
     @classmethod
     def load(cls, path, device: str = "cpu", **options):
         model, saved, config = cls._load_model(path, device)
         return cls(path, config, saved, model, *load_tokenizers(path))
 
-    def decoding(self, **changes) -> SequenceDecoding:
-        """The run's [decode] settings with `changes` (None values ignored) on top; QKVError if invalid."""
-        from qkv.config import from_dict, to_dict
+    def example_text(self) -> str:
+        return DEFAULT_SOURCE
 
-        values = to_dict(self.config.decode) | {k: v for k, v in changes.items() if v is not None}
-        return from_dict(SequenceDecoding, values, prefix="decode.")
+    def example_sources(self, n: int = 1) -> list[str]:
+        return [DEFAULT_SOURCE, *self.reference_pairs(n - 1)[0]][:n] if n > 1 else [DEFAULT_SOURCE]
 
-    def translate(self, lines: list[str], decoding: SequenceDecoding | None = None) -> tuple[list[str], int]:
-        """(translations in input order, how many sources were cut to the context)."""
-        dcfg = decoding or self.config.decode
-        return translate_lines(self.model, self.src_tokenizer, self.tgt_tokenizer, lines, dcfg)
+    def reference_pairs(self, n: int | None = None) -> tuple[list[str], list[str], str]:
+        """The first `n` validation pairs of the run's data with both sides non-empty, and their name."""
+        return self._pairs("val", n)
 
-    def attention(self, text: str, layer: int = -1, head: int | None = None, beam: int | None = None):
-        """Cross-attention of one decoder layer while translating `text` (with the run's decoding, or `beam`):
-        source tokens × produced tokens."""
-        from qkv.evaluation.attention import seq2seq_alignment
+    def training_pairs(self, n: int | None = None) -> tuple[list[str], list[str], str]:
+        return self._pairs("train", n)
 
-        return seq2seq_alignment(self.model, self.src_tokenizer, self.tgt_tokenizer, text, self.decoding(beam=beam),
-                                 layer, head)
+    def dataset_pairs(self, data: str, split: str | None = None) -> tuple[list[str], list[str], str]:
+        """The pairs of a named parallel dataset in this run's direction: ``multi30k`` and a split (default
+        test_2016_flickr)."""
+        if data != "multi30k":
+            raise QKVError(f"unknown parallel dataset {data!r}; use multi30k, or a src file (and its ref file)")
+        direction, split = self.config.data.direction, split or "test_2016_flickr"
+        srcs, refs = read_parallel(*multi30k_paths(direction, split))
+        return srcs, refs, f"multi30k {direction} {split}"
+
+    def _pairs(self, split: str, n: int | None) -> tuple[list[str], list[str], str]:
+        """Pairs of a split of the run's data; only a copy of a named dataset already on this machine is read, never
+        a download."""
+        d = self.config.data
+        if d.src is None:
+            from qkv.data.registry import resolve
+
+            resolve(d.dataset, download=False)
+        srcs, refs, name = load_split(d, split)
+        pairs = [(s, r) for s, r in zip(srcs, refs, strict=True) if s.strip() and r.strip()][:n]
+        return [s for s, _ in pairs], [r for _, r in pairs], name
+
+    def reference_attention(self, source: str, layer: int = -1, head: int | None = None):
+        """(the cross-attention map over the reference translation, read teacher-forced, with its word links as
+        boxes, or None; one line saying which) when a cached reference alignment of the run's training data holds
+        `source` (`qkv data alignments`, `qkv eval RUN --alignment`)."""
+        from qkv.data.alignment import find_reference, training_description
+        from qkv.evaluation.alignment import reference_attention
+
+        train = training_description(self.config.data)
+        found = find_reference(train, source)
+        if found is None:
+            return None, (f"no reference alignment: the sentence is in no cached alignment of {train} (qkv data "
+                          "alignments, qkv eval RUN --alignment); drawing the model's own translation")
+        al, k = found
+        amap = reference_attention(self.model, self.src_tokenizer, self.tgt_tokenizer, al.src[k], al.tgt[k],
+                                   al.sure[k], layer, head)
+        return amap, (f"reference alignment: {len(al.sure[k])} word links from {al.path}, outlined in red; rows are "
+                      "the reference translation, read teacher-forced")
 
     def _eval_pairs(self, data: str | None, split: str, src: str | None, ref: str | None,
                     max_pairs: int | None) -> tuple[list[str], list[str], str, str]:

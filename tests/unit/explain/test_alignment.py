@@ -72,7 +72,7 @@ def test_wrong_run_and_out_of_range_are_one_line_errors(runs):
         with pytest.raises(QKVError, match=words) as err:
             explain("alignment", runs["translate"], src=SRC, **kwargs)
         assert "\n" not in str(err.value)
-    with pytest.raises(QKVError, match="explain alignment needs a translate run") as err:
+    with pytest.raises(QKVError, match="explain alignment needs a run that reads its source as text") as err:
         explain("alignment", runs["lm"], text="<img")
     assert "\n" not in str(err.value)
 

@@ -99,7 +99,7 @@ def test_a_text_conditioned_run_reads_the_prompt(runs):
 @pytest.mark.parametrize("name, prompt, message", [
     ("digits", "seven", "class label, an integer"),
     ("digits", "12", "outside the trained classes"),
-    ("translate", None, "needs a diffusion run"),
+    ("translate", None, "needs a run that makes images"),
 ])
 def test_errors_are_one_line(runs, name, prompt, message):
     with pytest.raises(QKVError) as err:

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-import qkv.explain.encoder_states as topic
 from qkv.cli.main import main
 from qkv.data.translation import source_ids
 from qkv.errors import QKVError
@@ -49,7 +48,9 @@ def test_a_cache_that_holds_something_else_is_caught(runs, monkeypatch):
 def test_a_model_that_keeps_something_is_caught(runs, monkeypatch, keep):
     run = copy.copy(runs["translate"])
     run.model = copy.deepcopy(run.model)
-    real = topic.translate_ids
+    import qkv.generation.seq2seq as decoding
+
+    real = decoding.decode_batch
 
     def translate_and_remember(model, *args, **kwargs):
         out = real(model, *args, **kwargs)
@@ -59,7 +60,7 @@ def test_a_model_that_keeps_something_is_caught(runs, monkeypatch, keep):
             model.decoder[0].cross_attn.k_proj.weight.add_(1e-3)  # a model that learned while translating
         return out
 
-    monkeypatch.setattr(topic, "translate_ids", translate_and_remember)
+    monkeypatch.setattr(decoding, "decode_batch", translate_and_remember)
     e = explain("encoder-states", run, src=SRC)
     count, bits = e.checks[-2:]
     assert (count.ok, bits.ok) == ((False, True) if keep == "attribute" else (True, False))
@@ -71,7 +72,7 @@ def test_the_default_source_and_other_kinds(runs):
     for name in ("lm", "digits"):
         with pytest.raises(QKVError) as err:
             explain("encoder-states", runs[name])
-        assert "\n" not in str(err.value) and "needs a translate run" in str(err.value)
+        assert "\n" not in str(err.value) and "needs a run that turns a source into text" in str(err.value)
 
 
 def test_json_and_text_agree_and_png(tiny_runs, capsys, tmp_path):

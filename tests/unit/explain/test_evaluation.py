@@ -42,16 +42,17 @@ def test_corpus_bleu_is_not_the_mean_of_sentence_bleus(runs, monkeypatch):
     pairs = (["die eins zwei drei vier .", "die fünf sechs ."], ["the one two three four .", "the five six seven ."])
     monkeypatch.setattr(topic, "_pairs", lambda run, opts: (*pairs, "two pairs"))
     fake = copy.copy(run)
-    fake.translate = lambda lines, decoding: (["the one two three four .", "the five six ."], 0)
+    fake.to_text = lambda sources, decoding: ["the one two three four .", "the five six ."]
     e = explain("evaluation", fake)
     assert e.data["corpus_bleu"] != pytest.approx(e.data["mean_sentence_bleu"], abs=0.5)
     assert all(c.ok for c in e.checks)
 
 
 def test_a_loss_that_differs_is_caught(runs, monkeypatch):
-    real = topic.corpus_loss
-    monkeypatch.setattr(topic, "corpus_loss", lambda *a: (real(*a)[0] + 1e-3, real(*a)[1]))
-    e = explain("evaluation", runs["translate"])
+    run = copy.copy(runs["translate"])
+    real = run.reference_loss
+    run.reference_loss = lambda *a: (real(*a)[0] + 1e-3, real(*a)[1])
+    e = explain("evaluation", run)
     assert not e.checks[0].ok and "MISMATCH" in e.format_text()
 
 
@@ -62,16 +63,16 @@ def test_src_must_be_a_validation_source(runs):
     assert e.data["sources"] == [srcs[1]] and e.data["references"] == [refs[1]]
     with pytest.raises(QKVError) as err:
         explain("evaluation", run, src="die eins .")
-    assert "\n" not in str(err.value) and "no reference translation" in str(err.value)
+    assert "\n" not in str(err.value) and "has no reference" in str(err.value)
 
 
 def test_missing_validation_data_and_wrong_kind_are_one_line_errors(runs, tmp_path):
     run = copy.copy(runs["translate"])
     run.config = copy.deepcopy(run.config)
     run.config.data = replace(run.config.data, src=str(tmp_path / "gone.de"), tgt=str(tmp_path / "gone.en"))
-    for r, opts, message in ((run, {}, "needs reference translations"),
-                             (run, {"src": "die eins ."}, "has no reference translation"),
-                             (runs["chat"], {}, "needs a translate run")):
+    for r, opts, message in ((run, {}, "needs references"),
+                             (run, {"src": "die eins ."}, "has no reference"),
+                             (runs["chat"], {}, "needs a run that turns a source into text")):
         with pytest.raises(QKVError) as err:
             explain("evaluation", r, **opts)
         assert "\n" not in str(err.value) and message in str(err.value)
@@ -89,6 +90,6 @@ def test_json_and_text_agree_and_png(tiny_runs, capsys, tmp_path):
     for row, line in zip(rows, lines[start : start + len(rows)], strict=True):
         assert [float(w.replace(",", "")) for w in line.split()] == pytest.approx(row, rel=1e-3, abs=1e-6)
     for h in data["data"]["translations"]:
-        assert f"translation: {h}" in text
+        assert f"output:      {h}" in text
     png = tmp_path / "evaluation-scores.png"
     assert data["pngs"] == [str(png)] and png.stat().st_size > 0

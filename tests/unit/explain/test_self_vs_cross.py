@@ -36,7 +36,7 @@ def test_translation_self_and_cross_attention_inputs(runs):
 def test_gpt_shows_self_attention_and_says_cross_needs_a_translation(runs):
     e = explain("self-vs-cross", runs["lm"], text="<img src=x>")
     assert not e.data["cross"] and e.data["classes"] == ["MultiHeadAttention"]
-    assert "Cross-attention needs a translation" in e.format_text()
+    assert "Cross-attention needs an encoder-decoder run" in e.format_text()
     assert {row[4] for row in _table(e).rows} == {"text states"} and len(_table(e).rows) == 2
     assert e.figures[0].data["self"].shape == (11, 11)
 

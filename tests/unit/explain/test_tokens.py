@@ -6,7 +6,7 @@ import pytest
 
 from qkv.cli.main import main
 from qkv.errors import QKVError
-from qkv.explain import TOPICS, explain
+from qkv.explain import TOPICS, applies, explain
 
 
 def test_topics_are_listed_in_lesson_order_one_line_each(capsys):
@@ -68,13 +68,13 @@ def test_unknown_topic_and_missing_run_are_one_line_errors(tiny_runs, capsys):
 
 @pytest.mark.parametrize("name", ["lm", "translate", "digits"])
 def test_the_registry_lists_exactly_the_topics_a_run_can_take(runs, name):
-    """The playground lists a run's topics from TOPICS' kinds; each topic refuses a run by its own check. The two
-    must agree (self-vs-cross and output take GPT runs too, and the page used to hide them)."""
+    """The playground lists a run's topics with `applies` (TOPICS' needs); explain refuses the others with a one-line
+    error. The two must agree (self-vs-cross and output take GPT runs too, and the page used to hide them)."""
     run = runs[name]
-    for topic, t in TOPICS.items():
+    for topic in TOPICS:
         try:
             explain(topic, run, text="<img src" if name == "lm" else None, prompt="3" if name == "digits" else None)
             refused = False
         except QKVError as err:
             refused = "needs" in str(err) and "\n" not in str(err)
-        assert refused == (run.task not in t.kinds), (topic, name)
+        assert refused == (not applies(topic, run)), (topic, name)

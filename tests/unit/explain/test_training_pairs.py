@@ -5,7 +5,7 @@ import json
 import pytest
 
 import qkv.tasks.chat as chat_task
-import qkv.tasks.translate as translate_task
+import qkv.tasks.text_to_text as translate_task
 from qkv.cli.main import main
 from qkv.data.chat_template import IGNORE, render
 from qkv.data.conversations import conversation
@@ -77,7 +77,7 @@ def test_a_loss_that_differs_is_caught(runs, monkeypatch, name, target):
 
 
 @pytest.mark.parametrize("name, opts, message", [
-    ("digits", {}, "needs an lm, a chat or a translate run"),
+    ("digits", {}, "needs a run that shows a training example"),
     ("translate", {"src": "die eins ."}, "needs both sides"),
     ("chat", {"text": "What is 2 + 2?"}, "template's form"),
     ("lm", {"text": "<"}, "at least 2 tokens"),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from qkv import hardware
 from qkv.data.chat_template import add_chat_tokens, render
 from qkv.errors import QKVError
-from qkv.generation.chat import ChatSession, stream_reply
+from qkv.generation.chat import ChatSession, reply_stream
 from qkv.generation.compiled import CompiledDecodeStep, compile_decode_step
 from qkv.generation.inference import TransposedLinear, for_decoding, fuse_qkv, prepare_for_decoding
 from qkv.generation.lm import generate_ids, generate_text
@@ -348,7 +348,7 @@ def test_chat_never_emits_an_id_the_tokenizer_lacks():
     with torch.no_grad():
         model.lm_head.weight[tok.encode("b")[0]] = 0.5  # the best real token, after the extra rows
     ids, _ = render([{"role": "user", "content": "abc?"}], tok, add_generation_prompt=True)
-    reply = "".join(stream_reply(model, tok, ids, 20, TokenSampling(temperature=0.0)))
+    reply = "".join(reply_stream(model, tok, ids, 20, TokenSampling(temperature=0.0)).texts())
     assert reply == "b" * 20
     session = ChatSession(model, tok, TokenSampling(temperature=1.0), 20, seed=3)
     assert set("".join(session.reply("abc?"))) <= set("abcdefgh ?")

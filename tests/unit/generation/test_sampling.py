@@ -14,7 +14,7 @@ from torch import nn
 from qkv.generation.lm import generate_ids, generate_text, stream_text
 from qkv.generation.quantize import quantize_int8
 from qkv.generation.sampling import TokenSampling, filter_logits, sample_next
-from qkv.generation.streaming import TextStream, stream_pieces
+from qkv.generation.streaming import TextStream
 from qkv.models import GPT, GPTConfig
 from qkv.tokenizers import train_bpe, train_char
 
@@ -258,7 +258,8 @@ def test_text_stream_equals_decode_up_to_the_first_stop(ascii_bpe, text, stop):
     appear (as the tokens arrive) begins, and no piece holds half a character (byte-level tokens split every
     non-ASCII character here). The reference re-decodes everything after each token: slow and plain."""
     ids = ascii_bpe.encode(text)
-    pieces = list(stream_pieces(ids, ascii_bpe, stop))
+    stream = TextStream(ascii_bpe, stop)
+    pieces = [stream.push(i) for i in ids] + [stream.finish()]  # after a stop string every push gives ""
     expected, data = ascii_bpe.decode(ids), b""
     for i in ids:
         data += ascii_bpe.token_bytes(i)

@@ -3,18 +3,23 @@ controls each with one BAD copy of the right candidate, shuffled tasks and displ
 reading the items: empty lines skipped with their references, mismatched files refused."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
 from qkv.errors import QKVError
 from qkv.humaneval.campaign import CampaignSpec, n_controls, plan_campaign, read_items, sample_items, system_labels
+from qkv.tasks.capabilities import Capability
+
+# a run that writes text about a sentence, as far as reading items asks (what it can do)
+TEXT_RUN = SimpleNamespace(capabilities={Capability.SOURCE_TO_TEXT}, source_kind="text")
 
 
 def plan(n_items=30, systems=("a", "b"), raters=3, seed=0):
     items = [(i, f"source {i}", f"reference {i}") for i in range(n_items)]
     outputs = [[f"{s} output number {i} reads like this" for i in range(n_items)] for s in systems]
     tokens = iter(f"token{k:020d}" for k in range(100))
-    return plan_campaign("c", "translate", {}, [(s, s) for s in systems], items, outputs, raters, seed,
+    return plan_campaign("c", "source-to-text", {}, [(s, s) for s in systems], items, outputs, raters, seed,
                          tokens=lambda: next(tokens))
 
 
@@ -68,7 +73,7 @@ def test_display_order_is_random_per_task():
 
 def test_tokens_are_unguessable_by_default():
     items = [(0, "s", None)]
-    p = plan_campaign("c", "lm", {}, [("a", "a")], items, [["out put"]], 3, 0)
+    p = plan_campaign("c", "continuation", {}, [("a", "a")], items, [["out put"]], 3, 0)
     tokens = [r.token for r in p.raters]
     assert len(set(tokens)) == 3 and all(len(t) == 24 for t in tokens)  # 18 random bytes, base64url
 
@@ -90,7 +95,7 @@ def test_empty_lines_are_skipped_with_their_references(tmp_path):
     src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
     src.write_text("eins\n\nzwei\n  \ndrei\n", encoding="utf-8")
     ref.write_text("one\nlost\ntwo\nlost too\n\n", encoding="utf-8")
-    items, where = read_items(CampaignSpec("c", ["r"], src=src, ref=ref), "translate", None)
+    items, where = read_items(CampaignSpec("c", ["r"], src=src, ref=ref), TEXT_RUN)
     assert items == [(0, "eins", "one"), (2, "zwei", "two"), (4, "drei", None)]
     assert where == f"{src} -> {ref}"
 
@@ -100,7 +105,7 @@ def test_mismatched_files_name_both_counts(tmp_path):
     src.write_text("a\nb\nc\n", encoding="utf-8")
     ref.write_text("a\nb\n", encoding="utf-8")
     with pytest.raises(QKVError, match="has 3 lines but .* has 2"):
-        read_items(CampaignSpec("c", ["r"], src=src, ref=ref), "chat", None)
+        read_items(CampaignSpec("c", ["r"], src=src, ref=ref), TEXT_RUN)
 
 
 @pytest.mark.parametrize(("changes", "message"), [

@@ -82,7 +82,7 @@ def test_the_report_is_plain_json_and_deterministic(judged):
 
 def test_the_text_report(judged, tmp_path):
     text = format_report(build_report(judged, "demo"))
-    assert "campaign demo: translate, 2 system(s) (a, b), 40 items from toy, 3 raters" in text
+    assert "campaign demo: source-to-text, 2 system(s) (a, b), 40 items from toy, 3 raters" in text
     assert "judged 132 of 132 tasks" in text and "a is better" in text
     assert "preferences (non-control tasks): a " in text
     assert "Krippendorff's α (interval): accuracy " in text and "Kendall τ vs sentence chrF++" in text

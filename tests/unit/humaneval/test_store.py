@@ -97,7 +97,7 @@ def test_a_campaign_is_stored_with_its_counts(store):
     assert camp["items"] == 10 and [r["name"] for r in camp["raters"]] == ["rater1", "rater2"]
     assert [r["tasks"] for r in camp["raters"]] == [11, 11]  # 10 items + ceil(10%) control
     (listed,) = store.campaigns()
-    assert listed | {"created": None} == {"name": "demo", "kind": "translate", "systems": ["a", "b"], "items": 10,
+    assert listed | {"created": None} == {"name": "demo", "kind": "source-to-text", "systems": ["a", "b"], "items": 10,
                                           "raters": 2, "tasks": 22, "judged": 0, "judgements": 0, "created": None}
     assert store.judgements_count("demo") == 0
 
@@ -112,7 +112,7 @@ def test_a_taken_name_is_refused_and_the_first_campaign_is_untouched(store):
 def test_a_failure_mid_campaign_leaves_nothing_behind(store):
     """The plan's last task names a candidate that does not exist: the insert fails after the campaign, systems,
     items, candidates and the first rater's tasks were written, and all of it is rolled back."""
-    plan = CampaignPlan("broken", "translate", {}, [("a", "/a")], [(0, "s0", None), (1, "s1", None)],
+    plan = CampaignPlan("broken", "source-to-text", {}, [("a", "/a")], [(0, "s0", None), (1, "s1", None)],
                         [PlannedCandidate(0, 0, "c0"), PlannedCandidate(1, 0, "c1")],
                         [PlannedRater("rater1", "t" * 24, [PlannedTask(0, [0]), PlannedTask(1, [1])]),
                          PlannedRater("rater2", "u" * 24, [PlannedTask(0, [0]), PlannedTask(1, [5])])])
@@ -134,7 +134,7 @@ def test_an_unknown_campaign_names_the_known_ones(store):
 def test_a_rater_is_found_by_token_only(store):
     camp = toy_campaign(store, n_items=4)
     r = store.rater(camp["raters"][1]["token"])
-    assert (r.name, r.campaign, r.kind, r.pairwise) == ("rater2", "demo", "translate", True)
+    assert (r.name, r.campaign, r.kind, r.pairwise) == ("rater2", "demo", "source-to-text", True)
     assert store.rater(camp["raters"][1]["token"][:-1] + "x") is None
     assert store.rater("") is None and store.rater(None) is None
 
@@ -142,7 +142,7 @@ def test_a_rater_is_found_by_token_only(store):
 def test_status_and_task_show_what_the_rater_needs_and_nothing_else(store):
     camp = toy_campaign(store, n_items=6)
     rater, task = first_task(store, camp)
-    assert store.status(rater.id) == {"campaign": "demo", "kind": "translate", "pairwise": True,
+    assert store.status(rater.id) == {"campaign": "demo", "kind": "source-to-text", "pairwise": True,
                                       "rater": "rater1", "tasks": 7, "done": 0, "next": 0}
     assert set(task) == {"task_id", "position", "source", "candidates", "judgement"}
     assert [c["slot"] for c in task["candidates"]] == ["A", "B"] and task["judgement"] is None
@@ -317,7 +317,7 @@ def test_a_preference_in_a_single_system_task_is_refused(store):
 
 
 def test_spans_are_counted_in_code_points(store):
-    plan = CampaignPlan("emoji", "lm", {}, [("a", "/a")], [(0, "prompt", None)],
+    plan = CampaignPlan("emoji", "continuation", {}, [("a", "/a")], [(0, "prompt", None)],
                         [PlannedCandidate(0, 0, "né 🙂!")], [PlannedRater("rater1", "e" * 24, [PlannedTask(0, [0])])])
     store.add_campaign(plan)
     rater = store.rater("e" * 24)
@@ -366,3 +366,31 @@ def test_a_snapshot_reads_one_state_while_another_thread_writes(store):
         writer.join()  # committed on the writer's own connection while the snapshot is open
         assert store.judgements_count("demo") == 0 and store.judged_candidates("demo") == []
     assert store.judgements_count("demo") == 1
+
+
+def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
+    """Schema 1 named a campaign's kind after its runs' task; opening such a store renames the kinds to what the
+    raters see (translate -> source-to-text, lm -> continuation) in place, judgements and all, and it stays a
+    store a campaign of the new kinds can join (the old CHECK would refuse 'image-to-text')."""
+    from qkv.humaneval import store as store_module
+
+    path = tmp_path / "old.db"
+    old_schema = store_module._SCHEMA.replace(
+        "CHECK (kind IN ('source-to-text', 'image-to-text', 'chat', 'continuation'))",
+        "CHECK (kind IN ('translate', 'chat', 'lm'))")
+    assert old_schema != store_module._SCHEMA
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old_schema)
+        conn.execute("INSERT INTO campaigns (name, kind, created, spec) VALUES ('mt', 'translate', 'then', '{}')")
+        conn.execute("INSERT INTO campaigns (name, kind, created, spec) VALUES ('story', 'lm', 'then', '{}')")
+        conn.execute("INSERT INTO systems (campaign_id, position, label, run_path) VALUES (1, 0, 'a', '/a')")
+        conn.execute("PRAGMA user_version = 1")
+    with Store(path) as store:
+        assert {c["name"]: c["kind"] for c in store.campaigns()} == {"mt": "source-to-text", "story": "continuation"}
+        store.add_campaign(CampaignPlan("pics", "image-to-text", {}, [("a", "/a")],
+                                        [(0, "data:image/png;base64,x", None)],
+                                        [PlannedCandidate(0, 0, "a red circle")],
+                                        [PlannedRater("rater1", "p" * 24, [PlannedTask(0, [0])])]))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+        assert conn.execute("SELECT COUNT(*) FROM systems").fetchone()[0] == 2  # the old campaign's system kept

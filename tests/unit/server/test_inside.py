@@ -22,10 +22,11 @@ def client(served):
     return TestClient(create_app(served, ServeConfig()))
 
 
-def test_topics_come_in_lesson_order_with_their_run_kinds(client):
+def test_topics_come_in_lesson_order_with_what_they_need(client):
     topics = client.get("/api/explain/topics").json()
     assert [t["name"] for t in topics] == list(TOPICS)
-    assert next(t for t in topics if t["name"] == "alignment")["kinds"] == ["translate"]
+    assert next(t for t in topics if t["name"] == "alignment")["needs"] == ["text-source"]
+    assert next(t for t in topics if t["name"] == "qkv")["needs"] == ["token-input", "source-to-text"]
 
 
 def test_a_topic_over_http_has_the_numbers_of_the_python_call(client, served):
@@ -46,7 +47,7 @@ def test_pictures_are_png_data_urls(client):
 
 
 @pytest.mark.parametrize("path, body, status, words", [
-    ("/api/runs/lm/explain/alignment", {}, 404, "needs a translate run"),
+    ("/api/runs/lm/explain/alignment", {}, 404, "needs a run that reads its source as text (translation)"),
     ("/api/runs/lm/explain/nonsense", {}, 404, "unknown topic"),
     ("/api/runs/nobody/explain/tokens", {}, 404, "no run named"),
     ("/api/runs/lm/explain/tokens", {"text": "Zebra"}, 400, "not in the"),

@@ -54,14 +54,14 @@ def test_runs_list_their_task_and_pages(client):
     assert {n: r["pages"] for n, r in runs.items()} == {
         "lm": ["generate", "attention", "params", "explain"],
         "chat": ["chat", "generate", "attention", "params", "explain"],
-        "translate": ["translate", "params", "explain"], "digits": ["images", "params", "explain"]}
+        "translate": ["translate", "attention", "params", "explain"], "digits": ["images", "params", "explain"]}
     assert runs["digits"]["conditioning"] == "class" and runs["digits"]["n_classes"] == 10
     page = client.get("/runs/translate/translate")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert client.get("/runs/translate/generate").json() == {
-        "error": "translate is a translate run; its pages are translate, params, explain"}
+        "error": "translate has no generate page; its pages are translate, attention, params, explain"}
     assert client.get("/runs/nope/generate").status_code == 404
 
 
@@ -201,7 +201,11 @@ BAD = [
     ("/api/runs/lm/generate", {"prompt": "<", "top_p": 1.5}, 422, "top_p"),
     ("/api/runs/lm/generate", {"prompt": "<", "stop": [""]}, 422, "stop string"),
     ("/api/runs/nope/generate", {"prompt": "x"}, 404, "no run named 'nope'"),
-    ("/api/runs/lm/translate", {"text": "x"}, 404, "lm is an lm run; this needs a translate run"),
+    ("/api/runs/lm/translate", {"text": "x"}, 404, "needs a run that turns a source into text"),
+    ("/api/runs/lm/to-text", {"text": "x"}, 404, "(source-to-text); lm is an lm run"),
+    ("/api/runs/translate/to-text", {"image": "data:image/png;base64,AAAA"}, 422, "reads sentences; give text"),
+    ("/api/runs/translate/to-text", {"text": "x", "image": "data:image/png;base64,AAAA"}, 422, "give one source"),
+    ("/api/runs/digits/attention", {"text": "x"}, 404, "(self-attention)"),
     ("/api/runs/translate/translate", {"text": "die " * 60}, 422, "over the model's context of 48"),
     ("/api/runs/translate/translate", {"text": "die", "beam": 0}, 422, "beam"),
     ("/api/runs/chat/chat", {"messages": [{"role": "assistant", "content": "x"}]}, 422, "must alternate"),

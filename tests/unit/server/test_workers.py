@@ -76,8 +76,8 @@ def takes(clock: FakeClock, seconds: float, stopped: bool = False, then: threadi
 async def fill(worker: ModelWorker, running) -> Busy:
     """Start `running`, fill the queue behind it, and return the Busy of one more job."""
     worker.submit(running)
-    while not worker.busy:
-        await asyncio.sleep(0.005)
+    while not worker.busy or worker.jobs.qsize():  # until `running` itself is taken (a job before it may still be
+        await asyncio.sleep(0.005)  # finishing: busy, with `running` queued)
     for _ in range(worker.jobs.maxsize):
         worker.submit(lambda job: None)
     with pytest.raises(Busy) as e:

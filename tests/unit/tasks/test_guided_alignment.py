@@ -21,8 +21,9 @@ from qkv.errors import QKVError
 from qkv.evaluation.alignment import alignment_scores
 from qkv.tasks.guided_alignment import Guide, alignment_loss, alignment_targets, example_links, guided_loss
 from qkv.tasks.runner import run_task
-from qkv.tasks.translate import TranslateRunConfig, smoothed_loss
+from qkv.tasks.translate import TranslateRunConfig
 from qkv.tokenizers import train_bpe
+from qkv.training.losses import smoothed_loss
 
 WORDS = "ka lo mi nu pe ri so tu".split()
 LAYER, HEAD = 0, 0  # the defaults for a 2-layer decoder: the penultimate layer, head 0

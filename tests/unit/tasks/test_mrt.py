@@ -16,7 +16,8 @@ from qkv.generation.seq2seq import SequenceDecoding, greedy_decode
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.tasks import mrt as M
 from qkv.tasks.mrt import Candidate, MRTConfig
-from qkv.tasks.translate import TranslateRunConfig, smoothed_loss
+from qkv.tasks.translate import TranslateRunConfig
+from qkv.training.losses import smoothed_loss
 
 WORDS = "zero one two three four five six seven eight nine".split()
 PAD, BOS, EOS = 0, 1, 2

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from qkv.data.translation import make_examples
 from qkv.evaluation.translation import corpus_loss
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from qkv.tasks.translate import smoothed_loss
+from qkv.training.losses import smoothed_loss
 
 PAD, BOS, EOS = 0, 1, 2
 

@@ -1,10 +1,10 @@
 "use strict";
-// Attention: a GPT's causal self-attention over the user's text, per layer and head.
+// Attention: the self-attention over the user's text, per layer and head (a GPT's causal self-attention, or a
+// translation encoder's, in both directions).
 (async function () {
   const run = await qkv.header("attention");
   const name = qkv.runName();
-  const prompt = run.sample.prompt || "";
-  qkv.$("#text").value = prompt.trim().length > 3 ? prompt : run.task === "chat" ? "What is the capital of France?" : "To be, or not to be";
+  qkv.$("#text").value = qkv.can(run, "chat") ? "What is the capital of France?" : run.example_text || "To be, or not to be";
 
   async function go() {
     qkv.showError("#error", null);

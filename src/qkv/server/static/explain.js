@@ -4,8 +4,9 @@
 (async function () {
   const run = await qkv.header("explain");
   const name = qkv.runName();
-  const topics = (await qkv.api("/api/explain/topics")).filter((t) => t.kinds.includes(run.task));
-  const inputField = { translate: "src", diffusion: "prompt" }[run.task] || "text";
+  // the topics that apply to this run (the server's `topics`, from what the run can do), in lesson order
+  const topics = (await qkv.api("/api/explain/topics")).filter((t) => run.topics.includes(t.name));
+  const inputField = run.capabilities.includes("images") ? "prompt" : run.source_kind === "text" ? "src" : "text";
   qkv.$("#input-label").firstChild.textContent = { src: "source sentence ", prompt: "class label or prompt ", text: "text " }[inputField];
   let current = new URLSearchParams(location.hash.slice(1)).get("topic") || topics[0].name;
 

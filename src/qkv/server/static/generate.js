@@ -9,7 +9,8 @@
   if (s.top_k) qkv.$("#top_k").value = s.top_k;
   if (s.top_p) qkv.$("#top_p").value = s.top_p;
   if (s.seed !== null) qkv.$("#seed").value = s.seed;
-  qkv.$("#max_new_tokens").value = Math.min(s.max_new_tokens, 1024);
+  qkv.$("#max_new_tokens").max = run.limits.max_new_tokens;  // the server's cap (qkv serve --max-new-tokens)
+  qkv.$("#max_new_tokens").value = Math.min(s.max_new_tokens, run.limits.max_new_tokens);
   let controller = null;
   const tip = qkv.$("#tip");
 

@@ -85,6 +85,9 @@ qkv.showError = function (where, err) {
 
 qkv.pageLabels = { explain: "look inside" };
 
+// whether the run (its /api/runs/{name} description) can do `capability` (qkv.tasks.capabilities)
+qkv.can = (run, capability) => run.capabilities.includes(capability);
+
 // header: brand, the run, links to its pages; returns the run's description
 qkv.header = async function (page) {
   const name = qkv.runName();

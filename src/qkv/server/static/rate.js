@@ -4,7 +4,9 @@
 (function () {
   const token = decodeURIComponent(location.pathname.split("/").pop());
   const base = `/api/rate/${encodeURIComponent(token)}`;
-  const NAMES = { translate: ["Source", "Translation"], chat: ["Question", "Answer"], lm: ["Prompt", "Continuation"] };
+  // what the raters see, by the campaign's kind (what its runs can do)
+  const NAMES = { "source-to-text": ["Source", "Output"], "image-to-text": ["Image", "Caption"],
+                  chat: ["Question", "Answer"], continuation: ["Prompt", "Continuation"] };
   let status = null, task = null, state = null;  // state: {cands: {id: {accuracy, fluency, words: [...]}}, pref}
 
   function words(text) {  // [{start, end, text}] in code points
@@ -54,11 +56,16 @@
   }
 
   function render() {
-    const [srcName, candName] = NAMES[status.kind] || NAMES.translate;
+    const [srcName, candName] = NAMES[status.kind] || NAMES["source-to-text"];
     qkv.$("#i-source").textContent = srcName.toLowerCase();
     qkv.$("#i-cand").textContent = candName.toLowerCase();
     qkv.$("#source-label").textContent = srcName;
-    qkv.$("#source").textContent = task.source;
+    if (status.kind === "image-to-text") {  // a PNG data URL the campaign stored: shown as an image, never as markup
+      qkv.$("#source").replaceChildren(qkv.el("img", { src: task.source.startsWith("data:image/png;base64,") ? task.source : "",
+                                                       alt: "the image to describe", class: "rated-image" }));
+    } else {
+      qkv.$("#source").textContent = task.source;
+    }
     const box = qkv.$("#cands");
     box.className = `cands${task.candidates.length > 1 ? " two" : ""}`;
     box.replaceChildren(...task.candidates.map((cand) => {
