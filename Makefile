@@ -1,11 +1,21 @@
-# Two commands: `make demo` and `make test`. Both create .venv on first use.
+# `make demo` trains a small model; `make test` runs the whole test suite, `make test-fast` the unit and parity
+# tests alone. Each creates .venv on first use.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The corpora some tests read. They come from $QKV_DATA_DIR when you set it, else from ../shared/data when there
+# is one (CI's checkout has it), else from the cache ($QKV_CACHE_DIR or ~/.cache/qkv/data), where `make test`
+# downloads them once with `qkv data get` (sha256-checked; $QKV_DATA_URL names a mirror instead of upstream).
+CORPORA := tinyshakespeare multi30k
+ifeq ($(QKV_DATA_DIR),)
+  ifneq ($(wildcard ../shared/data/.),)
+    export QKV_DATA_DIR := $(abspath ../shared/data)
+  endif
+endif
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-data lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +27,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/qkv train --config configs/demo-pystdlib.toml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
-	QKV_DATA_DIR=$${QKV_DATA_DIR:-$(abspath ../shared/data)} $(BIN)/python -m pytest
+test-data: $(STAMP)
+	$(BIN)/qkv data get $(CORPORA)
+
+test: test-data
+	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
