@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/qkv train --config configs/demo-pystdlib.toml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/qkv train --preset demo-pystdlib --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test-data: $(STAMP)
 	$(BIN)/qkv data get $(CORPORA)

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+
+
+def preset(name: str) -> str:
+    """The file of a training preset shipped in the package (`qkv.presets`), for ``--config``."""
+    from qkv.presets import preset_path
+
+    return str(preset_path(name))
 
 CORPORA = ("tinyshakespeare", "multi30k")  # the downloaded datasets some tests need (`make test` fetches them)
 

@@ -21,13 +21,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import torchrun, write_text
+from helpers import preset, torchrun, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-C = REPO / "configs"
 STEPS = ["--train.max_steps", "6", "--train.eval_interval", "3", "--train.warmup_steps", "2",
          "--train.schedule_by", "steps", "--train.max_minutes", "none", "--train.progress", "false",
          "--train.precision", "fp32", "--train.batch_size", "8", "--train.log_interval", "1"]
@@ -45,18 +44,18 @@ def _pairs(folder: Path) -> list[str]:
 
 # task -> (preset, overrides): tiny runs whose every batch splits into two non-empty halves
 RUNS = {
-    "lm": (C / "shakespeare-char-cpu.toml", [*GPT, "TEXT", "--data.max_chars", "30000", "--model.max_seq_len", "32",
+    "lm": (preset("shakespeare-char-cpu"), [*GPT, "TEXT", "--data.max_chars", "30000", "--model.max_seq_len", "32",
                                              "--train.eval_iters", "1", "--train.decay_steps", "6"]),
-    "translate": (C / "multi30k-de-en.toml", ["--data.batch_tokens", "none", "--data.vocab_size", "300",
+    "translate": (preset("multi30k-de-en"), ["--data.batch_tokens", "none", "--data.vocab_size", "300",
                                               "--data.bleu_val_pairs", "2", "--model.d_model", "32", "--model.d_ff",
                                               "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
                                               "--model.n_heads", "2", "--model.max_seq_len", "48",
                                               "--model.dropout", "0", "PAIRS"]),
-    "chat": (C / "chat-qa-skills.toml", [*GPT, "--data.train_size", "64", "--data.val_size", "8", "--data.test_size",
+    "chat": (preset("chat-qa-skills"), [*GPT, "--data.train_size", "64", "--data.val_size", "8", "--data.test_size",
                                          "4", "--data.em_conversations", "2"]),
-    "diffusion": (C / "digits-dit.toml", [*GPT[:6], "--sample.eval_samples", "0"]),
-    "autoencoder": (C / "shapes-autoencoder.toml", ["--data.shapes_n", "200", "--model.width", "8"]),
-    "caption": (C / "shapes-caption.toml", ["--data.image_size", "16", "--data.val_scenes", "4", "--model.d_model",
+    "diffusion": (preset("digits-dit"), [*GPT[:6], "--sample.eval_samples", "0"]),
+    "autoencoder": (preset("shapes-autoencoder"), ["--data.shapes_n", "200", "--model.width", "8"]),
+    "caption": (preset("shapes-caption"), ["--data.image_size", "16", "--data.val_scenes", "4", "--model.d_model",
                                             "32", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
                                             "--model.n_heads", "2"]),
 }

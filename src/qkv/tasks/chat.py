@@ -260,7 +260,7 @@ class ChatRun(LMRun):
             chat_tokens(run.tokenizer)
         except QKVError:
             raise QKVError(f"{path} is not a chat run: its tokenizer has no chat template tokens "
-                           "(train one with task = \"chat\", e.g. --config configs/chat-qa-skills.toml)") from None
+                           "(train one with task = \"chat\", e.g. --preset chat-qa-skills)") from None
         return run
 
     def chat(self, sampling: TokenSampling | None = None, quantize: str | None = None, compile: bool = False):

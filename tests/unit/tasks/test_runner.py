@@ -48,12 +48,10 @@ TINY = ["--data.max_chars", "20000", "--model.d_model", "32", "--model.n_layers"
 @pytest.fixture
 def tiny_run(tmp_path, capsys):
     """A 4-step run of the CPU Shakespeare preset on made-up text (any text will do here)."""
-    from pathlib import Path
-
     run = tmp_path / "run"
     text = write_text(tmp_path / "text.txt", 20_000)
-    preset = Path(__file__).resolve().parents[3] / "configs" / "shakespeare-char-cpu.toml"
-    assert main(["train", "--config", str(preset), "--out", str(run), "--data", str(text), "--no-sample", *TINY]) == 0
+    assert main(["train", "--preset", "shakespeare-char-cpu", "--out", str(run), "--data", str(text), "--no-sample",
+                 *TINY]) == 0
     capsys.readouterr()
     return run
 
