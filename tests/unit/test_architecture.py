@@ -7,9 +7,9 @@ import qkv
 
 SRC = Path(qkv.__file__).parent
 # the layers of docs/architecture.md, bottom (0) to top; a module may import its own layer or any below
-LAYER = {"errors": 0, "config": 0, "runs": 0, "presets": 0, "tokenizers": 1, "data": 1, "nn": 2, "models": 3,
-         "training": 4, "generation": 4, "diffusion": 4, "evaluation": 5, "tasks": 6, "humaneval": 7, "explain": 7,
-         "server": 7, "cli": 8,
+LAYER = {"errors": 0, "config": 0, "runs": 0, "presets": 0, "version": 0, "tokenizers": 1, "data": 1, "nn": 2,
+         "models": 3, "training": 4, "generation": 4, "diffusion": 4, "evaluation": 5, "tasks": 6, "humaneval": 7,
+         "explain": 7, "server": 7, "cli": 8,
          "__init__": 9, "__main__": 9}
 
 
