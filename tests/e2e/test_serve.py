@@ -103,6 +103,46 @@ def test_serve_on_another_address_warns(tiny_runs, tmp_path):
     assert f"http://0.0.0.0:{port}/runs/lm/generate" in out and "admin page:" in out
 
 
+def test_port_0_listens_on_a_free_port_and_prints_it(tiny_runs):
+    import queue
+    import re
+
+    proc = subprocess.Popen([sys.executable, "-m", "qkv", "serve", str(tiny_runs["lm"]), "--port", "0", "--threads",
+                             "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        seen, deadline, url = [], time.monotonic() + 60, None
+        while url is None and time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, f"qkv serve exited {proc.returncode}: {seen}"
+                continue
+            m = re.match(r"qkv serve: (http://127\.0\.0\.1:(\d+))/ ", seen[-1])
+            url = m.group(1) if m and int(m.group(2)) > 0 else None
+        assert url, f"no address printed in 60 s: {seen}"
+        assert any(f"{url}/runs/lm/generate" in line for line in seen), seen
+        assert httpx.get(f"{url}/api/health", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)  # stdout is the reader thread's until its end
+        err = proc.stderr.read()
+        proc.stderr.close()
+    assert proc.returncode == 0, err
+
+
+def test_a_taken_port_is_a_one_line_error(tiny_runs, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        rc, _, err = qkv(capsys, "serve", tiny_runs["lm"], "--port", port, "--threads", "1")
+    assert_user_error(rc, err, f"cannot listen on 127.0.0.1:{port}", "--port 0 picks a free one")
+    rc, _, err = qkv(capsys, "serve", tiny_runs["lm"], "--port", "70000")
+    assert_user_error(rc, err, "--port must be in 0..65535")
+
+
 # ------------------------------------------------------------------------------------------------ kill -9
 def test_every_acknowledged_judgement_survives_kill_9(tmp_path):
     db = tmp_path / "he.db"

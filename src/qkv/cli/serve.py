@@ -3,6 +3,7 @@
     qkv serve runs/shakespeare runs/multi30k          # two runs, one page per task they support
     qkv serve runs/                                   # every run in a folder
     qkv serve runs/multi30k --db human-eval.db        # + the rater links of `qkv human-eval create`
+    qkv serve runs/shakespeare --port 0                # any free port (the address is printed)
 
 Open the printed address in a browser. The pages: generate (tokens stream; hover one for its id and the
 top-5 next-token probabilities), chat, translate (beam n-best, cross-attention heatmaps), images (reverse
@@ -15,8 +16,10 @@ environment variable QKV_ADMIN_TOKEN.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -29,7 +32,7 @@ def add_parser(sub, name):
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories, or folders of them")
     p.add_argument("--db", help="the human-evaluation store of `qkv human-eval create` (serves its rater pages)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding an address other than loopback")
     p.add_argument("--queue", type=int, default=8, help="requests waiting per model before 429 (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="cap on tokens per generation (default 1024)")
@@ -59,8 +62,8 @@ def run(args) -> int:
     if not is_loopback(args.host) and not args.allow_remote:
         raise QKVError(f"--host {args.host} would expose the server beyond this machine; pass --allow-remote to "
                        "do so on purpose")
-    if not 0 < args.port < 65536:
-        raise QKVError(f"--port must be in 1..65535, got {args.port}")
+    if not 0 <= args.port < 65536:
+        raise QKVError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
     if args.db and not Path(args.db).is_file():
         raise QKVError(f"--db {args.db}: no such file (create a campaign with qkv human-eval create)")
     if args.db:
@@ -77,8 +80,10 @@ def run(args) -> int:
                          db=Path(args.db) if args.db else None, **({"admin_token": token} if token else {}))
     runs = load_runs(args.runs, queue_size=args.queue)
     app = create_app(runs, config)
+    sock = listen(args.host, args.port)
+    port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host}:{args.port}"
+    url = f"http://{host}:{port}"
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the models, and rater "
               "links are the only protection of the rating pages", file=sys.stderr)
@@ -89,5 +94,26 @@ def run(args) -> int:
     print(f"qkv serve: {url}/  (API docs: {url}/docs)")
     print(f"admin page: {url}/admin#token={config.admin_token}")
     sys.stdout.flush()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    interrupted = False
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down gracefully and re-raised the signal
+        interrupted = True
+    finally:
+        sock.close()
+    if not server.started and not interrupted:
+        raise QKVError(f"the server on {url} did not start (uvicorn's message is above)")
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: one the system picks), or a one-line QKVError (port taken, an
+    address this machine does not have)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as e:
+        hint = "; --port 0 picks a free one" if e.errno == errno.EADDRINUSE else ""
+        raise QKVError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
