@@ -33,8 +33,8 @@ test-data: $(STAMP)
 test: test-data
 	$(BIN)/python -m pytest
 
-# The unit and parity tests without the tiny training runs (marked slow): 1,073 tests in 62 s wall on 2 cores
-# with another job running (make test-fast, qkv 0.2.0 development; the data step is included).
+# The unit and parity tests without the tiny training runs (marked slow): 1,120 tests in 75 s wall, data step
+# included, on 2 cores shared with another training job (load average 2.5-3.0; qkv 0.2.0, 2026-12-07).
 test-fast: test-data
 	$(BIN)/python -m pytest tests/unit tests/parity -m "not slow"
 
