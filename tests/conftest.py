@@ -8,6 +8,7 @@
   resolves as on a CPU without bf16 units. bf16 matmuls round differently on AMX, AVX512-BF16 and
   emulation, so what a model learns in bf16 depends on the machine. Tests about precision patch
   `qkv.training.precision.cpu_bf16_units` themselves.
+- No test downloads: QKV_DATA_URL points at a closed loopback port unless a test serves its own mirror.
 - `shared_data`: the corpora a few tests truly need (tinyshakespeare, multi30k), found as qkv finds them —
   $QKV_DATA_DIR, else the cache ($QKV_CACHE_DIR or ~/.cache/qkv/data) — never downloaded by a test: `make test`
   runs `qkv data get` first where there is no ../shared/data. Tests that need some text make their own
@@ -74,6 +75,13 @@ def shared_data(available_data):
         pytest.fail(f"this test needs {missing}, which is neither under $QKV_DATA_DIR nor in the cache: run "
                     f"`qkv data get {' '.join(CORPORA)}` (make test does) or set QKV_DATA_DIR")
     return available_data
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """Tests never download: a dataset missing locally would be fetched from this closed loopback port (and fail,
+    naming the file), not from the internet. Download tests point QKV_DATA_URL at their own loopback server."""
+    monkeypatch.setenv("QKV_DATA_URL", "http://127.0.0.1:9/tests-never-download")
 
 
 @pytest.fixture(scope="session")

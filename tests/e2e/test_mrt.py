@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_user_error, metrics, preset, qkv
+from helpers import assert_user_error, metrics, preset, qkv, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -133,7 +133,8 @@ def test_init_from_a_language_model_run(base, tmp_path, capsys):
     _, data = base
     lm = tmp_path / "lm"
     rc, _, err = qkv(capsys, "train", "--config", preset("shakespeare-char-cpu"), "--out", lm,
-                     "--no-sample", "--data.max_chars", "20000", "--model.d_model", "32", "--model.n_layers", "1",
+                     "--data", write_text(tmp_path / "text.txt", 20_000), "--no-sample", "--data.max_chars", "20000",
+                     "--model.d_model", "32", "--model.n_layers", "1",
                      "--model.n_heads", "2", "--model.max_seq_len", "32", "--train.max_steps", "2",
                      "--train.eval_interval", "2", "--train.eval_iters", "1", "--train.progress", "false")
     assert rc == 0, err
