@@ -1,6 +1,6 @@
 """Captioning: the preset trained for its budget, the pooled-vector baseline trained the same way, back to back.
 
-    python bench/caption.py --out DIR [--minutes 15] [--config configs/shapes-caption.toml] [--threads 2]
+    python bench/caption.py --out DIR [--minutes 15] [--preset shapes-caption] [--threads 2]
                             [--n 500] [--report-only] [--clips [--clip-minutes 10]] [--json FILE]
 
 1. `qkv train --config CONFIG --out DIR/patches --train.max_minutes M`: the captioner whose decoder attends to
@@ -11,7 +11,7 @@
    the held-out colour–shape pairs and the held-out count; exact match, per-attribute accuracy, BLEU-4, CIDEr-D
    per group, side by side, with what attention adds (patches − pooled, in points of exact match).
 4. The target: exact match ≥ 90% on seen scenes of one and of two objects (each group, the preset's run).
-5. With --clips, also `configs/shapes-clips-caption.toml` for --clip-minutes, and its exact match on held-out clips.
+5. With --clips, also the `shapes-clips-caption` preset for --clip-minutes, and its exact match on held-out clips.
 
 --report-only scores existing runs in DIR. The first line is the machine (bench/machine.py); training is timed
 by each run's own clock (its metrics.jsonl), evaluation is not part of the budget.
@@ -59,7 +59,7 @@ def training_record(run: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--config", default=str(REPO / "configs" / "shapes-caption.toml"))
+    ap.add_argument("--config", default=str(REPO / "src" / "qkv" / "presets" / "shapes-caption.toml"))
     ap.add_argument("--minutes", type=float, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=500, help="test scenes per group")
@@ -74,8 +74,8 @@ def main() -> int:
         train(args.config, runs["patches"], args.minutes, args.threads)
         train(args.config, runs["pooled"], args.minutes, args.threads, "--model.memory", "pooled")
         if args.clips:
-            train(str(REPO / "configs" / "shapes-clips-caption.toml"), args.out / "clips", args.clip_minutes,
-                  args.threads)
+            train(str(REPO / "src" / "qkv" / "presets" / "shapes-clips-caption.toml"), args.out / "clips",
+                  args.clip_minutes, args.threads)
     results = {k: evaluate(v, args.n, args.threads) for k, v in runs.items()}
     record = {k: training_record(v) for k, v in runs.items()}
     print(f"\ntraining ({args.minutes:g} minutes each, {args.threads} threads):")

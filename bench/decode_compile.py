@@ -7,7 +7,7 @@ greedy from a 16-token prompt; the same copy with its one-token step compiled
 (`qkv.generation.compiled.compile_decode_step`, `dynamic=True`). Compiling runs cold — a fresh inductor
 cache folder per run — and its time is what `qkv generate --compile` waits before the first token. Eager
 and compiled runs alternate, and the median of `--repeats` each is reported. Sizes: char-fast
-(configs/shakespeare-char-fast.toml: 4 layers, d 128, context 128), char (configs/shakespeare-char.toml:
+(the shakespeare-char-fast preset: 4 layers, d 128, context 128), char (the shakespeare-char preset:
 6 layers, d 384, context 256), gpt2 (124M, context 1024; vocabulary 50,257).
 """
 

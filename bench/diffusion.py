@@ -7,7 +7,7 @@ Both denoisers are class-conditional (10 digits + a null class, 10% label dropou
 guidance at sampling) and are trained in this process, one after the other, for `--budget-s` seconds of
 wall time each with AdamW (lr 2e-3 warmed up over 100 steps, then constant), batch 128, EMA 0.999:
 
-- qkv: `DiT` with the model section of configs/digits-dit.toml (0.72M parameters), qkv's `DDPM` noise and
+- qkv: `DiT` with the model section of src/qkv/presets/digits-dit.toml (0.72M parameters), qkv's `DDPM` noise and
   loss, qkv's samplers.
 - diffusers: `UNet2DModel(block_out_channels=(32, 64), layers_per_block=1, one attention level,
   num_class_embeds=11)` (0.70M parameters, the reference size in the issue), diffusers' `DDPMScheduler`
@@ -15,7 +15,7 @@ wall time each with AdamW (lr 2e-3 warmed up over 100 steps, then constant), bat
   ``use_clipped_model_output=True``, the clipping qkv's DDIM uses (see `qkv.diffusion.ddim`): with the
   default, guidance 3 wrecks DDIM samples of either model.
 
-Both use the diffusion section of configs/digits-dit.toml (cosine schedule, T = 1000, v-prediction).
+Both use the diffusion section of src/qkv/presets/digits-dit.toml (cosine schedule, T = 1000, v-prediction).
 Reported per model: parameters, training steps/s and images/s, sampling time for `--n` images with
 DDPM-1000 and DDIM-50 (guidance 3: each step is a forward on 2n images), and sample accuracy + Fréchet
 distance of the DDIM-50 samples, read by qkv's digit classifier (`qkv.evaluation.diffusion`) trained on
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
-PRESET = REPO / "configs" / "digits-dit.toml"
+PRESET = REPO / "src" / "qkv" / "presets" / "digits-dit.toml"
 
 
 def load_preset():

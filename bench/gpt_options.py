@@ -1,10 +1,10 @@
 """The speedrun options of GPTConfig (and Muon), each alone and combined, at one wall-clock budget.
 
     QKV_DATA_DIR=../shared/data python bench/gpt_options.py [--budget-s 60] [--seeds 1337 1 2]
-        [--base configs/shakespeare-char-fast.toml] [--only baseline relu2 ...] [--threads 2]
+        [--base src/qkv/presets/shakespeare-char-fast.toml] [--only baseline relu2 ...] [--threads 2]
         [--combined relu2 qk_norm ...] [--steps N] [--extra --train.lr 3e-3 ...]
 
-The base is `configs/shakespeare-char-speedrun.toml` with every option off, AdamW and the learning rate of
+The base is the `shakespeare-char-speedrun` preset with every option off, AdamW and the learning rate of
 the fast recipe, 2e-3 (`OFF` below). Each row turns one option on (`ROWS`); `combined` turns on the options
 --combined names, at that same learning rate; `speedrun` is the preset as shipped (its options at its own
 learning rate, 6e-3). Each run is `qkv train --config BASE` with the row's overrides, the learning-rate decay
@@ -73,7 +73,7 @@ def run(base: str, overrides: list[str], seed: int, budget_s: float | None, step
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", default="configs/shakespeare-char-speedrun.toml")
+    ap.add_argument("--base", default="src/qkv/presets/shakespeare-char-speedrun.toml")
     ap.add_argument("--budget-s", type=float, default=60.0)
     ap.add_argument("--steps", type=int, help="a fixed number of steps instead of the wall-clock budget")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2])

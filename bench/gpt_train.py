@@ -1,6 +1,6 @@
 """Training speed and quality on tinyshakespeare (char): qkv, and nanoGPT's own code back to back.
 
-    QKV_DATA_DIR=../shared/data python bench/gpt_train.py [--config configs/shakespeare-char-cpu.toml]
+    QKV_DATA_DIR=../shared/data python bench/gpt_train.py [--preset shakespeare-char-cpu]
         [--runs 3] [--threads 2] [--nanogpt ../shared/peers/nanoGPT]
 
 Each qkv run is `qkv train --config CONFIG` in a fresh process. Reported per run: median ms/iter (from
@@ -19,7 +19,7 @@ The CPU speedrun, back to back with nanoGPT:
 
     QKV_DATA_DIR=../shared/data python bench/gpt_train.py --speedrun --nanogpt ../shared/peers/nanoGPT
 
-runs nanoGPT's README CPU recipe (its own code, 2,000 steps), then `configs/shakespeare-char-speedrun.toml`
+runs nanoGPT's README CPU recipe (its own code, 2,000 steps), then `src/qkv/presets/shakespeare-char-speedrun.toml`
 with its time budget set to nanoGPT's measured wall time less 10 s (startup and the last evaluation). The
 bench watches qkv's metrics.jsonl while it trains, so every full-pass evaluation gets the wall time since the
 qkv process started — imports, data, training and every evaluation before it included. Printed: nanoGPT's
@@ -44,7 +44,7 @@ from pathlib import Path
 
 from machine import describe, matmul_peak
 
-SPEEDRUN_CONFIG = "configs/shakespeare-char-speedrun.toml"
+SPEEDRUN_CONFIG = "src/qkv/presets/shakespeare-char-speedrun.toml"
 SPEEDRUN_TARGET = 1.88  # full-pass val loss: about where nanoGPT's CPU recipe ends (qkv measures 1.91 there)
 NANOGPT_CMD = ("train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 "
                "--log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 "
@@ -203,7 +203,7 @@ def speedrun(args, extra: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/shakespeare-char-cpu.toml")
+    ap.add_argument("--config", default="src/qkv/presets/shakespeare-char-cpu.toml")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nanogpt", help="path to a nanoGPT checkout, to measure the reference in the same session")

@@ -1,6 +1,6 @@
 """Minimum risk training on Multi30k de→en: fine-tune a trained run on sentence BLEU, then compare before and after.
 
-    python bench/mrt.py START_RUN --out RUN [--minutes 15] [--config configs/multi30k-de-en-mrt.toml] [--threads 2]
+    python bench/mrt.py START_RUN --out RUN [--minutes 15] [--preset multi30k-de-en-mrt] [--threads 2]
                         [--report-only] [--json FILE]
 
 1. `qkv train --config CONFIG --init-from START_RUN --out RUN --train.max_minutes M` (issue 15's recipe; skipped
@@ -87,10 +87,10 @@ def training_summary(run: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("start", help="the trained translation run to fine-tune (configs/multi30k-de-en.toml)")
+    ap.add_argument("start", help="the trained translation run to fine-tune (src/qkv/presets/multi30k-de-en.toml)")
     ap.add_argument("--out", required=True, help="the MRT run directory to create (or to score, --report-only)")
     ap.add_argument("--minutes", type=float, default=15.0)
-    ap.add_argument("--config", default=str(REPO / "configs" / "multi30k-de-en-mrt.toml"))
+    ap.add_argument("--config", default=str(REPO / "src" / "qkv" / "presets" / "multi30k-de-en-mrt.toml"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report-only", action="store_true", help="score an existing --out run, do not train")
     ap.add_argument("--json", help="also write every figure to this JSON file")

@@ -3,8 +3,8 @@
     QKV_DATA_DIR=../shared/data python bench/preset_parity.py run OUT_DIR [--steps 200]
     python bench/preset_parity.py compare OUT_DIR_BEFORE OUT_DIR_AFTER
 
-`run` trains each preset in configs/ for `--steps` optimizer steps (a minimum-risk-training preset starts from the
-Multi30k preset trained the same way first) on one thread, with the learning-rate
+`run` trains each preset in src/qkv/presets/ for `--steps` optimizer steps (a minimum-risk-training preset starts
+from the Multi30k preset trained the same way first) on one thread, with the learning-rate
 schedule by steps (no wall-clock budget), an evaluation every steps/2, torch.compile off (its generated
 kernels are not this repository's code) and the latent autoencoder phase cut to the same step count; the
 preset's model, data, loss and precision are kept. It copies each run's metrics.jsonl to
@@ -56,7 +56,7 @@ def run(out_dir: Path, steps: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     print(describe(1), flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for preset in sorted((REPO / "configs").glob("*.toml")):
+    for preset in sorted((REPO / "src" / "qkv" / "presets").glob("*.toml")):
         if (out_dir / f"{preset.stem}.jsonl").exists():  # a run cut short continues where it stopped
             print(f"{preset.stem}: already measured", flush=True)
             continue

@@ -8,7 +8,7 @@ The two full benches (QKV_DATA_DIR must point at the data, multi30k):
     QKV_DATA_DIR=../shared/data python bench/translate.py --minutes 15                  # qkv vs Marian
     QKV_DATA_DIR=../shared/data python bench/translate.py --minutes 15 --peer joeynmt   # qkv vs JoeyNMT
 
-1. qkv: `qkv train --config configs/multi30k-de-en.toml --train.max_minutes M`, then `qkv eval` on
+1. qkv: `qkv train --preset multi30k-de-en --train.max_minutes M`, then `qkv eval` on
    test_2016_flickr with greedy and beam-4 decoding (or score an existing --qkv-run; --skip-qkv: peer only).
 2. --peer marian (the default): `MarianMTModel` with the same shape (d_model 256, 3+3 layers, 4 heads, ffn
    512, tied embeddings initialised like the qkv run's (`model.embed_std`), the qkv run's joint 8k BPE and
@@ -62,7 +62,7 @@ from machine import describe
 
 
 def run_qkv(run_dir: Path, minutes: float, threads: int) -> None:
-    cmd = [sys.executable, "-m", "qkv", "train", "--config", "configs/multi30k-de-en.toml", "--out", str(run_dir),
+    cmd = [sys.executable, "-m", "qkv", "train", "--preset", "multi30k-de-en", "--out", str(run_dir),
            "--train.max_minutes", str(minutes), "--train.progress", "false", "--train.threads", str(threads)]
     subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
 
@@ -301,7 +301,7 @@ def run_joeynmt(work: Path, minutes: float, threads: int, python: str, valid_fre
     from qkv.data.translation import multi30k_paths, parse_direction, read_parallel
     from qkv.evaluation.translation import chrf_pp, sacre_bleu
 
-    preset = load_toml("configs/multi30k-de-en.toml")
+    preset = load_toml("src/qkv/presets/multi30k-de-en.toml")
     src, tgt = parse_direction(preset["data"]["direction"])
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,11 @@
   resolves as on a CPU without bf16 units. bf16 matmuls round differently on AMX, AVX512-BF16 and
   emulation, so what a model learns in bf16 depends on the machine. Tests about precision patch
   `qkv.hardware.cpu_bf16_units` themselves.
+- No test downloads: QKV_DATA_URL points at a closed loopback port unless a test serves its own mirror.
+- `shared_data`: the corpora a few tests truly need (tinyshakespeare, multi30k), found as qkv finds them —
+  $QKV_DATA_DIR, else the cache ($QKV_CACHE_DIR or ~/.cache/qkv/data) — never downloaded by a test: `make test`
+  runs `qkv data get` first where there is no ../shared/data. Tests that need some text make their own
+  (`helpers.english_text`).
 - `tiny_runs`: one tiny trained run of each task (lm, chat, translate, digits), trained once per session for the
   server's tests (tests/serve_fixtures.py).
 - `fwd_bwd_close`: tinygrad ``helper_test_op``-style check that two implementations agree on the
@@ -15,12 +20,13 @@
 """
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
-from helpers import data_dir as _shared_data_dir
+from helpers import CORPORA
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +37,51 @@ def _seed_and_restore_dtype():
     torch.set_default_dtype(dtype)
 
 
+def _find_corpora(links: Path) -> tuple[Path | None, str]:
+    """(a folder laid out like $QKV_DATA_DIR holding every corpus of CORPORA, or None; what is missing).
+    When they sit in different places (one in $QKV_DATA_DIR, one in the cache) `links` gathers them."""
+    from qkv.data.registry import resolve
+    from qkv.errors import QKVError
+
+    found, missing = {}, []
+    for name in CORPORA:
+        try:
+            found[name] = resolve(name, download=False)
+        except QKVError:
+            missing.append(name)
+    if missing:
+        return None, ", ".join(missing)
+    parents = {folder.parent for folder in found.values()}
+    if len(parents) == 1 and all(folder.name == name for name, folder in found.items()):
+        return parents.pop(), ""
+    links.mkdir(parents=True, exist_ok=True)
+    for name, folder in found.items():
+        (links / name).symlink_to(folder, target_is_directory=True)
+    return links, ""
+
+
 @pytest.fixture(scope="session")
-def shared_data():
-    """The shared data folder ($QKV_DATA_DIR, set by `make test`, else the checkout's ../shared/data)."""
-    folder = _shared_data_dir()
-    if not (folder / "tinyshakespeare" / "input.txt").is_file() or not (folder / "multi30k" / "train.de.gz").is_file():
-        pytest.fail(f"the shared data is not under {folder}; set QKV_DATA_DIR (make test does)")
-    return folder
+def available_data(tmp_path_factory) -> Path | None:
+    """The corpora's folder (`shared_data`), or None when they are not on this machine."""
+    return _find_corpora(tmp_path_factory.mktemp("corpora"))[0]
+
+
+@pytest.fixture(scope="session")
+def shared_data(available_data):
+    """A folder laid out like $QKV_DATA_DIR with the corpora tests that truly need one read (tinyshakespeare,
+    multi30k): $QKV_DATA_DIR's or the cache's copy; a clear failure when neither has them."""
+    if available_data is None:
+        _, missing = _find_corpora(Path("/nonexistent"))
+        pytest.fail(f"this test needs {missing}, which is neither under $QKV_DATA_DIR nor in the cache: run "
+                    f"`qkv data get {' '.join(CORPORA)}` (make test does) or set QKV_DATA_DIR")
+    return available_data
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """Tests never download: a dataset missing locally would be fetched from this closed loopback port (and fail,
+    naming the file), not from the internet. Download tests point QKV_DATA_URL at their own loopback server."""
+    monkeypatch.setenv("QKV_DATA_URL", "http://127.0.0.1:9/tests-never-download")
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +99,7 @@ def tiny_runs(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def data_dir(shared_data, monkeypatch, tmp_path):
-    """The shared data folder, offline: QKV_DATA_DIR points at it and the download cache is an empty tmp folder
+    """The corpora's folder, offline: QKV_DATA_DIR points at it and the download cache is an empty tmp folder
     (nothing may be downloaded or cached)."""
     monkeypatch.setenv("QKV_DATA_DIR", str(shared_data))
     monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))

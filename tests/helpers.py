@@ -1,5 +1,5 @@
 """What many test modules need, written once: the CLI driven in-process, the one-line-error check, a
-picture check, the data folder, metrics and torchrun.
+picture check, made-up text for tests that need some text but no particular corpus, metrics and torchrun.
 
 Importable from any test as ``from helpers import ...`` (pyproject puts tests/ on the import path).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import random
 import subprocess
 import sys
 import time
@@ -17,12 +17,50 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 
 
-def data_dir() -> Path:
-    """$QKV_DATA_DIR (set by `make test`), else the checkout's sibling ../shared/data."""
-    return Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
+def preset(name: str) -> str:
+    """The file of a training preset shipped in the package (`qkv.presets`), for ``--config``."""
+    from qkv.presets import preset_path
+
+    return str(preset_path(name))
+
+CORPORA = ("tinyshakespeare", "multi30k")  # the downloaded datasets some tests need (`make test` fetches them)
+
+_WORDS = ("the the the and and to of of a my in that is you not with me it for be his your this but he have as "
+          "thou so will what her thy all no by do shall if are we thee our lord on good now sir come more they "
+          "well love from how at which let o king hath man upon then there must would one am or than know make "
+          "say like should may see here speak go life death heart eyes night day time world fair sweet great "
+          "hand father mother son brother friend blood noble true honour grace heaven earth soul mind word "
+          "gentle poor old young peace war crown queen prince duke house tongue reason nature fortune").split()
+_SPEAKERS = ("ROMEO", "JULIET", "KING HENRY", "FIRST CITIZEN", "NURSE", "MENENIUS")
+
+
+def english_text(n_chars: int, seed: int = 0) -> str:
+    """Exactly `n_chars` of made-up play-like English (speakers, capitals, punctuation, blank lines), the same
+    for the same seed: for tests that need some text, not a particular corpus.
+
+        >>> english_text(40)
+        'Friend war from to all must upon well du'
+    """
+    rng = random.Random(seed)
+    parts, n = [], 0
+    while n < n_chars:  # each turn adds at least one line
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 12))]
+        line = " ".join(words).capitalize() + rng.choice(".,;!?:") + "\n"
+        if rng.random() < 0.25:
+            line = f"\n{rng.choice(_SPEAKERS)}:\n{line}" if parts else f"{rng.choice(_SPEAKERS)}:\n{line}"
+        parts.append(line)
+        n += len(line)
+    return "".join(parts)[:n_chars]
+
+
+def write_text(path: Path, n_chars: int, seed: int = 0) -> Path:
+    """`english_text` written to `path` (UTF-8); the path, for ``--data PATH``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(english_text(n_chars, seed), encoding="utf-8")
+    return path
 
 
 def qkv(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:

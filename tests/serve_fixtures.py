@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from chat_fixtures import write_pairs, write_toml
+from helpers import preset
 from qkv.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,10 +106,10 @@ def make_runs(folder: Path, tasks: tuple[str, ...] = ("lm", "chat", "translate",
         runs["chat"] = _train(["--config", str(toml), "--no-sample"], folder / "chat")
     if "translate" in tasks:
         s, t = number_pairs(folder)
-        runs["translate"] = _train(["--config", str(REPO / "configs" / "multi30k-de-en.toml"), "--data.src", str(s),
+        runs["translate"] = _train(["--config", preset("multi30k-de-en"), "--data.src", str(s),
                                     "--data.tgt", str(t), *TRANSLATE_ARGS], folder / "translate")
     if "digits" in tasks:
-        runs["digits"] = _train(["--config", str(REPO / "configs" / "digits-dit.toml"), *DIGITS_ARGS],
+        runs["digits"] = _train(["--config", preset("digits-dit"), *DIGITS_ARGS],
                                 folder / "digits")
     return runs
 

@@ -6,6 +6,14 @@
 """
 
 
+def __getattr__(name: str):
+    if name == "__version__":  # computed on use: `import qkv` reads no metadata
+        from qkv.version import version
+
+        return version()
+    raise AttributeError(f"module 'qkv' has no attribute {name!r}")
+
+
 def load_run(path, device: str = "cpu", **options):
     """A trained run, loaded for inference (`qkv.tasks.load_run`)."""
     from qkv.tasks import load_run as _load_run  # imported on use: `import qkv` stays light
@@ -13,4 +21,4 @@ def load_run(path, device: str = "cpu", **options):
     return _load_run(path, device=device, **options)
 
 
-__all__ = ["load_run"]
+__all__ = ["__version__", "load_run"]

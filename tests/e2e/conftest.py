@@ -1,5 +1,6 @@
-"""End-to-end runs read the shared data folder and may download or cache nothing; the browser tests share one
-headless Chromium (tests/browser.py) and a fresh page per test."""
+"""End-to-end runs may download or cache nothing: they read the corpora where tests/conftest.py's `shared_data`
+finds them (if the corpora are not on this machine, only the tests that need one fail, naming `qkv data get`).
+The browser tests share one headless Chromium (tests/browser.py) and a fresh page per test."""
 
 import pytest
 
@@ -7,8 +8,13 @@ from browser import launch_or_skip
 
 
 @pytest.fixture(autouse=True)
-def _offline_data(data_dir):
-    """Every e2e test runs with `data_dir`'s environment (tests/conftest.py)."""
+def _offline_data(available_data, monkeypatch, tmp_path):
+    """Every e2e test runs with `data_dir`'s environment (tests/conftest.py): QKV_DATA_DIR at the corpora (an
+    empty folder when there are none), the download cache an empty tmp folder."""
+    if available_data is None:
+        (tmp_path / "no-corpora").mkdir()
+    monkeypatch.setenv("QKV_DATA_DIR", str(available_data or tmp_path / "no-corpora"))
+    monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

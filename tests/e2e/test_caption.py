@@ -18,18 +18,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import assert_picture, assert_user_error, metrics, qkv
+from helpers import assert_picture, assert_user_error, metrics, preset, qkv
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-PRESET = str(REPO / "configs" / "shapes-caption.toml")
-CLIPS = str(REPO / "configs" / "shapes-clips-caption.toml")
+PRESET = preset("shapes-caption")
+CLIPS = preset("shapes-clips-caption")
 
 # The learning run: one object per scene (4 shapes × 4 colours × 2 sizes × 9 places, three colour–shape pairs held
 # out), 48×48 images in 36 patches of 8×8, a 0.2M-parameter captioner, 1,000 steps of 32 scenes, fp32, 1 thread.
 # Measured with torch 2.13.0+cpu, 1 thread, AMD EPYC (Zen 4), fp32, 36 s each:
-#   qkv train --config configs/shapes-caption.toml --out RUN --no-sample <LEARN_ARGS below> [--train.seed S]
+#   qkv train --preset shapes-caption --out RUN --no-sample <LEARN_ARGS below> [--train.seed S]
 #   -> val_exact at step 500 / 1000: 0.68 / 0.94 (seed 1337), 0.77 / 0.96 (seed 1), 0.61 / 0.97 (seed 2);
 #      qkv eval RUN --n 100..200, seen: exact 93–99%, shape 93–99%, colour, size, position and count 100%.
 # (With 16×16 patches, one per cell, the same model reached 8–12% in 1,500 steps: shape 98%, position 15%.)

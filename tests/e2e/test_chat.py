@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 import qkv.generation.chat as session_module
 from chat_fixtures import PAIRS, write_pairs, write_toml
-from helpers import assert_user_error, metrics, qkv
+from helpers import assert_user_error, metrics, preset, qkv
 from qkv.cli.main import main
 from qkv.config import from_dict, load_toml
 from qkv.data.chat import encode_conversations, read_conversations
@@ -275,7 +275,7 @@ def _base_run(folder: Path, text: str, capsys) -> Path:
     corpus = folder / "corpus.txt"
     corpus.write_text(text * 40, encoding="utf-8")
     base = folder / "base"
-    rc, _, err = qkv(capsys, "train", "--config", REPO / "configs" / "shakespeare-char-cpu.toml", "--out", base,
+    rc, _, err = qkv(capsys, "train", "--config", preset("shakespeare-char-cpu"), "--out", base,
                      "--data", corpus, "--no-sample", "--model.max_seq_len", "64", "--model.d_model", "32",
                      "--model.n_layers", "1", "--model.n_heads", "2", "--train.max_steps", "4",
                      "--train.batch_size", "4", "--train.eval_interval", "4", "--train.eval_iters", "1",
@@ -422,7 +422,7 @@ def test_answer_only_false_ablation(tmp_path, learned_run, capsys):
 
 # ------------------------------------------------------------------------------------------------ presets
 def test_the_preset_parses():
-    cfg = from_dict(ChatRunConfig, load_toml(REPO / "configs" / "chat-qa-skills.toml"))
+    cfg = from_dict(ChatRunConfig, load_toml(preset("chat-qa-skills")))
     assert cfg.task == "chat" and cfg.data.source == "qa-skills" and cfg.train.answer_only
 
 

@@ -21,13 +21,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import torchrun
+from helpers import preset, torchrun, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-C = REPO / "configs"
 STEPS = ["--train.max_steps", "6", "--train.eval_interval", "3", "--train.warmup_steps", "2",
          "--train.schedule_by", "steps", "--train.max_minutes", "none", "--train.progress", "false",
          "--train.precision", "fp32", "--train.batch_size", "8", "--train.log_interval", "1"]
@@ -45,26 +44,31 @@ def _pairs(folder: Path) -> list[str]:
 
 # task -> (preset, overrides): tiny runs whose every batch splits into two non-empty halves
 RUNS = {
-    "lm": (C / "shakespeare-char-cpu.toml", [*GPT, "--data.max_chars", "30000", "--model.max_seq_len", "32",
+    "lm": (preset("shakespeare-char-cpu"), [*GPT, "TEXT", "--data.max_chars", "30000", "--model.max_seq_len", "32",
                                              "--train.eval_iters", "1", "--train.decay_steps", "6"]),
-    "translate": (C / "multi30k-de-en.toml", ["--data.batch_tokens", "none", "--data.vocab_size", "300",
+    "translate": (preset("multi30k-de-en"), ["--data.batch_tokens", "none", "--data.vocab_size", "300",
                                               "--data.bleu_val_pairs", "2", "--model.d_model", "32", "--model.d_ff",
                                               "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
                                               "--model.n_heads", "2", "--model.max_seq_len", "48",
                                               "--model.dropout", "0", "PAIRS"]),
-    "chat": (C / "chat-qa-skills.toml", [*GPT, "--data.train_size", "64", "--data.val_size", "8", "--data.test_size",
+    "chat": (preset("chat-qa-skills"), [*GPT, "--data.train_size", "64", "--data.val_size", "8", "--data.test_size",
                                          "4", "--data.em_conversations", "2"]),
-    "diffusion": (C / "digits-dit.toml", [*GPT[:6], "--sample.eval_samples", "0"]),
-    "autoencoder": (C / "shapes-autoencoder.toml", ["--data.shapes_n", "200", "--model.width", "8"]),
-    "caption": (C / "shapes-caption.toml", ["--data.image_size", "16", "--data.val_scenes", "4", "--model.d_model",
+    "diffusion": (preset("digits-dit"), [*GPT[:6], "--sample.eval_samples", "0"]),
+    "autoencoder": (preset("shapes-autoencoder"), ["--data.shapes_n", "200", "--model.width", "8"]),
+    "caption": (preset("shapes-caption"), ["--data.image_size", "16", "--data.val_scenes", "4", "--model.d_model",
                                             "32", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
                                             "--model.n_heads", "2"]),
 }
 
 
+def _text(folder: Path) -> list[str]:
+    return ["--data", str(write_text(folder / "text.txt", 30_000))]
+
+
 def _args(task: str, folder: Path) -> list[str]:
     preset, extra = RUNS[task]
-    extra = [a for x in extra for a in (_pairs(folder) if x == "PAIRS" else [x])]
+    made = {"PAIRS": _pairs, "TEXT": _text}  # made-up data: any text or pairs will do
+    extra = [a for x in extra for a in (made[x](folder) if x in made else [x])]
     return ["train", "--config", str(preset), "--no-sample", *STEPS, *extra]
 
 
@@ -76,13 +80,11 @@ def _metrics(run: Path) -> list[dict]:
 
 @pytest.mark.parametrize("task", list(RUNS))
 def test_two_processes_train_what_one_trains(task, tmp_path, monkeypatch, capsys):
-    data = Path(os.environ.get("QKV_DATA_DIR") or REPO.parent / "shared" / "data")
-    monkeypatch.setenv("QKV_DATA_DIR", str(data))
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*_args(task, tmp_path), "--out", str(one)]) == 0
     capsys.readouterr()
 
-    env = {**os.environ, "QKV_DATA_DIR": str(data), "QKV_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2",
+    env = {**os.environ, "QKV_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2",
            "PYTHONUNBUFFERED": "1"}
     cmd = [*torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", *_args(task, tmp_path), "--out", str(two)]
     t0 = time.perf_counter()

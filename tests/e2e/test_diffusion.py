@@ -24,21 +24,21 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import qkv
+from helpers import preset, qkv
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-DIGITS = str(REPO / "configs" / "digits-dit.toml")
-SHAPES = str(REPO / "configs" / "shapes-text-dit.toml")
+DIGITS = preset("digits-dit")
+SHAPES = preset("shapes-text-dit")
 
 COMMON = ["--train.threads", "1", "--train.progress", "false", "--train.max_minutes", "none",
           "--train.schedule_by", "steps", "--train.compile", "false", "--no-sample"]
 
-# The learning run: configs/digits-dit.toml shrunk to 0.25M parameters and 1,200 steps of batch 64.
+# The learning run: the digits-dit preset shrunk to 0.25M parameters and 1,200 steps of batch 64.
 # Measured on torch 2.13 CPU, Intel Xeon (AMX), 1 thread, fp32 (30-40 s of training, ~6 s of eval):
-#   qkv train --config configs/digits-dit.toml --out RUN <COMMON> <LEARN_ARGS> [--train.seed S]
+#   qkv train --preset digits-dit --out RUN <COMMON> <LEARN_ARGS> [--train.seed S]
 #   qkv eval RUN --n 200 --steps 20 --guidance 2
 #   -> sample accuracy 98.0% (FD 35.54, real vs real 15.99) with the preset's seed 1337, the one the test uses;
 #      99.5% (FD 44.55) with --train.seed 1 and 99.0% (FD 41.25) with --train.seed 2. Judge held-out accuracy
@@ -78,7 +78,7 @@ def test_presets_validate():
     from qkv.config import from_dict, load_toml
     from qkv.tasks.diffusion import DiffusionRunConfig
 
-    for path in (DIGITS, SHAPES, str(REPO / "configs" / "shapes-latent-dit.toml")):
+    for path in (DIGITS, SHAPES, preset("shapes-latent-dit")):
         cfg = from_dict(DiffusionRunConfig, load_toml(path))
         assert cfg.task == "diffusion" and cfg.train.max_minutes <= 10
 

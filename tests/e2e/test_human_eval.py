@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_picture, assert_user_error, qkv, rate_campaign
+from helpers import assert_picture, assert_user_error, preset, qkv, rate_campaign
 from qkv.cli.main import main
 from qkv.humaneval.store import Store
 from serve_fixtures import TRANSLATE_ARGS, number_pairs
@@ -25,7 +25,7 @@ from serve_fixtures import TRANSLATE_ARGS, number_pairs
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-PRESET = str(REPO / "configs" / "multi30k-de-en.toml")
+PRESET = preset("multi30k-de-en")
 
 # tests/e2e/test_lm.py's tiny character model, 5 steps, 20-token samples
 TINY_LM = """\

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import assert_picture, assert_user_error, metrics, qkv, run_or_fail
+from helpers import assert_picture, assert_user_error, metrics, preset, qkv, run_or_fail
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -459,17 +459,7 @@ def test_full_pass_loss_is_the_mean_over_every_target_once():
 
 
 # ------------------------------------------------------------------------------------------------ 9. presets
-PRESETS = sorted((REPO / "configs").glob("*.toml"))
-
-
-@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
-def test_every_shipped_preset_is_a_valid_run_config(preset):
-    from qkv.config import from_dict, load_toml
-    from qkv.tasks import get_task
-
-    raw = load_toml(preset)
-    cfg = from_dict(get_task(raw.get("task", "lm")).config_class, raw)
-    assert cfg.task == raw.get("task", "lm")
+# (every shipped preset is loaded and validated by tests/unit/test_presets.py)
 
 
 def test_pystdlib_corpus_reads_this_machines_standard_library():
@@ -489,7 +479,7 @@ def test_pystdlib_corpus_reads_this_machines_standard_library():
 def test_demo_preset_trains_two_steps_with_its_validation_cap(tmp_path, capsys):
     """`make demo`'s preset, two steps on a 20k-character slice, with the validation pass capped at 500 tokens."""
     run = tmp_path / "demo"
-    train(capsys, str(REPO / "configs" / "demo-pystdlib.toml"), run, "--data.max_chars", "20000",
+    train(capsys, preset("demo-pystdlib"), run, "--data.max_chars", "20000",
           "--data.val_max_tokens", "500", "--train.max_steps", "2", "--train.eval_interval", "2",
           "--train.eval_iters", "1", "--model.n_layers", "1", "--train.progress", "false")
     last = [r for r in metrics(run) if "val_loss" in r][-1]
@@ -577,11 +567,11 @@ def test_killed_time_budget_run_resumes_on_its_schedule(tmp_path, tiny_toml, sha
 
 
 def test_speedrun_preset_trains_with_its_options_and_times_its_evaluations(tmp_path, capsys):
-    """configs/shakespeare-char-speedrun.toml: every option of the GPT speedruns plus Muon, through the CLI. Its
+    """The shakespeare-char-speedrun preset: every option of the GPT speedruns plus Muon, through the CLI. Its
     evaluations record the run's clock (evaluations included) and their own cost, which bench/gpt_train.py
     --speedrun reads; the saved run reloads and generates."""
     run = tmp_path / "speedrun"
-    train(capsys, str(REPO / "configs" / "shakespeare-char-speedrun.toml"), run, "--data.max_chars", "60000",
+    train(capsys, preset("shakespeare-char-speedrun"), run, "--data.max_chars", "60000",
           "--train.max_minutes", "none", "--train.schedule_by", "steps", "--train.max_steps", "40",
           "--train.eval_interval", "20", "--train.full_eval_interval", "20", "--train.threads", "1",
           "--train.progress", "false")

@@ -1,5 +1,5 @@
 """Minimum risk training and --init-from for translation, through the real CLI, in-process, with the shipped
-preset (configs/multi30k-de-en-mrt.toml) shrunk to seconds on synthetic number pairs:
+preset (multi30k-de-en-mrt) shrunk to seconds on synthetic number pairs:
 
 - an MRT fine-tune starts from the base run's weights and tokenizer, saves its [mrt] settings, and logs the
   expected risk, the NLL and the mean candidate BLEU (metrics.jsonl); a plain cross-entropy fine-tune works
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_user_error, metrics, qkv
+from helpers import assert_user_error, metrics, preset, qkv, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_PRESET = str(REPO / "configs" / "multi30k-de-en.toml")
-MRT_PRESET = str(REPO / "configs" / "multi30k-de-en-mrt.toml")
+BASE_PRESET = preset("multi30k-de-en")
+MRT_PRESET = preset("multi30k-de-en-mrt")
 
 # the base run: a 1+1-layer model on 200 number pairs, 60 steps (~5 s)
 BASE_ARGS = [
@@ -132,8 +132,9 @@ def test_mrt_without_init_from(base, tmp_path, capsys):
 def test_init_from_a_language_model_run(base, tmp_path, capsys):
     _, data = base
     lm = tmp_path / "lm"
-    rc, _, err = qkv(capsys, "train", "--config", REPO / "configs" / "shakespeare-char-cpu.toml", "--out", lm,
-                     "--no-sample", "--data.max_chars", "20000", "--model.d_model", "32", "--model.n_layers", "1",
+    rc, _, err = qkv(capsys, "train", "--config", preset("shakespeare-char-cpu"), "--out", lm,
+                     "--data", write_text(tmp_path / "text.txt", 20_000), "--no-sample", "--data.max_chars", "20000",
+                     "--model.d_model", "32", "--model.n_layers", "1",
                      "--model.n_heads", "2", "--model.max_seq_len", "32", "--train.max_steps", "2",
                      "--train.eval_interval", "2", "--train.eval_iters", "1", "--train.progress", "false")
     assert rc == 0, err

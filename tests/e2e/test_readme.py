@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from helpers import CONFIGS, REPO
+from helpers import REPO
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -18,16 +18,16 @@ COMMON = ["--train.max_steps", "3", "--train.eval_interval", "3", "--train.sched
           "--train.max_minutes", "none", "--train.progress", "false", "--no-sample"]
 GPT = ["--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2"]
 RUNS = {
-    "runs/shakespeare": ["--config", CONFIGS / "shakespeare-char-cpu.toml", *GPT, "--data.max_chars", "30000",
+    "runs/shakespeare": ["--preset", "shakespeare-char-cpu", *GPT, "--data.max_chars", "30000",
                          "--train.eval_iters", "1"],
-    "runs/multi30k-de-en": ["--config", CONFIGS / "multi30k-de-en.toml", "--data.max_train_pairs", "400",
+    "runs/multi30k-de-en": ["--preset", "multi30k-de-en", "--data.max_train_pairs", "400",
                             "--data.max_val_pairs", "20", "--data.bleu_val_pairs", "0", "--data.vocab_size", "300",
                             "--model.d_model", "32", "--model.d_ff", "64", "--model.n_encoder_layers", "1",
                             "--model.n_decoder_layers", "1", "--train.precision", "fp32"],
-    "runs/chat-qa-skills": ["--config", CONFIGS / "chat-qa-skills.toml", *GPT, "--data.train_size", "40",
+    "runs/chat-qa-skills": ["--preset", "chat-qa-skills", *GPT, "--data.train_size", "40",
                             "--data.val_size", "8", "--data.test_size", "4", "--data.em_conversations", "2"],
-    "runs/digits-dit": ["--config", CONFIGS / "digits-dit.toml", *GPT[:4], "--sample.eval_samples", "0"],
-    "runs/shapes-caption": ["--config", CONFIGS / "shapes-caption.toml", "--model.d_model", "32",
+    "runs/digits-dit": ["--preset", "digits-dit", *GPT[:4], "--sample.eval_samples", "0"],
+    "runs/shapes-caption": ["--preset", "shapes-caption", "--model.d_model", "32",
                             "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--data.val_scenes",
                             "4", "--train.batch_size", "4", "--train.precision", "fp32"],
 }
@@ -118,7 +118,6 @@ def test_the_training_example_runs(runs_here, monkeypatch, tmp_path):
         return real(cfg, tmp_path / run_dir, **kw)
 
     monkeypatch.setattr(qkv.tasks, "run_task", small)
-    monkeypatch.chdir(REPO)  # the block reads configs/shakespeare-char-cpu.toml
     scope: dict = {}
     exec(compile(python_blocks()[2], str(GUIDE), "exec"), scope)  # noqa: S102
     assert calls == ["runs/shakespeare"] and scope["trained"].result.step == 2

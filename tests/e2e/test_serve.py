@@ -143,6 +143,17 @@ def test_port_0_serves_on_a_free_port_and_prints_it(tmp_path):
         proc.stderr.close()
 
 
+def test_a_taken_port_is_a_one_line_error(tiny_runs, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        rc, _, err = qkv(capsys, "serve", tiny_runs["lm"], "--port", port, "--threads", "1")
+    assert_user_error(rc, err, f"cannot listen on 127.0.0.1:{port}", "--port 0 picks a free one")
+    rc, _, err = qkv(capsys, "serve", tiny_runs["lm"], "--port", "70000")
+    assert_user_error(rc, err, "--port must be in 0..65535")
+
+
 # ------------------------------------------------------------------------------------------------ kill -9
 def test_every_acknowledged_judgement_survives_kill_9(tmp_path):
     db = tmp_path / "he.db"

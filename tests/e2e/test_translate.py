@@ -18,19 +18,19 @@ import pytest
 import sacrebleu
 import torch
 
-from helpers import assert_picture, assert_user_error, metrics, qkv
+from helpers import assert_picture, assert_user_error, metrics, preset, qkv
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-PRESET = str(REPO / "configs" / "multi30k-de-en.toml")
+PRESET = preset("multi30k-de-en")
 
 # The learning run: the preset's recipe shrunk to 0.8M parameters, 8,000 training pairs, 500 steps, in fp32
 # (the preset's precision = "auto" would pick bf16 on CPUs with bf16 units, whose matmuls round differently
 # on AMX, AVX512-BF16 and emulation), without a wall-clock cap (a slow machine must not stop it early).
 # Measured with torch 2.13.0+cpu, 1 thread, Intel Xeon (AMX), fp32:
-#   qkv train --config configs/multi30k-de-en.toml --out RUN --no-sample <LEARN_ARGS below> [--train.seed S]
+#   qkv train --preset multi30k-de-en --out RUN --no-sample <LEARN_ARGS below> [--train.seed S]
 #   -> val_loss at step 250 / 500: 3.524 / 3.234 (seed 1337), 3.558 / 3.211 (seed 1), 3.506 / 3.210 (seed 2);
 #      val chrF++ 18.20 / 18.59 / 18.58, val BLEU 3.29 / 4.59 / 4.41 (100 sentences, greedy), 56-65 s each.
 # An untrained model scores ln(1000) ≈ 6.9. The threshold sits midway between that and the measured values.

@@ -1,4 +1,5 @@
-"""``qkv data list`` and ``qkv data get NAME``: named datasets, found locally or downloaded with a sha256 check.
+"""``qkv data list`` and ``qkv data get NAME [NAME ...]``: named datasets, found locally or downloaded with a
+sha256 check (from each file's upstream URL, or from the mirror ``$QKV_DATA_URL`` names: ``<url>/<name>/<file>``).
 
 ``qkv data alignments multi30k --direction de-en --split test_2016_flickr``: reference word alignments of
 the Multi30k training pairs plus a split's (eflomal, both directions, grow-diag-final-and), computed once
@@ -22,8 +23,9 @@ def add_parser(sub, name):
     p = sub.add_parser(name, help="list or fetch datasets", description=__doc__)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("list", help="named datasets and where they are")
-    g = verbs.add_parser("get", help="make a dataset available locally (download + sha256 check if needed)")
-    g.add_argument("name", choices=sorted(DATASETS), metavar="NAME")
+    g = verbs.add_parser("get", help="make datasets available locally (download + sha256 check if needed)")
+    g.add_argument("names", nargs="+", choices=sorted(DATASETS), metavar="NAME",
+                   help=f"one or more of: {', '.join(sorted(DATASETS))}")
     a = verbs.add_parser("alignments", help="reference word alignments (eflomal), computed once and cached",
                          description=__doc__)
     a.add_argument("name", nargs="?", choices=["multi30k"], metavar="NAME", help="multi30k (or --src/--tgt)")
@@ -59,17 +61,22 @@ def run(args) -> int:
                 where = str(found) if found else "not downloaded"
             print(f"{name:<16} {info.description}\n{'':<16} {where}")
         return 0
-    folder = resolve(args.name)
-    if args.name == "pystdlib":
+    for name in dict.fromkeys(args.names):  # in the order given, once each
+        _get(name)
+    return 0
+
+
+def _get(name: str) -> None:
+    folder = resolve(name)
+    if name == "pystdlib":
         print(f"pystdlib: {folder} ({len(stdlib_files())} .py files)")
-        return 0
-    results = verify(args.name)
+        return
+    results = verify(name)
     for file, ok in results:
         print(f"{'ok ' if ok else 'BAD'} sha256  {folder / file}")
     bad = [str(folder / file) for file, ok in results if not ok]
     if bad:
         raise QKVError(f"{', '.join(bad)}: sha256 does not match the registry (a damaged or different copy)")
-    return 0
 
 
 def _alignments(args) -> int:

@@ -2,7 +2,7 @@
 
 Each subcommand module in ``qkv.cli`` exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
 ``main(argv)`` is callable in-process (the tests drive it that way). User errors (`QKVError`) print one
-line to stderr and exit 2; nothing else is caught.
+line to stderr and exit 2; nothing else is caught. ``qkv --version`` prints ``qkv X.Y.Z``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from qkv.errors import QKVError
 # subcommand -> module under qkv.cli, in the order `qkv --help` lists them
 COMMANDS = {
     "train": "train",
+    "presets": "presets",
     "generate": "generate",
     "translate": "translate",
     "caption": "caption",
@@ -37,6 +38,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog="qkv", description="Transformers and diffusion models built from the attention head up."
     )
+    parser.add_argument("--version", action="store_true", help="print qkv's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     mods = {name: importlib.import_module(f"qkv.cli.{module}") for name, module in COMMANDS.items()}
     for name, mod in mods.items():
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, mods = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.version and args.command is None:
+        from qkv.version import version
+
+        print(f"qkv {version()}")
+        return 0
     if args.command is None:
         parser.print_help()
         return 2

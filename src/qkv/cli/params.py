@@ -1,6 +1,6 @@
 """``qkv params``: where a model's parameters are; for a GPT also what a token costs and what training needs.
 
-    qkv params --preset gpt2            # a named size (qkv.models.presets)
+    qkv params --preset gpt2            # a named model size (qkv.models.presets; not a training preset)
     qkv params runs/shakespeare --json  # a run directory's config.json; no weights are read
 
 The model is built on the meta device, so even ``--preset gpt3-175b`` allocates nothing. A run of another model
@@ -26,7 +26,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory (its config.json)")
-    which.add_argument("--preset", metavar="NAME", help=f"a named size: {', '.join(PRESETS)}")
+    which.add_argument("--preset", metavar="NAME", help=f"a named model size (not a training preset of qkv train): "
+                                                        f"{', '.join(PRESETS)}")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     return p
 

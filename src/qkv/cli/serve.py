@@ -3,6 +3,7 @@
     qkv serve runs/shakespeare runs/multi30k          # two runs, one page per task they support
     qkv serve runs/                                   # every run in a folder
     qkv serve runs/multi30k --db human-eval.db        # + the rater links of `qkv human-eval create`
+    qkv serve runs/shakespeare --port 0                # any free port (the address is printed)
 
 Open the printed address in a browser. The pages: generate (tokens stream; hover one for its id and the
 top-5 next-token probabilities), chat, translate (beam n-best, cross-attention heatmaps), images (reverse
@@ -16,6 +17,7 @@ QKV_ADMIN_TOKEN; it goes in the header ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import socket
@@ -115,6 +117,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as e:
         sock.close()
-        raise QKVError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
+        hint = "; --port 0 picks a free one" if e.errno == errno.EADDRINUSE else ""
+        raise QKVError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
     sock.set_inheritable(True)
     return sock

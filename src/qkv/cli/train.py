@@ -1,6 +1,7 @@
-"""``qkv train --config configs/NAME.toml [--out RUN_DIR] [--data SRC] [--section.key VALUE ...]``.
+"""``qkv train --preset NAME | --config FILE [--out RUN_DIR] [--data SRC] [--section.key VALUE ...]``.
 
-The config's ``task`` names the task (`qkv.tasks.TASKS`: lm, translate, chat, diffusion, autoencoder);
+``--preset`` names a config shipped with qkv (`qkv.presets`; ``qkv presets`` lists them), ``--config`` a TOML
+file of your own. The config's ``task`` names the task (`qkv.tasks.TASKS`: lm, translate, chat, diffusion, autoencoder);
 `qkv.tasks.runner.run_task` trains it, whatever it is. ``--resume RUN_DIR`` continues a run from its last
 checkpoint (the budget may change, nothing else); ``--init-from RUN_DIR`` starts from another run's weights
 and tokenizer (lm, chat and translate; a translation run fine-tuned with minimum risk training needs it).
@@ -13,16 +14,19 @@ from pathlib import Path
 
 from qkv.config import from_dict, load_toml, merge, parse_overrides
 from qkv.errors import QKVError
+from qkv.presets import load_preset, preset_names
 
 ACCEPTS_OVERRIDES = True
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="train a model from a TOML config",
-                       description="Train a model. Any setting can be overridden: --train.max_steps 200 "
-                                   "--model.n_layers 4 (see the config files in configs/).")
-    p.add_argument("--config", help="TOML config (a preset from configs/ or your own)")
-    p.add_argument("--out", help="run directory to create (default: runs/<config name>)")
+    p = sub.add_parser(name, help="train a model from a preset or a TOML config",
+                       description="Train a model from a preset (qkv presets lists them) or your own TOML config. "
+                                   "Any setting can be overridden: --train.max_steps 200 --model.n_layers 4.")
+    p.add_argument("--preset", metavar="NAME", help="a training preset shipped with qkv (qkv presets lists them)")
+    p.add_argument("--config", metavar="FILE", help="a TOML config of your own (qkv presets NAME prints one to "
+                                                    "start from)")
+    p.add_argument("--out", help="run directory to create (default: runs/<preset or config name>)")
     p.add_argument("--data", help="dataset name or a path to a text file/folder (sets data.source; for "
                                   "translate, data.dataset)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
@@ -39,26 +43,47 @@ def _with_data(overrides: dict, data: str | None, task: str) -> dict:
     return merge(overrides, {"data": {get_task(task).data_option: data}})
 
 
+def _load_config_file(path: str) -> dict:
+    """A user's TOML config; a missing file named like a preset (configs/NAME.toml, from before the presets moved
+    into the package) says to use ``--preset NAME``."""
+    p = Path(path)
+    if not p.is_file() and p.suffix == ".toml" and p.stem in preset_names():
+        raise QKVError(f"config file not found: {path}; the presets ship with qkv: --preset {p.stem}")
+    return load_toml(p)
+
+
+def chosen_config(args) -> tuple[dict | None, str | None]:
+    """(the raw config of --preset or --config, its name for the default run dir), or (None, None)."""
+    if args.preset and args.config:
+        raise QKVError(f"give --preset NAME or --config FILE, not both (got --preset {args.preset} and "
+                       f"--config {args.config})")
+    if args.preset:
+        return load_preset(args.preset), args.preset
+    if args.config:
+        return _load_config_file(args.config), Path(args.config).stem
+    return None, None
+
+
 def resolve_config(args):
     """(typed run config, run dir, whether the config set model.vocab_size)."""
     from qkv.tasks import get_task
     from qkv.tasks.runner import saved_run_config
 
     overrides = parse_overrides(args.overrides)
+    raw, name = chosen_config(args)
     if args.resume:
         from qkv.runs import read_config
         from qkv.tasks import task_of
 
         run_dir = Path(args.resume)
         task = task_of(read_config(run_dir))
-        changes = merge(load_toml(args.config), overrides) if args.config else overrides
+        changes = merge(raw, overrides) if raw is not None else overrides
         return saved_run_config(run_dir, _with_data(changes, args.data, task)), run_dir, True
-    if not args.config:
-        raise QKVError("--config is required (e.g. --config configs/shakespeare-char-cpu.toml), or --resume RUN_DIR")
-    raw = load_toml(args.config)
+    if raw is None:
+        raise QKVError("give --preset NAME (qkv presets lists them) or --config FILE, or --resume RUN_DIR")
     task = raw.get("task", "lm")
     raw = merge(raw, _with_data(overrides, args.data, task))
-    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    run_dir = Path(args.out) if args.out else Path("runs") / name
     return from_dict(get_task(task).config_class, raw), run_dir, "vocab_size" in raw.get("model", {})
 
 

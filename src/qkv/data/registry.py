@@ -3,28 +3,39 @@
 Lookup order for ``resolve(name)``:
   1. ``$QKV_DATA_DIR/<name>/`` (tests and offline machines point this at a local copy),
   2. the cache, ``$QKV_CACHE_DIR`` or ``~/.cache/qkv/data/<name>/``,
-  3. download into the cache, checking every file's sha256 before it is moved into place.
+  3. download into the cache: each file is streamed to a temp file in the dataset's folder, its length and
+     sha256 checked, and only then renamed into place, so an interrupted or damaged download leaves nothing
+     that looks like data.
+Downloads come from each file's upstream URL, or from a mirror laid out like ``$QKV_DATA_DIR``
+(``<base>/<name>/<file>``) when ``$QKV_DATA_URL`` (or ``resolve(..., base_url=)``) names one: a folder of
+copies served with ``python -m http.server`` is such a mirror.
 ``pystdlib`` is the Python standard library's own source on this machine: nothing to download.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sysconfig
+import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qkv.errors import QKVError
-from qkv.runs import atomic_write_bytes
+
+TIMEOUT_S = 30.0  # seconds a download may wait for the connection or for the next bytes before it gives up
+_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
 class RemoteFile:
     name: str  # path inside the dataset folder
-    url: str
+    url: str  # upstream address
     sha256: str
+    size: int | None = None  # bytes, when known: a longer or shorter body is refused before hashing
 
 
 @dataclass(frozen=True)
@@ -35,16 +46,16 @@ class DatasetInfo:
 
 
 _M30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
-_M30K_SHA = {
-    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
-    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
-    "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
-    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
-    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
-    "train.fr.gz": "622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c",
-    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
-    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
-    "val.fr.gz": "ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9",
+_M30K_SHA = {  # file -> (sha256, bytes)
+    "test_2016_flickr.de.gz": ("9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8", 22890),
+    "test_2016_flickr.en.gz": ("611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9", 21077),
+    "test_2016_flickr.fr.gz": ("6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90", 22310),
+    "train.de.gz": ("726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6", 637044),
+    "train.en.gz": ("d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f", 568929),
+    "train.fr.gz": ("622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c", 604242),
+    "val.de.gz": ("f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a", 24681),
+    "val.en.gz": ("14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28", 21650),
+    "val.fr.gz": ("ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9", 23001),
 }
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -56,6 +67,7 @@ DATASETS: dict[str, DatasetInfo] = {
                 "input.txt",
                 "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
                 "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+                1115394,
             ),
         ),
     ),
@@ -63,7 +75,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "multi30k": DatasetInfo(
         "multi30k",
         "Multi30k task 1 (en/de/fr image captions; train 29,000 / val 1,014 / test_2016_flickr 1,000 lines)",
-        tuple(RemoteFile(name, _M30K + name, sha) for name, sha in _M30K_SHA.items()),
+        tuple(RemoteFile(name, _M30K + name, sha, size) for name, (sha, size) in _M30K_SHA.items()),
     ),
 }
 
@@ -106,21 +118,86 @@ def local_copy(info: DatasetInfo) -> Path | None:
     return None
 
 
-def _download(f: RemoteFile, dest: Path) -> None:
-    """Fetch `f`, check its sha256, and only then write it (atomically: a crash leaves no half file)."""
+def data_url() -> str | None:
+    """The mirror downloads come from ($QKV_DATA_URL), or None for the upstream URLs."""
+    return os.environ.get("QKV_DATA_URL") or None
+
+
+def file_url(info: DatasetInfo, f: RemoteFile, base_url: str | None = None) -> str:
+    """Where `f` is downloaded from: ``<base>/<dataset>/<file>`` on a mirror, else its upstream URL."""
+    base = base_url or data_url()
+    return f"{base.rstrip('/')}/{info.name}/{f.name}" if base else f.url
+
+
+def _one_line(e: BaseException) -> str:
+    """What went wrong, on one line: "HTTP 404 Not Found", "connection refused", "timed out"."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        e = e.reason
+    if isinstance(e, TimeoutError):
+        return f"timed out (nothing for {TIMEOUT_S:g} s)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    text = " ".join(str(e).split())
+    return text if text and type(e).__name__ in text else f"{type(e).__name__}: {text}".rstrip(": ")
+
+
+def _fetch_to(url: str, out, size: int | None) -> tuple[int, str]:
+    """Stream `url` into the open file `out`: (bytes written, sha256). At most `size` + 1 bytes are read, and
+    no read waits longer than TIMEOUT_S, so a server that stalls or never stops sending ends the download."""
+    h, n = hashlib.sha256(), 0
+    limit = None if size is None else size + 1
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        announced = response.headers.get("Content-Length")
+        while limit is None or n < limit:  # each read returns bytes, b"" at the end, or raises (timeout)
+            chunk = response.read(_CHUNK if limit is None else min(_CHUNK, limit - n))
+            if not chunk:
+                break
+            h.update(chunk)
+            out.write(chunk)
+            n += len(chunk)
+    if size is not None and n > size:
+        raise QKVError(f"more than the {size:,} bytes expected")
+    if announced is not None and announced.isdigit() and n < int(announced):
+        raise QKVError(f"the body ended after {n:,} of {int(announced):,} bytes")
+    if size is not None and n < size:
+        raise QKVError(f"{n:,} bytes, expected {size:,}")
+    return n, h.hexdigest()
+
+
+def _download(url: str, f: RemoteFile, dest: Path) -> None:
+    """Fetch `url` into `dest`: streamed to a temp file next to it, length and sha256 checked, then renamed.
+    Any failure is a one-line QKVError naming the file, and leaves no temp file behind."""
+    for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed earlier download
+        stale.unlink(missing_ok=True)
+    where = f"{dest.parent.name}/{f.name}"
     try:
-        with urllib.request.urlopen(f.url) as response:
-            data = response.read()
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     except OSError as e:
-        raise QKVError(f"cannot download {f.url}: {e}") from None
-    got = hashlib.sha256(data).hexdigest()
-    if got != f.sha256:
-        raise QKVError(f"{f.url}: sha256 mismatch (got {got[:12]}…, expected {f.sha256[:12]}…); not saved")
-    atomic_write_bytes(dest, data)
+        raise QKVError(f"{where}: cannot write into {dest.parent}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                _, got = _fetch_to(url, out, f.size)
+            except QKVError as e:
+                raise QKVError(f"{where}: download from {url} failed: {e}; nothing saved") from None
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                raise QKVError(f"{where}: cannot download {url}: {_one_line(e)}; nothing saved") from None
+            out.flush()
+            os.fsync(out.fileno())
+        if got != f.sha256:
+            raise QKVError(f"{where}: sha256 mismatch for {url} (got {got[:12]}…, expected {f.sha256[:12]}…); "
+                           "nothing saved")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
-def resolve(name: str, download: bool = True) -> Path:
-    """The local folder of dataset `name` (downloading it if allowed and needed)."""
+def resolve(name: str, download: bool = True, base_url: str | None = None) -> Path:
+    """The local folder of dataset `name` (downloading it if allowed and needed; from the mirror `base_url`
+    or $QKV_DATA_URL when given, see `file_url`)."""
     if name not in DATASETS:
         raise QKVError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} (or give a file or folder path)")
     info = DATASETS[name]
@@ -132,9 +209,19 @@ def resolve(name: str, download: bool = True) -> Path:
     if not download:
         raise QKVError(f"dataset {name!r} is not available locally; run `qkv data get {name}`")
     folder = cache_dir() / name
-    for f in info.files:
-        if not (folder / f.name).is_file():
-            _download(f, folder / f.name)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QKVError(f"cannot create the cache folder {folder}: {e.strerror} (set QKV_CACHE_DIR)") from None
+    try:
+        for f in info.files:
+            if not (folder / f.name).is_file():
+                _download(file_url(info, f, base_url), f, folder / f.name)
+    except BaseException:
+        if created and not any(folder.iterdir()):  # a folder this call made and filled with nothing goes again
+            folder.rmdir()
+        raise
     return folder
 
 

@@ -53,5 +53,6 @@ PRESETS: dict[str, GPTConfig] = {
 def get_preset(name: str) -> GPTConfig:
     """A copy of the named preset; an unknown name is a `QKVError` listing the valid ones."""
     if name not in PRESETS:
-        raise QKVError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise QKVError(f"unknown model size {name!r}; model sizes: {', '.join(PRESETS)} (training presets go to "
+                       "qkv train --preset)")
     return dataclasses.replace(PRESETS[name])

@@ -1,6 +1,6 @@
 """The autoencoder task (``task = "autoencoder"``): images -> a small latent grid -> images, on reconstruction MSE.
 
-``qkv train --config configs/shapes-autoencoder.toml`` trains one on its own; latent ("stable") diffusion
+``qkv train --preset shapes-autoencoder`` trains one on its own; latent ("stable") diffusion
 trains one first, in RUN/autoencoder/, through this same task (`qkv.tasks.diffusion`). When training ends
 the per-channel statistics of the training images' latents are recorded (`Autoencoder.set_latent_stats`),
 so `encode` gives standardised latents, and saved with the weights (config.json says ``latent_stats``).

@@ -1,7 +1,7 @@
 """The captioning task (``task = "caption"``): images (or clips) -> ViT encoder -> the translation decoder -> words.
 
-``qkv train --config configs/shapes-caption.toml`` trains a captioner (`qkv.models.captioner`) on procedural
-scenes, drawn fresh for every example (`qkv.data.captioning`); ``configs/shapes-clips-caption.toml`` on clips;
+``qkv train --preset shapes-caption`` trains a captioner (`qkv.models.captioner`) on procedural
+scenes, drawn fresh for every example (`qkv.data.captioning`); the ``shapes-clips-caption`` preset on clips;
 ``--data.source FOLDER`` on a folder of images with ``captions.jsonl``. The run directory holds config.json,
 model.safetensors, tokenizer.json (a BPE of the captions, or of every phrase of the scene grammar), the trainer
 state, metrics.jsonl and loss.png.

@@ -1,6 +1,6 @@
 """The chat task (``task = "chat"``): conversations -> chat template -> answer-only loss on a GPT; exact match.
 
-``qkv train --config configs/chat-qa-skills.toml``. Two ways to start:
+``qkv train --preset chat-qa-skills``. Two ways to start:
 
 - **from scratch**: a character tokenizer over the chat data (plus printable ASCII and ``<unk>``, so any
   typed message encodes) gains the template tokens, and a GPT is built from ``[model]``;

@@ -1,6 +1,6 @@
 """The diffusion task (``task = "diffusion"``): images (+ labels or captions) -> DiT denoiser, with an EMA.
 
-``qkv train --config configs/digits-dit.toml``. The run directory holds config.json (model, data, train,
+``qkv train --preset digits-dit``. The run directory holds config.json (model, data, train,
 diffusion, sample and latent sections), model.safetensors (the trained weights, what an exact resume needs),
 ema.safetensors (their moving average, what sampling uses), tokenizer.json (text conditioning only), the
 trainer state, metrics.jsonl, loss.png, samples.png — and, in latent mode (`LatentConfig`), autoencoder/:

@@ -1,6 +1,6 @@
 """The language-model task (``task = "lm"``): a text corpus -> tokenizer -> token ids on disk -> GPT.
 
-``qkv train --config configs/shakespeare-char-cpu.toml``. The run directory is self-contained: config.json,
+``qkv train --preset shakespeare-char-cpu``. The run directory is self-contained: config.json,
 model.safetensors, tokenizer.json, data/{train,val}.bin and data/meta.json (the token ids, memory-mapped),
 the trainer state, metrics.jsonl and loss.png (`qkv.runs`).
 

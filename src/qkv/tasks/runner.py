@@ -1,6 +1,6 @@
 """`run_task`: what every training run does, whatever its task, written once.
 
-    cfg = from_dict(get_task("translate").config_class, load_toml("configs/multi30k-de-en.toml"))
+    cfg = from_dict(get_task("translate").config_class, load_preset("multi30k-de-en"))
     trained = run_task(cfg, "runs/multi30k")          # or resume=True, init_from=..., log=...
 
 It owns, for every task:

@@ -1,6 +1,6 @@
 """The translation task (``task = "translate"``): parallel text -> joint BPE -> encoder–decoder, label-smoothed.
 
-``qkv train --config configs/multi30k-de-en.toml``. The run directory holds config.json (model, data, train
+``qkv train --preset multi30k-de-en``. The run directory holds config.json (model, data, train
 and decode sections), model.safetensors, tokenizer.json (the joint BPE; with separate vocabularies also
 tokenizer_tgt.json), the trainer state, metrics.jsonl and loss.png. The training pairs are re-read and
 re-encoded from the configured files on resume (deterministic).

@@ -47,6 +47,7 @@ def test_bad_configs_are_errors():
         Autoencoder(AutoencoderConfig())
 
 
+@pytest.mark.slow  # a tiny training run (~15 s on 2 cores): make test runs it, make test-fast leaves it out
 def test_it_learns_to_reconstruct_shapes():
     """600 Adam steps on 512 shapes images take the held-out reconstruction MSE (in [-1, 1] units) below 0.05.
 

@@ -56,10 +56,9 @@ def test_every_option_is_off_by_default_and_the_presets_use_none():
 
 
 def test_nanogpt_cpu_recipe_config_has_no_speedrun_option():
-    import tomllib
+    from qkv.presets import load_preset
 
-    with open("configs/shakespeare-char-cpu.toml", "rb") as f:
-        model = tomllib.load(f)["model"]
+    model = load_preset("shakespeare-char-cpu")["model"]
     assert not set(model) & {"qk_norm", "zero_init_proj", "value_embeddings", "x0_shortcut", "logit_softcap"}
     assert model.get("activation", "gelu") == "gelu" and model.get("tie_embeddings", True)
 

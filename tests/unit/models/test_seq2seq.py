@@ -207,6 +207,7 @@ def _reverse_batch(n: int, g: torch.Generator, lo: int = 3, hi: int = 8):
     return src, mask, tin, tout, targets
 
 
+@pytest.mark.slow  # a tiny training run (~10 s on 2 cores): make test runs it, make test-fast leaves it out
 def test_tiny_model_learns_to_reverse():
     torch.manual_seed(0)
     m = Seq2Seq(Seq2SeqConfig(vocab_size=V_REV, max_seq_len=16, d_model=64, n_encoder_layers=2,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import CONFIGS, assert_user_error, metrics, qkv
+from helpers import assert_user_error, metrics, preset, qkv
 from qkv.config import from_dict
 from qkv.data.alignment import Alignments, read_alignment_file
 from qkv.data.translation import TranslationBatches, collate, encode_lines, make_examples
@@ -242,7 +242,7 @@ def test_a_resumed_guided_run_trains_what_an_uninterrupted_one_trains(tmp_path):
 def test_bad_settings_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("QKV_CACHE_DIR", str(tmp_path / "cache"))
     files = reversal_pairs(tmp_path, n=40)
-    base = ["train", "--config", CONFIGS / "multi30k-de-en.toml", "--out", tmp_path / "run", "--no-sample",
+    base = ["train", "--config", preset("multi30k-de-en"), "--out", tmp_path / "run", "--no-sample",
             "--data.src", files["src"], "--data.tgt", files["tgt"], "--data.vocab_size", "300",
             "--model.n_decoder_layers", "2", "--model.n_heads", "2", "--train.max_steps", "1",
             "--train.max_minutes", "none", "--train.schedule_by", "steps", "--train.progress", "false"]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import qkv.tasks.runner as runner
+from helpers import write_text
 from qkv.cli.main import main
 from qkv.errors import QKVError
 from qkv.tasks import TASKS, get_task, run_task
@@ -45,15 +46,12 @@ TINY = ["--data.max_chars", "20000", "--model.d_model", "32", "--model.n_layers"
 
 
 @pytest.fixture
-def tiny_run(tmp_path, monkeypatch, capsys):
-    import os
-    from pathlib import Path
-
-    data = Path(os.environ.get("QKV_DATA_DIR") or Path(__file__).resolve().parents[3].parent / "shared" / "data")
-    monkeypatch.setenv("QKV_DATA_DIR", str(data))
+def tiny_run(tmp_path, capsys):
+    """A 4-step run of the CPU Shakespeare preset on made-up text (any text will do here)."""
     run = tmp_path / "run"
-    preset = Path(__file__).resolve().parents[3] / "configs" / "shakespeare-char-cpu.toml"
-    assert main(["train", "--config", str(preset), "--out", str(run), "--no-sample", *TINY]) == 0
+    text = write_text(tmp_path / "text.txt", 20_000)
+    assert main(["train", "--preset", "shakespeare-char-cpu", "--out", str(run), "--data", str(text), "--no-sample",
+                 *TINY]) == 0
     capsys.readouterr()
     return run
 

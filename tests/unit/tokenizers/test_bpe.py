@@ -7,7 +7,6 @@ files our code writes (or GPT-2-layout files built here): OpenAI's own files are
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import ByteLevelBPETokenizer, pre_tokenizers
 
+from helpers import english_text
 from qkv.errors import QKVError
 from qkv.tokenizers import BPETokenizer, load_tokenizer, train_bpe
 from qkv.tokenizers.bpe import GPT2_EOT, SPECIALS, _bytes_to_unicode
-
-DATA_DIR = Path(
-    os.environ.get("QKV_DATA_DIR", Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
-)
-SHAKESPEARE = DATA_DIR / "tinyshakespeare" / "input.txt"
 
 EDGE_STRINGS = {
     "empty": "",
@@ -47,7 +42,8 @@ PARITY_STRINGS = [
 
 @pytest.fixture(scope="module")
 def corpus() -> str:
-    return SHAKESPEARE.read_text(encoding="utf-8")[:100_000] + MULTILINGUAL
+    """100,000 characters of made-up English (any English-like text does) and some of other scripts."""
+    return english_text(100_000) + MULTILINGUAL
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -11,16 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import english_text
 from qkv.errors import QKVError
 from qkv.tokenizers import CharTokenizer, load_tokenizer, train_char
 
-DATA_DIR = Path(
-    os.environ.get("QKV_DATA_DIR", Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
-)
-SHAKESPEARE = DATA_DIR / "tinyshakespeare" / "input.txt"
-
-# What nanoGPT's data/shakespeare_char/prepare.py prints as "all the unique characters" for this file.
+# What nanoGPT's data/shakespeare_char/prepare.py prints as "all the unique characters" of tinyshakespeare.
 NANOGPT_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Text for the tests that need some (only the parity test reads the corpus): every character is in NANOGPT_CHARS.
+TEXT = english_text(6000)
 
 EDGE_STRINGS = {
     "empty": "",
@@ -36,18 +33,16 @@ EDGE_TOK = train_char("".join(EDGE_STRINGS.values()))
 
 
 @pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return SHAKESPEARE.read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def shakespeare_tok(shakespeare: str) -> CharTokenizer:
-    return train_char(shakespeare)
+def shakespeare_tok() -> CharTokenizer:
+    """The tokenizer nanoGPT's shakespeare_char builds (its 65 characters), without reading the corpus."""
+    return train_char(NANOGPT_CHARS)
 
 
 # ----------------------------------------------------------------------------------------- nanoGPT parity
-def test_nanogpt_parity_on_tinyshakespeare(shakespeare: str, shakespeare_tok: CharTokenizer) -> None:
+def test_nanogpt_parity_on_tinyshakespeare(shared_data: Path) -> None:
     # nanoGPT: chars = sorted(list(set(data))); stoi = {ch: i for i, ch in enumerate(chars)}
+    shakespeare = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    shakespeare_tok = train_char(shakespeare)
     chars = sorted(set(shakespeare))
     stoi = {ch: i for i, ch in enumerate(chars)}
     assert shakespeare_tok.vocab_size == 65
@@ -104,8 +99,8 @@ def test_out_of_vocabulary_position_counts_special_tokens() -> None:
         tok.encode("<|user|>ab👋")
 
 
-def test_unk_maps_unknown_characters(shakespeare: str) -> None:
-    tok = train_char(shakespeare, unk=True)
+def test_unk_maps_unknown_characters() -> None:
+    tok = train_char(NANOGPT_CHARS, unk=True)
     assert tok.unk_id == 65
     assert tok.vocab_size == 66
     assert tok.encode("café") == [tok.token_to_id(c) for c in "caf"] + [65]
@@ -162,8 +157,8 @@ def test_special_tokens_match_longest_first() -> None:
 
 # ------------------------------------------------------------------------------------------- save / load
 @pytest.mark.parametrize("unk", [False, True])
-def test_save_load_round_trip(tmp_path: Path, shakespeare: str, unk: bool) -> None:
-    tok = train_char(shakespeare[:5000], unk=unk)
+def test_save_load_round_trip(tmp_path: Path, unk: bool) -> None:
+    tok = train_char(TEXT[:5000], unk=unk)
     tok.add_special_tokens(["<|user|>", "<eos>"])
     path = tmp_path / "tok" / "tokenizer.json"
     tok.save(path)
@@ -173,7 +168,7 @@ def test_save_load_round_trip(tmp_path: Path, shakespeare: str, unk: bool) -> No
     assert loaded.vocab_size == tok.vocab_size
     assert loaded.specials == tok.specials
     assert loaded.eos_id == tok.eos_id and loaded.unk_id == tok.unk_id
-    sample = shakespeare[:2000] + "<|user|>" + shakespeare[100:300] + "<eos>"
+    sample = TEXT[:2000] + "<|user|>" + TEXT[100:300] + "<eos>"
     assert loaded.encode(sample) == tok.encode(sample)
     if unk:
         assert loaded.encode("é") == [tok.unk_id]
