@@ -35,7 +35,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = {"tokens_per_s", "elapsed_s", "seconds"}
+TIMING = {"tokens_per_s", "elapsed_s", "eval_s", "seconds"}
 
 
 def overrides(preset: Path, steps: int) -> list[str]:
