@@ -97,6 +97,20 @@ def tiny_runs(tmp_path_factory) -> dict:
         torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def more_runs(tmp_path_factory) -> dict:
+    """The tiny runs of the other run kinds (caption, shapes: text-to-image, autoencoder), trained once per session
+    when a test asks for them (tests/serve_fixtures.py)."""
+    from serve_fixtures import make_runs
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_runs(tmp_path_factory.mktemp("more-runs"), ("caption", "shapes", "autoencoder"))
+    finally:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture
 def data_dir(shared_data, monkeypatch, tmp_path):
     """The corpora's folder, offline: QKV_DATA_DIR points at it and the download cache is an empty tmp folder

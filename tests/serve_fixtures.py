@@ -5,7 +5,9 @@
   generates contains markup, which the pages must show as text and never run;
 - ``chat``: the six question/answer pairs of tests/chat_fixtures.py, as tests/e2e/test_chat.py trains them;
 - ``translate``: a 1-layer encoder–decoder on synthetic number pairs (weights to decode with);
-- ``digits``: a 1-layer class-conditional DiT (a few steps: images to sample, not good ones).
+- ``digits``: a 1-layer class-conditional DiT (a few steps: images to sample, not good ones);
+- and, when asked for (the `more_runs` fixture): ``caption`` (a 1-layer captioner of 16×16 one-object scenes),
+  ``shapes`` (a 1-layer text-conditioned DiT) and ``autoencoder`` — 4 steps each, weights to read, not good ones.
 
 `LiveServer` runs `qkv.server` with uvicorn in a thread on a free loopback port (what the browser tests drive;
 the kill -9 test runs `qkv serve` in a subprocess instead).
@@ -76,6 +78,19 @@ DIGITS_ARGS = [
 ]
 
 
+SMALL = ["--train.threads", "1", "--train.progress", "false", "--train.max_minutes", "none", "--train.schedule_by",
+         "steps", "--train.precision", "fp32", "--no-sample", "--train.max_steps", "4", "--train.warmup_steps", "2",
+         "--train.eval_interval", "4", "--train.log_interval", "2"]
+CAPTION_ARGS = [*SMALL, "--data.counts", "[1]", "--data.holdout_counts", "[]", "--data.image_size", "16",
+                "--data.val_scenes", "6", "--data.test_scenes", "4", "--model.patch_size", "8", "--model.d_model", "32",
+                "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--model.n_heads", "2",
+                "--model.max_seq_len", "40", "--train.batch_size", "8", "--train.decay_steps", "4"]
+SHAPES_ARGS = [*SMALL, "--train.compile", "false", "--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads",
+               "2", "--model.text_d_model", "32", "--model.text_n_layers", "1", "--model.text_n_heads", "2",
+               "--train.batch_size", "16", "--sample.eval_samples", "0", "--diffusion.n_timesteps", "100"]
+AUTOENCODER_ARGS = [*SMALL, "--model.width", "8", "--model.downsample", "1", "--train.batch_size", "16"]
+
+
 def number_pairs(folder: Path, n: int = 80) -> tuple[Path, Path]:
     """n line-aligned synthetic "translations": German number words -> English ones."""
     de = "null eins zwei drei vier fünf sechs sieben acht neun".split()
@@ -111,6 +126,13 @@ def make_runs(folder: Path, tasks: tuple[str, ...] = ("lm", "chat", "translate",
     if "digits" in tasks:
         runs["digits"] = _train(["--config", preset("digits-dit"), *DIGITS_ARGS],
                                 folder / "digits")
+    if "caption" in tasks:
+        runs["caption"] = _train(["--config", preset("shapes-caption"), *CAPTION_ARGS], folder / "caption")
+    if "shapes" in tasks:
+        runs["shapes"] = _train(["--config", preset("shapes-text-dit"), *SHAPES_ARGS], folder / "shapes")
+    if "autoencoder" in tasks:
+        runs["autoencoder"] = _train(["--config", preset("shapes-autoencoder"), *AUTOENCODER_ARGS],
+                                     folder / "autoencoder")
     return runs
 
 

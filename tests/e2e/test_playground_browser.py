@@ -152,3 +152,58 @@ def test_look_inside_walks_the_topics_with_their_checks(server, page):
     page.wait_for_function("document.querySelector('#out h2') && "
                            "document.querySelector('#out h2').textContent.startsWith('alignment')")
     assert page.locator("#out figure img").count() >= 1
+
+
+# ------------------------------------------------------------------------------------------------ every run kind
+@pytest.fixture(scope="module")
+def every_kind(tiny_runs, more_runs):
+    runs = load_runs([*tiny_runs.values(), *more_runs.values()])
+    with LiveServer(create_app(runs, ServeConfig())) as url:
+        yield url, runs
+
+
+def test_every_page_of_every_run_kind_opens(every_kind, page):
+    """The pages come from what each run can do (`pages_of`); each one opens and draws with no JavaScript error,
+    the caption run's included."""
+    url, runs = every_kind
+    ready = {"generate": "#prompt", "chat": "#message", "translate": "#text", "caption": "#file",
+             "images": "#strip img", "attention": "#heatmap table.heat", "params": "#table table",
+             "explain": "#out h2"}
+    opened = []
+    for name, served in runs.items():
+        for p in served.pages:
+            page.goto(f"{url}/runs/{name}/{p}")
+            page.wait_for_selector(f"header nav a.here >> text={p if p != 'explain' else 'look inside'}")
+            page.wait_for_selector(ready[p], state="attached")
+            opened.append((name, p))
+    assert ("caption", "caption") in opened and ("caption", "explain") in opened and len(opened) >= 20
+    page.goto(f"{url}/")
+    page.wait_for_selector(".card")
+    assert page.locator(".card").count() == len(runs)
+
+
+def test_the_caption_page_captions_an_upload_and_draws_its_attention_on_the_patches(every_kind, page, tmp_path):
+    import base64
+
+    from qkv.data.images import png_data_url
+
+    url, runs = every_kind
+    scene = runs["caption"].run.example_sources(1)[0]  # (3, 16, 16) in [-1, 1]
+    upload = tmp_path / "scene.png"
+    upload.write_bytes(base64.b64decode(png_data_url(scene).split(",", 1)[1]))
+    page.goto(f"{url}/runs/caption/caption")
+    page.wait_for_selector("#image-source:not([hidden])")
+    assert page.inner_text("h1") == "Caption an image" and page.locator("#text-source[hidden]").count() == 1
+    page.fill("#beam", "2")
+    page.set_input_files("#file", str(upload))
+    page.wait_for_selector("#nbest li")
+    page.wait_for_selector("#attention .words button")
+    words = page.locator("#attention .words button")
+    assert words.count() >= 1 and page.locator("#nbest li").count() >= 1
+    assert "where “" in page.inner_text("#stats")
+    drawn = page.evaluate("document.querySelector('#picture').width")
+    assert drawn >= 16 * 8  # the 16-px scene drawn at least 8× with its 2 × 2 patches over it
+    words.last.click()
+    page.wait_for_function("document.querySelector('#attention .words button:last-child').classList.contains('pinned')")
+    page.select_option("#head", "1")
+    page.wait_for_function("document.querySelector('#stats').textContent.includes('head 1')")

@@ -50,7 +50,7 @@ from qkv.runs import (
     load_tensors,
 )
 from qkv.tasks.base import Run, State, Task, last_eval
-from qkv.tasks.capabilities import Capability
+from qkv.tasks.capabilities import Capability, require
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 from qkv.training.ema import EMA
@@ -428,9 +428,11 @@ class DiffusionRun(Run):
         return self.settings(base, changes, "sample.")
 
     def text_tokenizer(self):
+        require(self, Capability.TOKENS, "text_tokenizer()")  # a class-conditional run reads no text
         return self.tokenizer, "prompt"
 
     def example_text(self) -> str:
+        require(self, Capability.TOKENS, "example_text()")
         return (self.meta.get("prompts") or ["a red circle"])[0]
 
     def condition(self, n: int, label: int | None = None, prompt: str | None = None) -> tuple[dict, dict]:

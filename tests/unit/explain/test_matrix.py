@@ -1,0 +1,59 @@
+"""Every topic on every run kind, chosen by what the run can do: a topic that applies (`applies`, from TOPICS'
+needs) runs and every one of its checks holds (≤ its tolerance); one that does not is a one-line error naming
+the capability it needs. The same `applies` lists the topics of the web page (`topics_for`), and the run's
+pages follow from the same capabilities (`qkv.server.served.pages_of`)."""
+
+import pytest
+
+from qkv.errors import QKVError
+from qkv.explain import TOPICS, applies, explain, topics_for
+from qkv.tasks import load_run
+
+KINDS = ["lm", "chat", "translate", "caption", "digits", "shapes", "autoencoder"]
+INPUT = {"digits": {"prompt": "3"}}  # a class-conditional run's prompt is its label
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_runs, more_runs):
+    return {name: load_run(path) for name, path in {**tiny_runs, **more_runs}.items()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("topic", list(TOPICS))
+def test_every_cell_of_the_matrix(runs, topic, kind):
+    run = runs[kind]
+    if applies(topic, run):
+        e = explain(topic, run, **INPUT.get(kind, {}))
+        bad = [c for c in e.checks if not c.ok]
+        assert not bad, [(c.what, c.max_abs_diff) for c in bad]
+        e.to_json()
+    else:
+        with pytest.raises(QKVError) as err:
+            explain(topic, run)
+        message = str(err.value)
+        assert message.startswith(f"explain {topic} needs a run that") and "\n" not in message, message
+
+
+def test_captioning_gets_every_topic_that_applies_to_an_encoder_decoder(runs):
+    """The proof on captioning: with no caption-specific branch in explain, a caption run gets the topics of an
+    encoder-decoder that reads a source and writes text — all but the token-table topics (its source is an image)
+    and the word alignment (its source has no words)."""
+    assert topics_for(runs["caption"]) == [
+        "tokens", "qkv", "heads", "self-vs-cross", "decoder-only-vs-encoder-decoder", "output", "encoder-states",
+        "training-pairs", "parameters", "evaluation"]
+    assert topics_for(runs["translate"]) == [t for t in TOPICS if t != "diffusion"]
+    assert topics_for(runs["autoencoder"]) == ["parameters"]
+    assert topics_for(runs["shapes"]) == ["tokens", "parameters", "diffusion"]
+
+
+def test_the_pages_follow_the_same_capabilities(runs):
+    from qkv.server.served import pages_of
+
+    assert {kind: pages_of(runs[kind]) for kind in KINDS} == {
+        "lm": ["generate", "attention", "params", "explain"],
+        "chat": ["chat", "generate", "attention", "params", "explain"],
+        "translate": ["translate", "attention", "params", "explain"],
+        "caption": ["caption", "params", "explain"],
+        "digits": ["images", "params", "explain"],
+        "shapes": ["images", "params", "explain"],
+        "autoencoder": ["params", "explain"]}
