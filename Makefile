@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/qkv train --preset demo-pystdlib --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	@run=runs/demo-$$(date +%Y%m%d-%H%M%S); \
+	$(BIN)/qkv train --preset demo-pystdlib --out $$run && \
+	echo "next: $(BIN)/qkv report $$run    # the run's report card (HTML)" && \
+	echo "      $(BIN)/qkv serve $$run     # the playground: http://127.0.0.1:8000/"
 
 test-data: $(STAMP)
 	$(BIN)/qkv data get $(CORPORA)
