@@ -3,9 +3,11 @@
 Each concept of the transformer lesson, shown on a trained run's real tensors: a short paragraph, then the
 tensors this run computes for your input (shapes, a few rows of numbers, statistics). Where a topic takes a
 module apart (Q/K/V, the heads, the output layer) it puts the parts back together and prints the largest
-difference from the module's own output. `qkv explain` with no topic lists the topics in lesson order.
+difference from the module's own output. `qkv explain` with no topic lists the topics in lesson order;
+`qkv explain RUN_DIR`, the topics that apply to that run.
 
     qkv explain                                             # the topics, one line each
+    qkv explain runs/shapes-caption                         # the topics that apply to this run
     qkv explain tokens runs/shakespeare --text "ROMEO: hi"
     qkv explain qkv runs/shakespeare --layer 0 --head 1 --png explain/
     qkv explain alignment runs/multi30k-de-en --src "Ein Mann fährt Fahrrad." --png explain/
@@ -41,15 +43,18 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from qkv.explain import TOPICS, explain
 
+    if args.topic is not None and args.topic not in TOPICS and args.run_dir is None and Path(args.topic).is_dir():
+        return _topics_of(args.topic)  # qkv explain RUN_DIR: the topics that apply to that run
     if args.topic is None:
         width = max(len(t) for t in TOPICS)
         for name, t in TOPICS.items():
             print(f"{name:<{width}}  {t.line}")
-        if args.run_dir is not None:  # qkv explain RUN_DIR: the topics of that run
-            raise QKVError("give a topic before the run directory: qkv explain TOPIC RUN_DIR")
         print("\nqkv explain TOPIC RUN_DIR [--text ... | --src ... | --prompt ...] [--layer L --head H] [--png DIR]")
+        print("qkv explain RUN_DIR: the topics that apply to that run")
         return 0
     if args.topic not in TOPICS:
         raise QKVError(f"unknown topic {args.topic!r}; the topics are: {', '.join(TOPICS)}")
@@ -71,4 +76,26 @@ def run(args) -> int:
         print(e.format_text())
         for p in written:
             print(f"picture: {p}")
+    return 0
+
+
+def _topics_of(run_dir: str) -> int:
+    """The topics of one run, in lesson order: those that apply, then those that need what it cannot do."""
+    from qkv.explain import TOPICS, applies
+    from qkv.tasks import load_run
+    from qkv.tasks.capabilities import DOES
+
+    run_ = load_run(run_dir)
+    width = max(len(t) for t in TOPICS)
+    print(f"{run_.path.name}: {run_.describe()}")
+    shown = [name for name in TOPICS if applies(name, run_)]
+    for name in shown:
+        print(f"  {name:<{width}}  {TOPICS[name].line}")
+    others = [name for name in TOPICS if name not in shown]
+    if others:
+        print("not for this run:")
+        for name in others:
+            needs = " or ".join(DOES[c] for c in TOPICS[name].needs)
+            print(f"  {name:<{width}}  needs a run that {needs}")
+    print(f"\nqkv explain TOPIC {run_dir} [--text ... | --src ... | --image ... | --prompt ...]")
     return 0

@@ -1,4 +1,4 @@
-"""Topic `encoder-states`: what the encoder leaves for the decoder, and that it is gone after the sentence.
+"""Topic `encoder-states`: what the encoder leaves for the decoder, and that it is gone after the source.
 
 The encoder reads the whole source once and returns one vector per source token, the *memory* (1, S, d).
 Each decoder layer turns that memory into its cross-attention keys and values ONCE, on the first decoding
@@ -19,11 +19,11 @@ import torch
 from qkv.explain.base import WINDOW, Explanation, Options, no_grad
 from qkv.explain.inputs import describe_source, source_of
 
-LESSON = ("The encoder reads the whole source sentence once and hands the decoder one vector per source token: "
-          "the encoder states, or memory. Each decoder layer projects that memory into its cross-attention keys "
-          "and values on the first decoding step and reuses them for every target token after it. They belong "
-          "to this one sentence: they live in the decoding call's cache and are thrown away when the "
-          "translation is done. Training changed the weights; translating changes nothing in the model.")
+LESSON = ("The encoder reads the whole source once (a sentence's tokens, an image's patches) and hands the decoder "
+          "one vector per source position: the encoder states, or memory. Each decoder layer projects that memory "
+          "into its cross-attention keys and values on the first decoding step and reuses them for every target "
+          "token after it. They belong to this one source: they live in the decoding call's cache and are thrown "
+          "away when the output is written. Training changed the weights; decoding changes nothing in the model.")
 
 DIMS = 32  # model dimensions drawn in the heatmap
 
@@ -84,12 +84,12 @@ def explain_encoder_states(run, opts: Options) -> Explanation:
     e.table(["decoder layer", "K and V shape, each", "bytes (K + V)", "steps that reused them"], rows,
             "cross-attention keys/values: computed on the first step, read on every later one")
     e.say(f"memory {mem_bytes:,} bytes; cross-attention K/V of {len(caught)} decoder layers {total:,} bytes "
-          f"({total / mem_bytes:.1f}× the memory) — per sentence, for as long as it is being translated")
+          f"({total / mem_bytes:.1f}× the memory) — per source, for as long as its output is being written")
 
     # 4. dropped: the cache died with the decoding call, and the model holds nothing new
     gc.collect()
     alive = sum(c.cache() is not None for c in caught)
-    e.say(f"after translating: {alive} of {len(caught)} cross-attention caches still exist "
+    e.say(f"after decoding: {alive} of {len(caught)} cross-attention caches still exist "
           "(they were local to the decoding call and freed when it returned)")
     after = _model_tensors(model)
     e.say(f"tensors held by the model (parameters, buffers, any other tensor attribute): {len(before)} before, "
@@ -99,9 +99,9 @@ def explain_encoder_states(run, opts: Options) -> Explanation:
     if changed:
         more = " …" if len(changed) > 4 else ""
         e.say(f"tensors that appeared, disappeared or changed shape: {', '.join(changed[:4])}{more}")
-    e.check("tensors that appeared, disappeared or changed shape while translating  ==  0",
+    e.check("tensors that appeared, disappeared or changed shape while decoding  ==  0",
             torch.tensor(float(len(changed))), torch.tensor(0.0), tolerance=0.0)
-    e.check("every parameter and buffer after translating  ==  before (bit for bit)",
+    e.check("every parameter and buffer after decoding  ==  before (bit for bit)",
             _flat(after, kept), _flat(before, kept), tolerance=0.0)
 
     shown = labels[:WINDOW]

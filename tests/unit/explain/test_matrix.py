@@ -57,3 +57,17 @@ def test_the_pages_follow_the_same_capabilities(runs):
         "digits": ["images", "params", "explain"],
         "shapes": ["images", "params", "explain"],
         "autoencoder": ["params", "explain"]}
+
+
+def test_qkv_explain_run_dir_lists_that_runs_topics(runs, more_runs, capsys):
+    """`qkv explain RUN_DIR` (no topic) prints the topics that apply, then the others with what they need."""
+    from qkv.cli.main import main
+
+    assert main(["explain", str(more_runs["caption"])]) == 0
+    out = capsys.readouterr().out
+    shown, _, rest = out.partition("not for this run:")
+    listed = [line.split()[0] for line in shown.splitlines()[1:] if line.startswith("  ")]
+    assert listed == topics_for(runs["caption"])
+    assert "alignment" in rest and "needs a run that reads its source as text" in rest
+    assert main(["explain", "no-such-topic-or-dir"]) == 2
+    assert "unknown topic 'no-such-topic-or-dir'" in capsys.readouterr().err
