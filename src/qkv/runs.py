@@ -10,6 +10,8 @@
     RUN/metrics.jsonl           one JSON line per logged step and per evaluation
     RUN/loss.png                the loss curves
     RUN/samples.png             diffusion: the grid sampled when training ends
+    RUN/report.html, report.md  the report card (`qkv report`, and `qkv train` when it ends): one self-contained
+                                HTML page and its Markdown twin
     RUN/data/train.bin, val.bin, meta.json   language models: the token ids, memory-mapped
     RUN/autoencoder/            latent diffusion: the autoencoder's own run directory
 
@@ -39,6 +41,8 @@ STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 SAMPLES_FILE = "samples.png"
+REPORT_HTML_FILE = "report.html"
+REPORT_MD_FILE = "report.md"
 DATA_DIR = "data"
 TOKENS_FILES = {"train": "train.bin", "val": "val.bin"}
 DATA_META_FILE = "meta.json"

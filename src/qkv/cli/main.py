@@ -27,6 +27,7 @@ COMMANDS = {
     "params": "params",
     "attention": "attention",
     "explain": "explain",
+    "report": "report",
     "convert": "convert",
     "data": "data",
     "serve": "serve",

@@ -1,5 +1,8 @@
 """``qkv train --preset NAME | --config FILE [--out RUN_DIR] [--data SRC] [--section.key VALUE ...]``.
 
+When it ends, the main process also writes the run's report card (`qkv.report`: RUN/report.html and report.md,
+without samples under ``--no-sample``); a report that cannot be written is a one-line note, never a failed run.
+
 ``--preset`` names a config shipped with qkv (`qkv.presets`; ``qkv presets`` lists them), ``--config`` a TOML
 file of your own. The config's ``task`` names the task (`qkv.tasks.TASKS`: lm, translate, chat, diffusion, autoencoder);
 `qkv.tasks.runner.run_task` trains it, whatever it is. ``--resume RUN_DIR`` continues a run from its last
@@ -103,11 +106,25 @@ def run(args) -> int:
         for piece in task.samples(state, model):
             sys.stdout.write(piece)
             sys.stdout.flush()
-    print_run_files(run_dir, trained.model.num_params(), plot, task.next_command(), task.weights_note())
+    report = write_report_or_note(run_dir, samples=not args.no_sample)
+    print_run_files(run_dir, trained.model.num_params(), plot, task.next_command(), task.weights_note(), report)
     return 0
 
 
-def print_run_files(run_dir: Path, n_params: int, plot, next_step: str, weights_note: str = "") -> None:
+def write_report_or_note(run_dir: Path, samples: bool) -> Path | None:
+    """RUN/report.html and report.md (`qkv.report`); the page's path, or None after a one-line note on stderr."""
+    from qkv.report import write_report
+
+    try:
+        return write_report(run_dir, samples=samples)[0]
+    except Exception as e:  # the run is trained and saved whatever goes wrong here: a note, not a failure
+        print(f"note: the report was not written ({type(e).__name__}: {e}); qkv report {run_dir} tries again",
+              file=sys.stderr)
+        return None
+
+
+def print_run_files(run_dir: Path, n_params: int, plot, next_step: str, weights_note: str = "",
+                    report: Path | None = None) -> None:
     """The closing lines of every `qkv train`: where the run's files are and what to run next."""
     from qkv.runs import METRICS_FILE, WEIGHTS_FILE
 
@@ -116,4 +133,6 @@ def print_run_files(run_dir: Path, n_params: int, plot, next_step: str, weights_
     print(f"  metrics: {run_dir / METRICS_FILE}")
     if plot:
         print(f"  plot:    {plot}")
+    if report:
+        print(f"  report:  {report} (and {report.with_suffix('.md').name})")
     print(next_step)

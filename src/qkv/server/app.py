@@ -4,6 +4,8 @@
 
 - the runs (`qkv.server.served`): each loaded once (`qkv.load_run`), with its name in URLs, its pages and its
   `ModelWorker`;
+- each run's report card, ``/runs/{name}/report``: its report.html as written (`qkv.report`), under a policy that
+  allows the page's inline style and data: images and nothing else (no script, no fetch);
 - the pages, plain HTML/CSS/JS from ``qkv/server/static`` (no build step, nothing from a CDN), and the JSON
   API under ``/api`` (`qkv.server.playground` for runs, `qkv.server.rating` for human evaluation), whose
   OpenAPI page is ``/docs``;
@@ -30,6 +32,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qkv.errors import QKVError
+from qkv.report.render import CSP as REPORT_CSP
+from qkv.runs import REPORT_HTML_FILE
 from qkv.server.inside import router as inside_router
 from qkv.server.playground import router as playground_router
 from qkv.server.rating import router as rating_router
@@ -175,6 +179,17 @@ def create_app(runs: dict[str, Served], config: ServeConfig | None = None) -> Fa
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/runs/{name}/report", include_in_schema=False)
+    async def report(name: str):
+        served = runs.get(name)
+        if served is None:
+            raise HTTPError(404, f"no run named {name!r} on this server")
+        path = served.path / REPORT_HTML_FILE
+        if not path.is_file():
+            raise HTTPError(404, f"{name} has no report yet (qkv report {served.path} writes one)")
+        return FileResponse(path, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP,
+                                                                   "Cache-Control": "no-cache"})
 
     @app.get("/runs/{name}/{page}", include_in_schema=False)
     async def page(name: str, page: str):

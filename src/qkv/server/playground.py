@@ -41,6 +41,7 @@ from qkv.config import to_dict
 from qkv.data.images import png_data_url
 from qkv.errors import QKVError
 from qkv.evaluation.attention import AttentionStack, token_label
+from qkv.runs import REPORT_HTML_FILE
 from qkv.server.schemas import (
     AttentionRequest,
     ChatRequest,
@@ -148,6 +149,7 @@ def _describe(request: Request, s: Served) -> dict:
     out = {"name": s.name, "task": s.task, "model_type": run.model_type, "pages": s.pages,
            "capabilities": sorted(c.value for c in run.capabilities), "topics": topics_for(run),
            "params": sum(p.numel() for p in model.parameters()), "path": str(s.path),
+           "report": (s.path / REPORT_HTML_FILE).is_file(),  # its report card, at /runs/{name}/report
            "limits": {"max_new_tokens": config.max_new_tokens, "max_images": config.max_images,
                       "max_body_bytes": config.max_body_bytes}}
     if can(run, Capability.TOKENS):

@@ -8,6 +8,7 @@
     if (!runs.length) box.append(qkv.el("p", { class: "help" }, "No runs loaded (qkv serve RUN_DIR ...)."));
     for (const r of runs) {
       const links = r.pages.map((p) => qkv.el("a", { href: `/runs/${encodeURIComponent(r.name)}/${p}` }, p));
+      if (r.report) links.push(qkv.el("a", { href: `/runs/${encodeURIComponent(r.name)}/report` }, "report"));
       box.append(qkv.el("div", { class: "card" },
         qkv.el("h2", {}, r.name),
         qkv.el("p", { class: "stats" }, `${r.task} · ${r.model_type} · ${qkv.human(r.params)} parameters`),

@@ -101,6 +101,7 @@ qkv.header = async function (page) {
     nav.append(qkv.el("a", { href: `/runs/${encodeURIComponent(name)}/${p}`, class: p === page ? "here" : null },
       qkv.pageLabels[p] || p));
   }
+  if (run.report) nav.append(qkv.el("a", { href: `/runs/${encodeURIComponent(name)}/report` }, "report"));
   header.append(nav);
   document.title = `${page} · ${run.name} · qkv`;
   return run;
