@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@run=runs/demo-$$(date +%Y%m%d-%H%M%S); \
 	$(BIN)/qkv train --preset demo-pystdlib --out $$run && \
-	echo "next: $(BIN)/qkv report $$run    # the run's report card (HTML)" && \
-	echo "      $(BIN)/qkv serve $$run     # the playground: http://127.0.0.1:8000/"
+	echo "next: $(BIN)/qkv report $$run --eval   # the report card ($$run/report.html) with the run's own evaluation" && \
+	echo "      $(BIN)/qkv serve $$run          # the playground: http://127.0.0.1:8000/"
 
 test-data: $(STAMP)
 	$(BIN)/qkv data get $(CORPORA)

@@ -1,6 +1,6 @@
 """Every shipped preset for a fixed number of steps, to prove a refactoring changed nothing.
 
-    QKV_DATA_DIR=../shared/data python bench/preset_parity.py run OUT_DIR [--steps 200]
+    QKV_DATA_DIR=../shared/data python bench/preset_parity.py run OUT_DIR [--steps 200] [--only NAME ...]
     python bench/preset_parity.py compare OUT_DIR_BEFORE OUT_DIR_AFTER
 
 `run` trains each preset in src/qkv/presets/ for `--steps` optimizer steps (a minimum-risk-training preset starts
@@ -9,7 +9,8 @@ schedule by steps (no wall-clock budget), an evaluation every steps/2, torch.com
 kernels are not this repository's code) and the latent autoencoder phase cut to the same step count; the
 preset's model, data, loss and precision are kept. It copies each run's metrics.jsonl to
 OUT_DIR/<preset>.jsonl. `shakespeare-char` (nanoGPT's GPU recipe: batch 64 × 256 tokens) runs a tenth of the
-steps with 5 sampled-eval batches, which keeps it to minutes on a CPU.
+steps with 5 sampled-eval batches, which keeps it to minutes on a CPU. `--only` names the presets to run (two
+`run`s of disjoint halves into one OUT_DIR use two cores; each run is one thread, so the figures do not change).
 
 `compare` prints, for each preset, whether every logged value is identical, ignoring the timing fields
 (tokens/s, elapsed seconds), and the first difference otherwise; it exits 1 if any preset differs.
@@ -52,11 +53,15 @@ def overrides(preset: Path, steps: int) -> list[str]:
     return out
 
 
-def run(out_dir: Path, steps: int) -> None:
+def run(out_dir: Path, steps: int, only: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     print(describe(1), flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for preset in sorted((REPO / "src" / "qkv" / "presets").glob("*.toml")):
+    presets = sorted((REPO / "src" / "qkv" / "presets").glob("*.toml"))
+    unknown = sorted(set(only or ()) - {p.stem for p in presets})
+    if unknown:
+        sys.exit(f"unknown preset(s): {', '.join(unknown)}; the presets are: {', '.join(p.stem for p in presets)}")
+    for preset in [p for p in presets if only is None or p.stem in only]:
         if (out_dir / f"{preset.stem}.jsonl").exists():  # a run cut short continues where it stopped
             print(f"{preset.stem}: already measured", flush=True)
             continue
@@ -116,12 +121,13 @@ def main() -> int:
     r = sub.add_parser("run")
     r.add_argument("out_dir", type=Path)
     r.add_argument("--steps", type=int, default=200)
+    r.add_argument("--only", nargs="+", metavar="NAME", help="run these presets alone (default: every preset)")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = ap.parse_args()
     if args.cmd == "run":
-        run(args.out_dir, args.steps)
+        run(args.out_dir, args.steps, args.only)
         return 0
     return compare(args.a, args.b)
 

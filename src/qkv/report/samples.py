@@ -85,33 +85,8 @@ def _continuations(run) -> list:
             Examples([Example([("prompt", prompt)])]), Examples(items, table=True)]
 
 
-def chat_questions(run) -> tuple[list[tuple[str, str | None]], str]:
-    """(up to SAMPLES (question, reference) pairs, where they come from): the first question of each test (else
-    validation) conversation of the run's chat data, or the run's example text when its data is not chat data or
-    not on this machine."""
-    from qkv.data.chat import ChatDataConfig, load_chat_splits
-
-    data = getattr(run.config, "data", None)
-    why = "the run's example text"
-    if isinstance(data, ChatDataConfig):
-        try:
-            splits = load_chat_splits(data)
-        except EXPECTED as err:
-            why = f"the run's example text (its chat data is not available: {err})"
-        else:
-            split = "test" if splits["test"] else "val"
-            pairs = []
-            for conv in splits[split][:SAMPLES]:
-                k = next((i for i, m in enumerate(conv.messages) if m["role"] == "assistant"), None)
-                if k and conv.messages[k - 1]["role"] == "user":
-                    pairs.append((conv.messages[k - 1]["content"], conv.messages[k]["content"]))
-            if pairs:
-                return pairs, f"the first question of the first {len(pairs)} {split} conversations of {data.source}"
-    return [(run.example_text(), None)], why
-
-
 def _chat_replies(run) -> list:
-    questions, where = chat_questions(run)
+    questions, where = run.example_questions(SAMPLES)
     n = min(run.sampling().max_new_tokens, SAMPLE_TOKENS) or SAMPLE_TOKENS
     items = []
     for question, reference in questions:

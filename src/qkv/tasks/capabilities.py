@@ -116,6 +116,8 @@ class Chat(Protocol):
 
     def chat(self, sampling: Any = None, **changes) -> Any: ...
 
+    def example_questions(self, n: int) -> tuple[list[tuple[str, str | None]], str]: ...  # ([(question, ref)], where)
+
 
 @dataclass
 class SourceBatch:

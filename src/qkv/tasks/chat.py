@@ -319,6 +319,24 @@ class ChatRun(LMRun):
         return ChatSession(self.decoder(quantize, compile), self.tokenizer, s, s.max_new_tokens, system=s.system,
                            seed=s.seed)
 
+    def example_questions(self, n: int) -> tuple[list[tuple[str, str | None]], str]:
+        """(up to `n` (question, reference answer) pairs, where they come from): the first question of each test
+        (else validation) conversation of the run's data; the run's example text, with no reference, when its
+        data is not on this machine."""
+        try:
+            splits = load_chat_splits(self.config.data)
+        except (QKVError, OSError) as err:
+            return [(self.example_text(), None)], f"the run's example text (its chat data is not available: {err})"
+        split = "test" if splits["test"] else "val"
+        pairs = []
+        for conv in splits[split][:n]:
+            k = next((i for i, m in enumerate(conv.messages) if m["role"] == "assistant"), None)
+            if k and conv.messages[k - 1]["role"] == "user":
+                pairs.append((conv.messages[k - 1]["content"], conv.messages[k]["content"]))
+        if not pairs:
+            return [(self.example_text(), None)], "the run's example text"
+        return pairs, f"the first question of the first {len(pairs)} {split} conversations of {self.config.data.source}"
+
     def training_example(self, text: str | None = None, src: str | None = None, limit: int = 32) -> TrainingExample:
         """A conversation rendered with the chat template, as `ChatTask.loss` scores it: with answer-only loss
         (train.answer_only) only the assistant's tokens and their <|end|> count. `text`: a whole conversation in

@@ -149,8 +149,7 @@ class Trainer:
         model = self._wrap(raw)
         autocast, scaler = self._precision(optimizer)
         loop.t_start = loop.t_log = time.perf_counter()  # compiling is not training time
-        bar = tqdm(total=cfg.max_steps, initial=loop.step, disable=not (cfg.progress and self.dist.is_main),
-                   desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = self._progress_bar(loop)
         model.train()
         try:
             while loop.step < cfg.max_steps:
@@ -174,6 +173,18 @@ class Trainer:
         loop.result.step = loop.step
         loop.result.elapsed_s = loop.elapsed()
         return loop.result
+
+    def _progress_bar(self, loop: _Loop) -> tqdm:
+        """Steps out of max_steps; or, when the learning rate decays over the time budget (schedule_by = "time":
+        the clock ends the run, not a step count), seconds out of max_minutes, with the step in the postfix."""
+        cfg = self.cfg
+        common = dict(desc="train", disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True,
+                      file=sys.stderr)
+        if cfg.schedule_by == "time":
+            return tqdm(total=round(cfg.max_minutes * 60), initial=min(loop.elapsed_before, cfg.max_minutes * 60),
+                        unit="s", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+                        **common)
+        return tqdm(total=cfg.max_steps, initial=loop.step, unit="step", **common)
 
     def _start(self, optimizer) -> _Loop:
         """The loop's state: fresh (seeded), or the checkpoint's (optimizer, data position, RNGs, clock)."""
@@ -284,8 +295,9 @@ class Trainer:
             self._write_metrics({"step": loop.step, "loss": loss, "lr": lr, "tokens_per_s": round(tps, 1),
                                  "elapsed_s": round(elapsed, 3)})
             running_means = {k: f"{t / c:.4f}" for k, (t, c) in loop.running.items() if c}  # since the last eval
-            bar.set_postfix({"loss": f"{loss:.4f}", **running_means, "tok_s": f"{tps:,.0f}"}, refresh=False)
-        bar.update(1)
+            bar.set_postfix({**({"step": loop.step} if cfg.schedule_by == "time" else {}), "loss": f"{loss:.4f}",
+                             **running_means, "tok_s": f"{tps:,.0f}"}, refresh=False)
+        bar.update(min(elapsed, bar.total) - bar.n if cfg.schedule_by == "time" else 1)
         return out_of_time
 
     def _evaluate_and_save(self, model: nn.Module, raw: nn.Module, optimizer, loop: _Loop, last: bool) -> None:

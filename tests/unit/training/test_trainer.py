@@ -328,6 +328,22 @@ def test_time_schedule_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert after[0]["elapsed_s"] > state["elapsed_s"]  # elapsed time continues from the saved value
 
 
+def test_a_time_budget_shows_a_clock_bar_and_a_step_budget_a_step_bar(tmp_path, monkeypatch, capsys):
+    """With the decay over the clock, the bar counts seconds of the budget (a steps bar out of max_steps would
+    read 0% and an ETA of days), and shows the step in its postfix; by steps, it counts steps."""
+    (tmp_path / "clock").mkdir()
+    _budget_run(tmp_path / "clock", monkeypatch, progress=True)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("train: 100%|") and "step=" in last and "/10000" not in last, last
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=FakeClock(0.5).perf_counter))
+    (tmp_path / "steps").mkdir()
+    cfg = train_cfg(max_steps=6, warmup_steps=2, log_interval=1, eval_interval=6, progress=True)
+    Trainer(tiny_gpt(), lm_loss, FixedBatches(2), cfg, run_dir=tmp_path / "steps",
+            save_model=lambda m, s: save_run(tmp_path / "steps", m, metadata={"step": str(s)})).fit()
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("train: 100%|") and "6/6" in last and "step=" not in last, last
+
+
 def test_max_minutes_without_time_schedule_still_stops(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=FakeClock(7.0).perf_counter))
     cfg = train_cfg(max_steps=1000, max_minutes=1.0, warmup_steps=2, log_interval=5, eval_interval=1000)
