@@ -183,14 +183,12 @@ def test_every_page_of_every_run_kind_opens(every_kind, page):
 
 
 def test_the_caption_page_captions_an_upload_and_draws_its_attention_on_the_patches(every_kind, page, tmp_path):
-    import base64
-
-    from qkv.data.images import png_data_url
+    from qkv.data.images import png_bytes
 
     url, runs = every_kind
     scene = runs["caption"].run.example_sources(1)[0]  # (3, 16, 16) in [-1, 1]
     upload = tmp_path / "scene.png"
-    upload.write_bytes(base64.b64decode(png_data_url(scene).split(",", 1)[1]))
+    upload.write_bytes(png_bytes(scene))
     page.goto(f"{url}/runs/caption/caption")
     page.wait_for_selector("#image-source:not([hidden])")
     assert page.inner_text("h1") == "Caption an image" and page.locator("#text-source[hidden]").count() == 1

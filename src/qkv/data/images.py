@@ -200,18 +200,26 @@ def resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
 
 
-def png_data_url(image: Tensor) -> str:
-    """(C, H, W) in [-1, 1] -> a ``data:image/png;base64,...`` URL (grey for 1 channel): how a page or a rater's
-    task shows an image."""
-    import base64
-
+def png_bytes(image: Tensor) -> bytes:
+    """(C, H, W) in [-1, 1], or a clip (F, C, H, W) shown as its frames side by side -> PNG bytes (grey for
+    1 channel)."""
     from PIL import Image
 
+    if image.dim() == 4:
+        image = torch.cat(list(image), dim=-1)  # (C, H, F·W)
     x = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()  # (C, H, W)
     arr = x[0].numpy() if x.size(0) == 1 else x.permute(1, 2, 0).numpy()  # (H, W) or (H, W, C)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def png_data_url(image: Tensor) -> str:
+    """An image or a clip (`png_bytes`) as a ``data:image/png;base64,...`` URL: how a page or a rater's task
+    shows an image."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def to_uint8(images: Tensor) -> np.ndarray:

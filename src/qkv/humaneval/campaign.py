@@ -207,7 +207,6 @@ def read_items(spec: CampaignSpec, run) -> tuple[list[tuple[int, str, str | None
 def _image_url(run, source) -> str:
     """An image source (a tensor, or a file's path in a src file) as a PNG data URL at the run's size ("" for an
     empty line)."""
-    import torch
 
     from qkv.data.images import png_data_url
 
@@ -215,7 +214,7 @@ def _image_url(run, source) -> str:
         if not source.strip():
             return ""
         source = run.image(source.strip())
-    return png_data_url(source if source.dim() == 3 else torch.cat(list(source), dim=-1))  # a clip: side by side
+    return png_data_url(source)  # a clip: its frames side by side
 
 
 def sample_items(items: list, n: int, seed: int) -> list:

@@ -13,10 +13,9 @@ Whatever cannot be shown (the run's data no longer on this machine) becomes a on
 
 from __future__ import annotations
 
-import base64
-
 import torch
 
+from qkv.data.images import png_bytes
 from qkv.errors import QKVError
 from qkv.report.card import Example, Examples, Picture, Section, Text
 from qkv.report.sections import EXPECTED, drawn, note
@@ -27,15 +26,6 @@ SAMPLE_TOKENS = 120  # the most new tokens of a continuation or a reply in the r
 IMAGES = 8  # sampled images
 IMAGE_STEPS = 10  # DDIM steps for them
 ATTENTION_TOKENS = 16  # the self-attention picture reads at most this many tokens
-
-
-def png_of(image: torch.Tensor) -> bytes:
-    """(C, H, W) or a clip (F, C, H, W) in [-1, 1] -> PNG bytes (a clip's frames side by side)."""
-    from qkv.data.images import png_data_url
-
-    if image.dim() == 4:
-        image = torch.cat(list(image), dim=-1)
-    return base64.b64decode(png_data_url(image).split(",", 1)[1])
 
 
 def shown_width(image: torch.Tensor, target: int = 128) -> int:
@@ -136,7 +126,7 @@ def _source_outputs(run) -> list:
         extra = [("reference", ref)] if ref is not None else []
         if run.source_kind == "image":
             x, _ = run.read_source(source)
-            items.append(Example([("output", out), *extra], Picture(png_of(x), f"source image {k + 1}",
+            items.append(Example([("output", out), *extra], Picture(png_bytes(x), f"source image {k + 1}",
                                                                     width=shown_width(x), pixelated=True)))
         else:
             items.append(Example([("source", source), ("output", out), *extra]))
@@ -158,7 +148,7 @@ def _image_samples(run) -> list:
     labels = what.get("prompts") or [names[i] if i < len(names) else f"class {i}" for i in what.get("labels", [])]
     labels = labels or [""] * IMAGES
     items = [Example([("asked for", label)] if label else [],
-                     Picture(png_of(x), f"sample {k + 1}", width=shown_width(x, 96), pixelated=True))
+                     Picture(png_bytes(x), f"sample {k + 1}", width=shown_width(x, 96), pixelated=True))
              for k, (x, label) in enumerate(zip(images, labels, strict=True))]
     steps = s.steps or "the sampler's default"
     return [Text(f"{IMAGES} samples: DDIM, {steps} steps, eta {s.eta:g}, {s.spacing} spacing, guidance {s.guidance:g}, "
@@ -192,7 +182,7 @@ def attention_section(run) -> Section:
     amap = stack.pick(-1)
     png = drawn(lambda path: plot_attention(amap, path), "attention.png")
     if stack.image is not None:
-        sec.blocks.append(Picture(png_of(stack.image), "the source image", "the source image (its patches are the "
+        sec.blocks.append(Picture(png_bytes(stack.image), "the source image", "the source image (its patches are the "
                                   "columns below)", width=shown_width(stack.image), pixelated=True))
     picture = Picture(png, amap.title, f"{what}. {stack.note}".strip())
     picture.width = min(picture.size[0], 900)

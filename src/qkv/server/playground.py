@@ -33,7 +33,6 @@ import dataclasses
 import json
 import time
 
-import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -121,8 +120,7 @@ def stack_json(stack: AttentionStack) -> dict:
            "xlabel": stack.xlabel, "ylabel": stack.ylabel, "text": stack.text, "note": stack.note,
            "weights": stack.weights.round(decimals=4).tolist()}  # [layer][head][row][col]
     if stack.image is not None:  # an image source: the columns are its patches, drawn on it
-        frames = stack.image if stack.image.dim() == 4 else stack.image[None]  # (F, C, H, W)
-        out |= {"image": png_data_url(torch.cat(list(frames), dim=-1)), "grid": stack.grid, "frames": stack.frames}
+        out |= {"image": png_data_url(stack.image), "grid": stack.grid, "frames": stack.frames}  # a clip side by side
     return out
 
 
