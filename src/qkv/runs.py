@@ -111,11 +111,27 @@ def read_config(run_dir: str | Path) -> dict:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every line of RUN/metrics.jsonl ([] if there is none yet)."""
+    """Every line of RUN/metrics.jsonl ([] if there is none yet; blank lines skipped), or a one-line QKVError
+    naming the line that is not a JSON object."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise QKVError(f"{path}: unreadable ({e})") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QKVError(f"{path}:{number}: not a JSON line ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise QKVError(f"{path}:{number}: not a JSON object")
+        records.append(record)
+    return records
 
 
 def load_tensors(path: str | Path, device: str = "cpu") -> dict:

@@ -17,7 +17,6 @@ Bad input — not a run directory, a metrics.jsonl that does not parse, a store 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qkv.errors import QKVError
@@ -36,30 +35,7 @@ from qkv.report.sections import (
     timed,
     training_section,
 )
-from qkv.runs import METRICS_FILE, REPORT_HTML_FILE, REPORT_MD_FILE, atomic_write_bytes, read_config
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Every line of RUN/metrics.jsonl ([] if there is none), or a one-line QKVError naming the bad line."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise QKVError(f"{path}: unreadable ({e})") from None
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise QKVError(f"{path}:{number}: not a JSON line ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise QKVError(f"{path}:{number}: not a JSON object")
-        records.append(record)
-    return records
+from qkv.runs import REPORT_HTML_FILE, REPORT_MD_FILE, atomic_write_bytes, read_config, read_metrics
 
 
 def build_card(run, saved: dict, metrics: list[dict], out_dir: Path, *, samples: bool = True,
@@ -124,4 +100,4 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, samples:
     return html_path, md_path
 
 
-__all__ = ["Card", "build_card", "read_metrics", "write_report"]
+__all__ = ["Card", "build_card", "write_report"]

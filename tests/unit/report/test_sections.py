@@ -6,9 +6,8 @@ import json
 import pytest
 
 from qkv.errors import QKVError
-from qkv.report import read_metrics
 from qkv.report.sections import duration, eval_records, evaluations_section, fmt, signatures_in
-from qkv.runs import METRICS_FILE
+from qkv.runs import METRICS_FILE, read_metrics
 
 STEP = {"step": 10, "loss": 2.5, "lr": 1e-3, "tokens_per_s": 1000.0, "elapsed_s": 1.0}
 EVAL = {"step": 10, "val_loss": 2.4, "val_bleu": 12.5, "elapsed_s": 1.2, "eval_s": 0.2}
