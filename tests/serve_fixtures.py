@@ -7,7 +7,9 @@
 - ``translate``: a 1-layer encoder–decoder on synthetic number pairs (weights to decode with);
 - ``digits``: a 1-layer class-conditional DiT (a few steps: images to sample, not good ones);
 - and, when asked for (the `more_runs` fixture): ``caption`` (a 1-layer captioner of 16×16 one-object scenes),
-  ``shapes`` (a 1-layer text-conditioned DiT) and ``autoencoder`` — 4 steps each, weights to read, not good ones.
+  ``shapes`` (a 1-layer text-conditioned DiT) and ``autoencoder`` — 4 steps each, weights to read, not good ones;
+  ``speech``: a 2-layer transcriber that learned FSDD's "zero", "one" and "two" of one speaker (30 clips, 120
+  steps, ~8 s; tests/speech_fixtures.py), so it transcribes them right.
 
 `LiveServer` runs `qkv.server` with uvicorn in a thread on a free loopback port (what the browser tests drive;
 the kill -9 test runs `qkv serve` in a subprocess instead).
@@ -133,6 +135,12 @@ def make_runs(folder: Path, tasks: tuple[str, ...] = ("lm", "chat", "translate",
     if "autoencoder" in tasks:
         runs["autoencoder"] = _train(["--config", preset("shapes-autoencoder"), *AUTOENCODER_ARGS],
                                      folder / "autoencoder")
+    if "speech" in tasks:
+        from speech_fixtures import SPEECH_ARGS, digit_clips, digit_folder
+
+        data = digit_folder(folder / "speech-data", digit_clips())
+        runs["speech"] = _train(["--config", preset("fsdd-digits"), "--data.source", str(data), *SPEECH_ARGS],
+                                folder / "speech")
     return runs
 
 

@@ -58,6 +58,9 @@ RUNS = {
     "caption": (preset("shapes-caption"), ["--data.image_size", "16", "--data.val_scenes", "4", "--model.d_model",
                                             "32", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
                                             "--model.n_heads", "2"]),
+    "speech": (preset("fsdd-digits"), ["SPEECH", "--model.d_model", "32", "--model.n_encoder_layers", "1",
+                                        "--model.n_decoder_layers", "1", "--model.n_heads", "2", "--model.dropout", "0",
+                                        "--data.val_fraction", "0.2"]),
 }
 
 
@@ -65,9 +68,18 @@ def _text(folder: Path) -> list[str]:
     return ["--data", str(write_text(folder / "text.txt", 30_000))]
 
 
+def _speech(folder: Path) -> list[str]:
+    from speech_fixtures import digit_clips, digit_folder
+
+    data = folder / "speech"
+    if not data.exists():  # _args runs for each of the two trainings
+        digit_folder(data, digit_clips())
+    return ["--data.source", str(data)]
+
+
 def _args(task: str, folder: Path) -> list[str]:
     preset, extra = RUNS[task]
-    made = {"PAIRS": _pairs, "TEXT": _text}  # made-up data: any text or pairs will do
+    made = {"PAIRS": _pairs, "TEXT": _text, "SPEECH": _speech}  # made-up data: any text or pairs will do
     extra = [a for x in extra for a in (made[x](folder) if x in made else [x])]
     return ["train", "--config", str(preset), "--no-sample", *STEPS, *extra]
 

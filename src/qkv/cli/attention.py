@@ -1,4 +1,5 @@
-"""``qkv attention RUN_DIR (--src SENTENCE | --text TEXT | --image IMAGE) [--layer L] [--head H] --out map.png``.
+"""``qkv attention RUN_DIR (--src SENTENCE | --text TEXT | --image IMAGE | --audio WAV) [--layer L] [--head H] --out
+map.png``.
 
 Translation runs (--src): translate the sentence, then draw decoder layer L's cross-attention, source
 tokens × produced target tokens (the alignment). When the sentence is in a cached reference alignment of the
@@ -7,13 +8,18 @@ translation instead, read teacher-forced, with the reference word links outlined
 the model's own translation); otherwise one line says there is none. GPT runs (--text): draw layer L's causal
 self-attention over the text. Caption runs (--image): caption the image, then draw each caption word's
 cross-attention over the image patches as a grid of panels, one per word, and print where each word's attention
-peaks. Weights are averaged over heads unless --head is given; --layer defaults to
+peaks. Speech runs (--audio): transcribe the recording, then draw each character's cross-attention over the
+encoder states under the recording's spectrogram, on one time axis (the alignment picture of speech), and print
+where each character's attention peaks. Weights are averaged over heads unless --head is given; --layer defaults to
 the last layer (-1).
 """
 
 from __future__ import annotations
 
 from qkv.errors import QKVError
+
+# a source-to-text run's source kind -> the flag that gives its source, and what it is
+SOURCE_FLAGS = {"text": ("src", "SENTENCE"), "image": ("image", "IMAGE"), "audio": ("audio", "WAV")}
 
 
 def add_parser(sub, name):
@@ -23,6 +29,7 @@ def add_parser(sub, name):
     p.add_argument("--src", help="source sentence to translate (seq2seq runs)")
     p.add_argument("--text", help="text to read (GPT runs)")
     p.add_argument("--image", help="image file to caption (caption runs)")
+    p.add_argument("--audio", help="WAV file to transcribe (speech runs)")
     p.add_argument("--layer", type=int, default=-1, help="layer index (default: -1, the last)")
     p.add_argument("--head", type=int, default=None, help="one head (default: mean over heads)")
     p.add_argument("--beam", type=int, default=None,
@@ -40,10 +47,11 @@ def run(args) -> int:
     run_ = load_run(args.run_dir)
     takes = {}  # flag -> what it needs, for the flags this run takes
     if can(run_, Capability.SOURCE_TO_TEXT):
-        takes["src" if run_.source_kind == "text" else "image"] = "SENTENCE" if run_.source_kind == "text" else "IMAGE"
+        flag, what = SOURCE_FLAGS[run_.source_kind]
+        takes[flag] = what
     if can(run_, Capability.SELF_ATTENTION):
         takes["text"] = "TEXT"
-    given = [flag for flag in ("text", "src", "image") if getattr(args, flag) is not None]
+    given = [flag for flag in ("text", "src", "image", "audio") if getattr(args, flag) is not None]
     if not takes:
         require(run_, Capability.SELF_ATTENTION, "qkv attention")
     if len(given) != 1 or given[0] not in takes:
@@ -52,11 +60,14 @@ def run(args) -> int:
         raise QKVError(f"{run_.path.name} takes one input: {wants}{got}")
     if args.text is not None:  # self-attention over a text
         if args.beam is not None:
-            raise QKVError("--beam goes with --src or --image (an output is decoded); --text reads the text only")
+            raise QKVError("--beam goes with --src, --image or --audio (an output is decoded); --text reads the text "
+                           "only")
         amap = run_.self_attention(args.text).pick(args.layer, args.head)
     else:  # cross-attention while turning the source into text
         if given[0] == "image":
             return _patches(run_, args)
+        if given[0] == "audio":
+            return _spectrogram(run_, args)
         amap = None if args.no_reference else _reference_map(run_, args.src, args.layer, args.head)
         if amap is None:
             amap = run_.cross_attention(args.src, run_.decoding(beam=args.beam)).pick(args.layer, args.head)
@@ -76,6 +87,22 @@ def _patches(run_, args) -> int:
     print(f"caption: {att.caption}")
     print(f"{att.title}: {len(att.words)} words × {att.weights.size(1)} patches -> {path} ({cols} × {rows} panels)")
     print("\n".join(attention_table(att)))
+    return 0
+
+
+def _spectrogram(run_, args) -> int:
+    """An audio source: each character's cross-attention over the encoder states, under the spectrogram."""
+    from qkv.evaluation.transcription import attention_peaks, plot_speech_attention
+
+    wave, note = run_.read_source(args.audio)
+    if note:
+        print(f"note: {note}")
+    stack = run_.cross_attention(wave, run_.decoding(beam=args.beam))
+    amap = stack.pick(args.layer, args.head)
+    path = plot_speech_attention(amap, stack.spectrogram, args.out)
+    print(f"transcript: {stack.text}")
+    print(f"{amap.title}: {len(amap.rows)} characters × {len(amap.cols)} encoder states (20 ms each) -> {path}")
+    print("\n".join(attention_peaks(amap)))
     return 0
 
 

@@ -16,6 +16,10 @@
   small classifier trained on the run's real training split reads the samples: sample accuracy (class runs)
   or prompt adherence (shapes), and a Fréchet distance of its features.
 - **autoencoder**: ``[--n N]`` — reconstruction MSE and PSNR of the held-out images.
+- **speech**: ``[--data FOLDER] [--n N] [--beam 4] [--seed S] [--hyps-out FILE] [--confusion FILE.png]`` — word
+  and character error rates (jiwer) of each test group (FSDD test takes, single digits and connected strings, or
+  the speaker left out; held-out espeak-ng voices and templates), per speaker and per voice, the exact-match
+  share, the real-time factor, and for single digits a confusion matrix (a PNG with ``--confusion``).
 
 An option the run's task does not take is a one-line error.
 """
@@ -30,7 +34,7 @@ from qkv.tasks.base import a_
 
 # option -> keyword of Run.evaluate (the same name, spelled with dashes on the command line)
 OPTIONS = ("data", "max_tokens", "split", "src", "ref", "beam", "length_penalty", "max_pairs", "hyps_out",
-           "alignment", "ref_alignment", "n", "sampler", "steps", "guidance", "seed", "sweep", "use_ema")
+           "alignment", "ref_alignment", "n", "sampler", "steps", "guidance", "seed", "sweep", "use_ema", "confusion")
 
 
 def add_parser(sub, name):
@@ -62,6 +66,8 @@ def add_parser(sub, name):
                    help="DDIM 10/20/50 steps and DDPM-T at the run's guidance, then guidance 1/2/3/5 at DDIM-50")
     d.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
                    help="score the raw weights instead of their average")
+    s = p.add_argument_group("speech runs")
+    s.add_argument("--confusion", metavar="FILE.png", help="draw the digit confusion matrix of single digits here")
 
 
 def run(args) -> int:

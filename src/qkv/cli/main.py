@@ -20,6 +20,7 @@ COMMANDS = {
     "generate": "generate",
     "translate": "translate",
     "caption": "caption",
+    "transcribe": "transcribe",
     "chat": "chat",
     "sample": "sample",
     "noise": "noise",

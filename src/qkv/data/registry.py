@@ -8,7 +8,8 @@ Lookup order for ``resolve(name)``:
      that looks like data.
 Downloads come from each file's upstream URL, or from a mirror laid out like ``$QKV_DATA_DIR``
 (``<base>/<name>/<file>``) when ``$QKV_DATA_URL`` (or ``resolve(..., base_url=)``) names one: a folder of
-copies served with ``python -m http.server`` is such a mirror.
+copies served with ``python -m http.server`` is such a mirror. A file's name may hold folders
+(``recordings/0_george_0.wav``): they are made as the file is fetched.
 ``pystdlib`` is the Python standard library's own source on this machine: nothing to download.
 """
 
@@ -21,7 +22,10 @@ import sysconfig
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.resources import files as package_files
 from pathlib import Path
 
 from qkv.errors import QKVError
@@ -42,7 +46,30 @@ class RemoteFile:
 class DatasetInfo:
     name: str
     description: str
-    files: tuple[RemoteFile, ...] = field(default_factory=tuple)
+    files: Sequence[RemoteFile] = field(default_factory=tuple)
+
+
+class FileListing(Sequence[RemoteFile]):
+    """The files of a dataset listed in a table shipped with the package (``qkv/data/<listing>``: one
+    ``file<TAB>bytes<TAB>sha256`` line per file, ``#`` lines are comments), read on first use: parsing FSDD's
+    3,000 lines costs ~10 ms that no other command should pay. Each file is ``<folder>/<file>`` in the dataset
+    and ``<url_base><file>`` upstream."""
+
+    def __init__(self, listing: str, folder: str, url_base: str):
+        self.listing, self.folder, self.url_base = listing, folder, url_base
+
+    @cached_property
+    def _files(self) -> tuple[RemoteFile, ...]:
+        text = package_files("qkv.data").joinpath(self.listing).read_text(encoding="utf-8")
+        rows = [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return tuple(RemoteFile(f"{self.folder}/{name}", self.url_base + name, sha, int(size))
+                     for name, size, sha in rows)
+
+    def __getitem__(self, i):
+        return self._files[i]
+
+    def __len__(self) -> int:
+        return len(self._files)
 
 
 _M30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
@@ -57,6 +84,8 @@ _M30K_SHA = {  # file -> (sha256, bytes)
     "val.en.gz": ("14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28", 21650),
     "val.fr.gz": ("ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9", 23001),
 }
+
+_FSDD = "https://github.com/Jakobovski/free-spoken-digit-dataset/raw/26eb9aa/recordings/"
 
 DATASETS: dict[str, DatasetInfo] = {
     "tinyshakespeare": DatasetInfo(
@@ -76,6 +105,11 @@ DATASETS: dict[str, DatasetInfo] = {
         "multi30k",
         "Multi30k task 1 (en/de/fr image captions; train 29,000 / val 1,014 / test_2016_flickr 1,000 lines)",
         tuple(RemoteFile(name, _M30K + name, sha, size) for name, (sha, size) in _M30K_SHA.items()),
+    ),
+    "fsdd": DatasetInfo(  # speakers and the official split: qkv.data.speech (FSDD_ACCENTS, fsdd_split)
+        "fsdd",
+        "Free Spoken Digit Dataset: 6 speakers x 10 digits x 50 takes, 3,000 WAV files, 8 kHz (CC BY-SA 4.0)",
+        FileListing("fsdd_files.tsv", "recordings", _FSDD),
     ),
 }
 
@@ -166,13 +200,15 @@ def _fetch_to(url: str, out, size: int | None) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def _download(url: str, f: RemoteFile, dest: Path) -> None:
-    """Fetch `url` into `dest`: streamed to a temp file next to it, length and sha256 checked, then renamed.
-    Any failure is a one-line QKVError naming the file, and leaves no temp file behind."""
-    for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed earlier download
-        stale.unlink(missing_ok=True)
-    where = f"{dest.parent.name}/{f.name}"
+def _download(url: str, f: RemoteFile, folder: Path) -> None:
+    """Fetch `url` into ``folder / f.name``: streamed to a temp file next to it, length and sha256 checked, then
+    renamed. Any failure is a one-line QKVError naming the file, and leaves no temp file behind."""
+    dest = folder / f.name
+    where = f"{folder.name}/{f.name}"
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed earlier download
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     except OSError as e:
         raise QKVError(f"{where}: cannot write into {dest.parent}: {e.strerror}") from None
@@ -217,8 +253,11 @@ def resolve(name: str, download: bool = True, base_url: str | None = None) -> Pa
     try:
         for f in info.files:
             if not (folder / f.name).is_file():
-                _download(file_url(info, f, base_url), f, folder / f.name)
+                _download(file_url(info, f, base_url), f, folder)
     except BaseException:
+        for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):  # subfolders left empty
+            if not any(sub.iterdir()):
+                sub.rmdir()
         if created and not any(folder.iterdir()):  # a folder this call made and filled with nothing goes again
             folder.rmdir()
         raise

@@ -61,6 +61,7 @@ class AttentionStack:
     image: Tensor | None = None  # an image source (C, H, W) or clip (F, C, H, W), in [-1, 1]: the columns are its
     grid: int | None = None  # patches, `grid` per side of each of `frames` frames (None: one pooled vector)
     frames: int = 1
+    spectrogram: Tensor | None = None  # an audio source's log-mel (M, F): the columns are its encoder states
 
     def pick(self, layer: int = -1, head: int | None = None) -> AttentionMap:
         """One layer's map: a head, or the mean over heads."""

@@ -206,6 +206,8 @@ class Seq2Seq(nn.Module):
                 if isinstance(module, nn.Embedding):
                     nn.init.normal_(module.weight, 0.0, self.config.embed_std)
         for layers, branches in ((self.encoder, 2), (self.decoder, 3)):
+            if not len(layers):  # a CTC transcriber has no decoder blocks
+                continue
             scaled = std / math.sqrt(branches * len(layers))
             for blk in layers:
                 projs = [blk.attn.o_proj, blk.mlp.down]

@@ -21,6 +21,7 @@ from qkv.tasks.chat import ChatTask
 from qkv.tasks.diffusion import DiffusionTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.runner import run_task
+from qkv.tasks.speech import SpeechTask
 from qkv.tasks.translate import TranslateTask
 
 TASKS.update({
@@ -30,6 +31,7 @@ TASKS.update({
     "diffusion": DiffusionTask,
     "autoencoder": AutoencoderTask,
     "caption": CaptionTask,
+    "speech": SpeechTask,
 })
 
 

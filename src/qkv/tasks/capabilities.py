@@ -11,20 +11,20 @@ every command, page and topic that fits. A run declares them per instance (a cla
 reads no text, a text-conditional one does), and `tests/unit/tasks/test_capabilities.py` checks that each run
 kind offers the calls of every capability it declares.
 
-    capability         the run offers (its protocol)                                  lm chat tr cap dif ae
+    capability         the run offers (its protocol)                                  lm chat tr cap sp dif ae
     continuation       TextContinuation: sampling, token_stream, stream, generate      ✓  ✓
     chat               Chat: chat() -> a session                                          ✓
-    source-to-text     SourceToText: a source (text or image) -> text, n-best,                 ✓  ✓
+    source-to-text     SourceToText: a source (text, image or audio) -> text, n-best,          ✓  ✓  ✓
                        cross-attention, reference pairs, teacher-forced batches
     text-source        the source of source-to-text is text (words to align)                  ✓
-    images             ImageGeneration: sample, the reverse and forward processes                     ✓
-    tokens             Tokenized: a tokenizer between text and ids                      ✓  ✓   ✓  ✓  text
+    images             ImageGeneration: sample, the reverse and forward processes                        ✓
+    tokens             Tokenized: a tokenizer between text and ids                      ✓  ✓   ✓  ✓  ✓  text
     token-input        TokenInput: the token table, positions and self-attention        ✓  ✓   ✓
                        layers that read a text (a TextInput)
     self-attention     SelfAttentionMaps: every layer and head over a text              ✓  ✓   ✓
     training-examples  TrainingExamples: one example as the task trains on it           ✓  ✓   ✓  ✓
-    parameters         Parameters: the parameter table                                  ✓  ✓   ✓  ✓   ✓  ✓
-    evaluation         Evaluates: evaluate(**options) and its report                    ✓  ✓   ✓  ✓   ✓  ✓
+    parameters         Parameters: the parameter table                                  ✓  ✓   ✓  ✓  ✓   ✓  ✓
+    evaluation         Evaluates: evaluate(**options) and its report                    ✓  ✓   ✓  ✓  ✓   ✓  ✓
 
 A model behind `continuation` is a decoder-only transformer (`DecoderOnly`: tok_emb, blocks, norm_f, lm_head,
 hidden_states, attention_maps); one behind `source-to-text` an encoder–decoder (`EncoderDecoder`: encode,
@@ -65,7 +65,8 @@ class Capability(str, Enum):
 DOES = {
     Capability.CONTINUATION: "continues a text (a language model)",
     Capability.CHAT: "chats (a chat model)",
-    Capability.SOURCE_TO_TEXT: "turns a source into text (an encoder–decoder: translation, captioning)",
+    Capability.SOURCE_TO_TEXT: "turns a source into text (an encoder–decoder: translation, captioning, speech "
+                               "recognition)",
     Capability.TEXT_SOURCE: "reads its source as text (translation)",
     Capability.IMAGES: "makes images (diffusion)",
     Capability.TOKENS: "reads or writes text through a tokenizer",
@@ -121,8 +122,9 @@ class Chat(Protocol):
 
 @dataclass
 class SourceBatch:
-    """Sources as the encoder reads them: src (B, S) ids or (B, C, H, W) images, the memory mask (B, S) (None:
-    every position real), and one label per source position of each row (tokens, or patches)."""
+    """Sources as the encoder reads them: src (B, S) ids, (B, C, H, W) images or (B, M, F) log-mel frames, the
+    memory mask (B, S) (None: every position real), and one label per memory position of each row (tokens,
+    patches, or encoder states' times)."""
 
     src: Tensor
     src_mask: Tensor | None
@@ -134,8 +136,8 @@ class SourceBatch:
 class SourceToText(Protocol):
     """source-to-text: an encoder–decoder that writes text about a source (a sentence, an image).
 
-    `source_kind` is "text" or "image"; a source is a string, or an image file's path or bytes, or an image
-    tensor (C, H, W) in [-1, 1]."""
+    `source_kind` is "text", "image" or "audio"; a source is a string; or an image file's path or bytes, or an
+    image tensor (C, H, W) in [-1, 1]; or a WAV file's path or bytes, or a waveform (N,) at 16 kHz in [-1, 1]."""
 
     source_kind: str
     target_tokenizer: Any

@@ -23,3 +23,20 @@ def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> tu
     if eps == 0.0:
         return nll, nll, n
     return (1.0 - eps) * nll + eps * (-logp.mean(dim=-1).mean()), nll, n
+
+
+def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, tgt_out: torch.Tensor, blank: int, eos: int
+             ) -> tuple[torch.Tensor, int]:
+    """Connectionist temporal classification (Graves et al. 2006) of per-state logits (B, S, V) against the texts
+    of a batch: (the mean over the batch of each text's −log P(text | recording) divided by its length, the number
+    of characters). `lengths` (B,) are the real states of each row; the texts are read from `tgt_out` (text + EOS,
+    -100 at padding), EOS and padding dropped. P sums over every path of S symbols that collapses to the text when
+    repeats are merged and blanks removed (`torch.nn.functional.ctc_loss`, its "mean" reduction)."""
+    import torch.nn.functional as F
+
+    keep = (tgt_out != -100) & (tgt_out != eos)  # (B, T): the characters
+    targets = tgt_out[keep]  # (ΣT,) concatenated
+    target_lengths = keep.sum(1)  # (B,)
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (S, B, V), as ctc_loss takes it
+    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=blank, reduction="mean", zero_infinity=True)
+    return loss, int(target_lengths.sum())

@@ -83,7 +83,7 @@ def _stand_in_copies(folder: Path) -> Path:
     sha256): what the lookup needs, which checks files are there and leaves the hashes to `verify`."""
     for name, info in DATASETS.items():
         for f in info.files:
-            (folder / name).mkdir(parents=True, exist_ok=True)
+            (folder / name / f.name).parent.mkdir(parents=True, exist_ok=True)  # fsdd's files are in recordings/
             (folder / name / f.name).write_text(english_text(300, seed=len(f.name)), encoding="utf-8")
     return folder
 
@@ -206,7 +206,7 @@ def test_cli_data_list(tmp_path, monkeypatch, capsys):
 
 def test_cli_data_list_says_not_downloaded(no_local_data, capsys):
     assert main(["data", "list"]) == 0
-    assert capsys.readouterr().out.count("not downloaded") == 2  # tinyshakespeare and multi30k
+    assert capsys.readouterr().out.count("not downloaded") == 3  # tinyshakespeare, multi30k and fsdd
 
 
 def test_cli_data_get_verifies(data_dir, capsys):
