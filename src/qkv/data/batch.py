@@ -6,8 +6,8 @@
     mask        (B, T)         bool    True at real (unpadded) input positions                      chat
     src         (B, S)         long    source token ids (ending with EOS), padded with pad_id       translate
     src_mask    (B, S)         bool    True at real source tokens                                   translate
-    tgt_in      (B, T)         long    BOS + target ids, padded with pad_id (decoder input)         translate, cap
-    tgt_out     (B, T)         long    target ids + EOS, -100 at padding (decoder targets)          translate, cap
+    tgt_in      (B, T)         long    BOS + target ids, padded with pad_id (decoder input)         translate, cap, sp
+    tgt_out     (B, T)         long    target ids + EOS, -100 at padding (decoder targets)          translate, cap, sp
     images      (B, C, H, W)   float   images (or latents) in the model's range                     diffusion, ae,
                                        (B, F, C, H, W) for clips                                    cap
     labels      (B,)           long    class ids (class-conditional diffusion)                      diffusion
@@ -16,11 +16,13 @@
     t           (B,)           long    diffusion timesteps drawn for these images                   diffusion
     noise       (B, C, H, W)   float   the ε drawn for these images                                 diffusion
     cond_drop   (B,)           bool    images whose condition is dropped (classifier-free guidance) diffusion
+    mel         (B, M, F)      float   log-mel frames (10 ms each), zero-padded to an even F        sp
+    frames      (B,)           long    real frames of each row                                      sp
 
-(ae: the autoencoder task; cap: captioning, whose images are in [-1, 1].) A batch source draws the *global*
-batch of a step (every process draws the same one) and keeps its own rows, so a run on N processes sees the
-batches of a run on one. What a batch holds beyond that is the task's business; `to_device` moves every tensor
-in it.
+(ae: the autoencoder task; cap: captioning, whose images are in [-1, 1]; sp: speech recognition.) A batch source
+draws the *global* batch of a step (every process draws the same one) and keeps its own rows, so a run on N
+processes sees the batches of a run on one. What a batch holds beyond that is the task's business; `to_device`
+moves every tensor in it.
 """
 
 from __future__ import annotations

@@ -251,9 +251,12 @@ def resolve(name: str, download: bool = True, base_url: str | None = None) -> Pa
     except OSError as e:
         raise QKVError(f"cannot create the cache folder {folder}: {e.strerror} (set QKV_CACHE_DIR)") from None
     try:
-        for f in info.files:
-            if not (folder / f.name).is_file():
-                _download(file_url(info, f, base_url), f, folder)
+        missing = [f for f in info.files if not (folder / f.name).is_file()]
+        from tqdm import tqdm
+
+        # a dataset of many small files (FSDD's 3,000 recordings) shows a bar; one or a few files do not
+        for f in tqdm(missing, desc=f"downloading {name}", unit="file", disable=len(missing) <= 20, leave=False):
+            _download(file_url(info, f, base_url), f, folder)
     except BaseException:
         for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):  # subfolders left empty
             if not any(sub.iterdir()):
