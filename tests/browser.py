@@ -18,8 +18,9 @@ def chromium_path() -> str | None:
     return os.environ.get("QKV_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def launch_or_skip(playwright_context):
-    """A headless Chromium, or skip (fail when QKV_REQUIRE_BROWSER=1) saying what is missing."""
+def launch_or_skip(playwright_context, extra_args: tuple[str, ...] = ()):
+    """A headless Chromium, or skip (fail when QKV_REQUIRE_BROWSER=1) saying what is missing. `extra_args` are
+    added to Chromium's command line (a fake microphone: tests/e2e/test_speech_browser.py)."""
     required = os.environ.get("QKV_REQUIRE_BROWSER") == "1"
     path = chromium_path()
     problem = None
@@ -35,4 +36,5 @@ def launch_or_skip(playwright_context):
             pytest.fail(f"QKV_REQUIRE_BROWSER=1 but {problem}")
         pytest.skip(problem)
     return playwright_context.chromium.launch(executable_path=path, headless=True,
-                                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+                                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                                    *extra_args])

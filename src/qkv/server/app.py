@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class ServeConfig:
     """What `qkv serve` can set: limits, the human-evaluation store, the admin token."""
 
     max_body_bytes: int = 64 * 1024  # a request body over this is refused (413) before it is read whole
+    # the same for a request that carries a file (UPLOADS: an image or a recording for a source -> text run or an
+    # explain topic): 2 MiB holds ~45 s of 16 kHz 16-bit audio as a base64 data URL
+    max_upload_bytes: int = 2 * 1024 * 1024
     max_new_tokens: int = 1024  # the most tokens one generation or chat reply may ask for
     queue_size: int = 8  # requests waiting per model; one more gets 429
     max_images: int = 16  # images per request on the images page
@@ -58,7 +62,7 @@ class ServeConfig:
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def __post_init__(self):
-        if min(self.max_body_bytes, self.max_new_tokens, self.queue_size, self.max_images) < 1:
+        if min(self.max_body_bytes, self.max_upload_bytes, self.max_new_tokens, self.queue_size, self.max_images) < 1:
             raise QKVError("server limits must be positive")
         if self.db is not None:
             self.db = Path(self.db)
@@ -77,25 +81,31 @@ def _validation_line(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# the requests that may carry a file (a data URL): they get ServeConfig.max_upload_bytes, the rest max_body_bytes
+UPLOADS = re.compile(r"^/api/runs/[^/]+/(to-text|translate|explain/[^/]+)$")
+
+
 class BodyLimit:
-    """ASGI middleware: refuse a request body over `limit` bytes with a 413, by its Content-Length or, without
-    one (a chunked body), as soon as the bytes read pass the limit.
+    """ASGI middleware: refuse a request body over `limit` bytes (`upload_limit` for a path UPLOADS matches) with a
+    413, by its Content-Length or, without one (a chunked body), as soon as the bytes read pass the limit.
 
     In the chunked case the handler is already reading the body when the limit is passed: `receive` raises,
     and FastAPI turns any error while reading a body into its own 400 ("There was an error parsing the
     body"), so the exception never reaches this middleware. Whatever the app answers after that is dropped
     here instead, and the 413 goes out in its place (the handler never sees the body)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, upload_limit: int | None = None):
+        self.app, self.base_limit = app, limit
+        self.upload_limit = limit if upload_limit is None else upload_limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.upload_limit if UPLOADS.match(scope.get("path", "")) else self.base_limit
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._refuse(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._refuse(scope, receive, send, limit)
         seen = 0
         too_big = False  # the body passed the limit: the app's answer is replaced by the 413
         started = False  # the app began its answer before that (it cannot be replaced any more)
@@ -107,7 +117,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     too_big = True
                     raise _TooBig()
             return message
@@ -125,10 +135,10 @@ class BodyLimit:
             if not too_big:
                 raise
         if too_big and not started:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope, receive, send):
-        response = _error(413, f"the request body is over the {self.limit:,}-byte limit")
+    async def _refuse(self, scope, receive, send, limit: int):
+        response = _error(413, f"the request body is over the {limit:,}-byte limit")
         await response(scope, receive, send)
 
 
@@ -173,7 +183,7 @@ def create_app(runs: dict[str, Served], config: ServeConfig | None = None) -> Fa
         response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, upload_limit=config.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -10,8 +10,9 @@ and `qkv chat` use too.
     POST /api/runs/{name}/generate        SSE: a continuation, token by token, with the top next-token
                                           probabilities                                              (continuation)
     POST /api/runs/{name}/chat            SSE: the next assistant reply to a conversation                    (chat)
-    POST /api/runs/{name}/to-text         a source (a sentence, or an image as a data URL) -> the n-best outputs and
-                                          the cross-attention of the best                          (source-to-text)
+    POST /api/runs/{name}/to-text         a source (a sentence, or an image or a WAV recording as a data URL) -> the
+                                          n-best outputs and the cross-attention of the best (over a recording's
+                                          spectrogram; none for a CTC transcriber)                 (source-to-text)
     POST /api/runs/{name}/translate       the same, for a sentence (the name the page had first)
     POST /api/runs/{name}/attention       the self-attention over a text, every layer and head     (self-attention)
     POST /api/runs/{name}/images          sampled images and the reverse process of the first, as a strip (images)
@@ -31,17 +32,20 @@ import base64
 import binascii
 import dataclasses
 import json
+import math
 import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from qkv.config import to_dict
+from qkv.data.audio import HOP, SAMPLE_RATE
 from qkv.data.images import png_data_url
 from qkv.errors import QKVError
 from qkv.evaluation.attention import AttentionStack, token_label
 from qkv.runs import REPORT_HTML_FILE
 from qkv.server.schemas import (
+    MAX_AUDIO,
     AttentionRequest,
     ChatRequest,
     GenerateRequest,
@@ -121,7 +125,19 @@ def stack_json(stack: AttentionStack) -> dict:
            "weights": stack.weights.round(decimals=4).tolist()}  # [layer][head][row][col]
     if stack.image is not None:  # an image source: the columns are its patches, drawn on it
         out |= {"image": png_data_url(stack.image), "grid": stack.grid, "frames": stack.frames}  # a clip side by side
+    if stack.spectrogram is not None:  # an audio source: the columns are its encoder states, drawn over its log-mel
+        out |= {"spectrogram": spectrogram_png(stack.spectrogram), "mels": stack.spectrogram.size(0),
+                "mel_frames": stack.spectrogram.size(1)}
     return out
+
+
+def spectrogram_png(mel) -> str:
+    """A log-mel (M, F) as a grey PNG data URL, M pixels high and F wide: low frequencies at the bottom, the
+    clip's quietest cell black and its loudest white (the page colours it)."""
+    x = mel.float().flip(0)  # (M, F), row 0 the highest band
+    lo, hi = x.min(), x.max()
+    x = (x - lo) / (hi - lo).clamp_min(1e-6) * 2 - 1  # (M, F) in [-1, 1]
+    return png_data_url(x.unsqueeze(0))  # (1, M, F)
 
 
 async def _run(request: Request, served: Served, fn):
@@ -149,7 +165,7 @@ def _describe(request: Request, s: Served) -> dict:
            "params": sum(p.numel() for p in model.parameters()), "path": str(s.path),
            "report": (s.path / REPORT_HTML_FILE).is_file(),  # its report card, at /runs/{name}/report
            "limits": {"max_new_tokens": config.max_new_tokens, "max_images": config.max_images,
-                      "max_body_bytes": config.max_body_bytes}}
+                      "max_body_bytes": config.max_body_bytes, "max_upload_bytes": config.max_upload_bytes}}
     if can(run, Capability.TOKENS):
         out["example_text"] = run.example_text()
     if can(run, Capability.CONTINUATION):
@@ -163,12 +179,29 @@ def _describe(request: Request, s: Served) -> dict:
         if run.source_kind == "image":
             c = model.config
             out["image"] = {"size": c.image_size, "channels": c.channels, "frames": c.frames}
+        if run.source_kind == "audio":
+            out["audio"] = audio_limits(model.config.max_frames, config.max_upload_bytes)
     if can(run, Capability.IMAGES):
         cfg, meta = model.config, run.meta
         out |= {"conditioning": cfg.conditioning, "n_classes": cfg.n_classes, "class_names": meta.get("class_names"),
                 "prompts": (meta.get("prompts") or [])[:50], "timesteps": run.config.diffusion.n_timesteps,
                 "sample": to_dict(run.config.sample), "latent": run.autoencoder is not None}
     return out
+
+
+def audio_limits(max_frames: int, max_body_bytes: int) -> dict:
+    """What a page may send a transcriber: the model's longest recording (`max_frames` of 10 ms), the largest WAV
+    file whose data URL fits the server's body limit (and the request's `audio` field, MAX_AUDIO characters), and
+    the longest 16-bit mono recording at the model's rate that fits both (what the page records and, for a larger
+    upload, re-encodes to).
+
+    Example: the default 64 kB body, a model of 300 frames (3 s) -> 48,942 bytes of WAV, 1.52 s recorded."""
+    max_seconds = max_frames * HOP / SAMPLE_RATE
+    room = min(max_body_bytes - BODY_FIELDS, MAX_AUDIO) - len(WAV_DATA_URL)  # base64 characters the WAV may take
+    max_wav_bytes = max(0, room // 4 * 3)
+    fits = (max_wav_bytes - WAV_HEADER) / (2 * SAMPLE_RATE)
+    return {"sample_rate": SAMPLE_RATE, "max_seconds": max_seconds, "max_wav_bytes": max_wav_bytes,
+            "record_seconds": max(0.0, math.floor(min(max_seconds, fits) * 100) / 100)}
 
 
 @router.get("/runs/{name}")
@@ -259,33 +292,49 @@ async def attention(request: Request, name: str, req: AttentionRequest) -> dict:
 
 @router.post("/runs/{name}/to-text")
 async def to_text(request: Request, name: str, req: ToTextRequest) -> dict:
-    """The n-best outputs for one source (a sentence, or an image as a PNG/JPEG data URL) by beam search (greedy
-    with beam 1), and the cross-attention of every decoder layer and head while producing the best one."""
+    """The n-best outputs for one source (a sentence, an image as a PNG/JPEG data URL, a recording as a WAV data
+    URL) by beam search (greedy with beam 1), and the cross-attention of every decoder layer and head while
+    producing the best one; ``notes`` says what reading the source changed (a resampled recording, a cut).
+
+    A run without cross-attention (a CTC transcriber: no decoder) answers its transcript with ``attention`` null
+    and ``no_attention``, the run's own line saying why."""
     s = _served(request, name, Capability.SOURCE_TO_TEXT)
-    run = s.run
+    run, kind = s.run, s.run.source_kind
     dcfg = _checked(lambda: run.decoding(beam=req.beam, length_penalty=req.length_penalty), "decoding")
-    if run.source_kind == "text":
-        if req.text is None:
-            raise HTTPError(422, f"text: {name} reads sentences; give text")
-        source = req.text
+    given = {"text": req.text, "image": req.image, "audio": req.audio}.get(kind)
+    if given is None:
+        raise HTTPError(422, f"{kind}: {name} reads {READS.get(kind, kind)}")
+    note, audio_s = "", None
+    if kind == "text":
+        source = given
         batch = _checked(lambda: run.source_batch([source]), "text")
         if batch.cut:
             raise HTTPError(422, f"text: {len(run.text_tokenizer()[0].encode(source.strip())) + 1} tokens with its "
                                  f"EOS, over the model's context of {run.model.config.max_seq_len}")
-    else:
-        if req.image is None:
-            raise HTTPError(422, f"image: {name} reads images; give one as a data URL (data:image/png;base64,...)")
-        source = _checked(lambda: run.image(image_bytes(req.image)), "image")
+    else:  # the bytes of a file, read as the run reads its files (one-line errors naming the field)
+        raw = _checked(lambda: data_url_bytes(given, MEDIA[kind]), kind)
+        source, note = _checked(lambda: run.read_source(raw), kind)
+        if kind == "audio":
+            audio_s = round(len(source) / SAMPLE_RATE, 3)
 
     def work():
         t0 = time.perf_counter()
         nbest = run.n_best(source, dcfg, req.n_best)
         seconds = time.perf_counter() - t0
-        stack = run.cross_attention(source, dcfg)
-        for h in nbest:
-            h["labels"] = [token_label(run.target_tokenizer, i) for i in h.pop("tokens")]
-        return {"nbest": nbest, "attention": stack_json(stack), "seconds": round(seconds, 4),
-                "decoding": to_dict(dcfg)}
+        for h in nbest:  # every hypothesis has the same keys; a CTC transcript has no scores and no tokens
+            tokens = h.pop("tokens", None)
+            h["labels"] = None if tokens is None else [token_label(run.target_tokenizer, i) for i in tokens]
+            h.setdefault("score", None)
+            h.setdefault("finished", True)
+        out = {"nbest": nbest, "attention": None, "seconds": round(seconds, 4), "decoding": to_dict(dcfg),
+               "notes": note}
+        if audio_s is not None:
+            out["audio_seconds"] = audio_s
+        try:
+            out["attention"] = stack_json(run.cross_attention(source, dcfg))
+        except QKVError as e:  # the run has no cross-attention to show (a CTC head reads the encoder directly)
+            out["no_attention"] = str(e)
+        return out
 
     return await _run(request, s, work)
 
@@ -296,15 +345,38 @@ async def translate(request: Request, name: str, req: ToTextRequest) -> dict:
     return await to_text(request, name, req)
 
 
-def image_bytes(data_url: str) -> bytes:
-    """The bytes of a ``data:image/...;base64,...`` URL; QKVError for anything else."""
-    head, _, payload = data_url.partition(",")
-    if not (head.startswith("data:image/") and head.endswith(";base64")) or not payload:
-        raise QKVError("expected an image as a data URL: data:image/png;base64,...")
+# what a source -> text run reads, by its source_kind: the 422 when a request gives another kind of source
+READS = {"text": "sentences; give text", "image": "images; give one as a data URL (data:image/png;base64,...)",
+         "audio": "recordings; give a WAV file as a data URL (data:audio/wav;base64,...)"}
+# the media types a data URL of each kind of file source may declare
+MEDIA = {"image": ("image/*",), "audio": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")}
+WAV_DATA_URL = "data:audio/wav;base64,"
+WAV_HEADER = 44  # bytes before the samples of a plain 16-bit PCM WAV file
+BODY_FIELDS = 256  # bytes of a to-text body besides its data URL: braces, keys, beam, n-best, length penalty
+
+
+def data_url_bytes(data_url: str, media: tuple[str, ...]) -> bytes:
+    """The bytes of a ``data:TYPE;base64,...`` URL whose TYPE is one of `media` (``image/*``: any image type);
+    a one-line QKVError for anything else (another type, not base64, an empty payload, bad base64)."""
+    what = "an image" if media == ("image/*",) else "a WAV file"
+    example = "data:image/png;base64,..." if media == ("image/*",) else WAV_DATA_URL + "..."
+    head, comma, payload = data_url.partition(",")
+    mime = head.removeprefix("data:").removesuffix(";base64").strip().lower()
+    if not (head.startswith("data:") and head.endswith(";base64") and comma):
+        raise QKVError(f"expected {what} as a base64 data URL: {example}")
+    if not any(mime == m or (m.endswith("/*") and mime.startswith(m[:-1])) for m in media):
+        raise QKVError(f"expected {what} as a data URL ({example}), got the media type {mime[:40]!r}")
+    if not payload:
+        raise QKVError(f"the data URL holds no data: expected {what} after {head},")
     try:
         return base64.b64decode(payload, validate=True)
     except (ValueError, binascii.Error):
-        raise QKVError("the image's base64 is not valid") from None
+        raise QKVError(f"the data URL's base64 is not valid ({len(payload):,} characters)") from None
+
+
+def image_bytes(data_url: str) -> bytes:
+    """The bytes of a ``data:image/...;base64,...`` URL; QKVError for anything else."""
+    return data_url_bytes(data_url, MEDIA["image"])
 
 
 # ------------------------------------------------------------------------------------------------ images

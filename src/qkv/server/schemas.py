@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TEXT = 4000  # characters in a prompt, a message, a source sentence
 MAX_IMAGE = 1_000_000  # characters of an image's data URL (the body limit, 64 kB by default, comes first)
+MAX_AUDIO = 4_000_000  # characters of a recording's WAV data URL: ~93 s of 16 kHz 16-bit mono (likewise)
 
 
 class Strict(BaseModel):
@@ -64,18 +65,20 @@ class ChatRequest(Sampling):
 
 class ToTextRequest(Strict):
     """One source: `text` for a run that reads sentences, `image` (a PNG or JPEG data URL) for one that reads
-    images (`/api/runs/{name}` says which: ``source_kind``)."""
+    images, `audio` (a WAV file as a data URL, ``data:audio/wav;base64,...``) for one that reads recordings
+    (`/api/runs/{name}` says which: ``source_kind``)."""
 
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE)
+    audio: str | None = Field(None, min_length=1, max_length=MAX_AUDIO)
     beam: int | None = Field(None, ge=1, le=16)  # None: the run's [decode] beam; 1 = greedy
     n_best: int = Field(5, ge=1, le=16)  # at most this many hypotheses (beam search finds up to 2·beam)
     length_penalty: float | None = Field(None, ge=0, le=5, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.text is None) == (self.image is None):
-            raise ValueError("give one source: text (a sentence) or image (a data URL)")
+        if sum(x is not None for x in (self.text, self.image, self.audio)) != 1:
+            raise ValueError("give one source: text (a sentence), image or audio (a data URL)")
         return self
 
 

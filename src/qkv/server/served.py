@@ -19,10 +19,11 @@ from qkv.tasks.capabilities import Capability, can
 
 STATIC = Path(__file__).parent / "static"
 
+
 def pages_of(run) -> list[str]:
     """The pages of a run, in the order the index lists them, from what it can do (`qkv.tasks.capabilities`):
-    chat, generate, translate (a text source) or caption (an image source), images, attention (self-attention
-    over a text), params, and explain when any topic applies."""
+    chat, generate, translate (a text source), caption (an image source) or transcribe (an audio source), images,
+    attention (self-attention over a text), params, and explain when any topic applies."""
     from qkv.explain import topics_for
 
     pages = []
@@ -31,7 +32,7 @@ def pages_of(run) -> list[str]:
     if can(run, Capability.CONTINUATION):
         pages.append("generate")
     if can(run, Capability.SOURCE_TO_TEXT):
-        pages.append("translate" if run.source_kind == "text" else "caption")
+        pages.append(SOURCE_PAGES[run.source_kind])
     if can(run, Capability.IMAGES):
         pages.append("images")
     if can(run, Capability.SELF_ATTENTION):
@@ -43,8 +44,10 @@ def pages_of(run) -> list[str]:
     return pages
 
 
-# page -> the static HTML file that draws it (a source -> text page serves text and image sources alike)
-PAGE_FILES = {"translate": "totext", "caption": "totext"}
+# a source -> text run's page, by what its source is (`run.source_kind`)
+SOURCE_PAGES = {"text": "translate", "image": "caption", "audio": "transcribe"}
+# page -> the static HTML file that draws it (one source -> text page serves text, image and audio sources alike)
+PAGE_FILES = dict.fromkeys(SOURCE_PAGES.values(), "totext")
 
 
 @dataclass
@@ -114,4 +117,4 @@ class HTTPError(QKVError):
         self.status = status
 
 
-__all__ = ["PAGE_FILES", "STATIC", "HTTPError", "Served", "a_", "find_runs", "load_runs", "pages_of"]
+__all__ = ["PAGE_FILES", "SOURCE_PAGES", "STATIC", "HTTPError", "Served", "a_", "find_runs", "load_runs", "pages_of"]
