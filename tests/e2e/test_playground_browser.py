@@ -167,8 +167,8 @@ def test_every_page_of_every_run_kind_opens(every_kind, page):
     the caption run's included."""
     url, runs = every_kind
     ready = {"generate": "#prompt", "chat": "#message", "translate": "#text", "caption": "#file",
-             "images": "#strip img", "attention": "#heatmap table.heat", "params": "#table table",
-             "explain": "#out h2"}
+             "transcribe": "#file", "images": "#strip img", "attention": "#heatmap table.heat",
+             "params": "#table table", "explain": "#out h2"}
     opened = []
     for name, served in runs.items():
         for p in served.pages:
@@ -180,6 +180,30 @@ def test_every_page_of_every_run_kind_opens(every_kind, page):
     page.goto(f"{url}/")
     page.wait_for_selector(".card")
     assert page.locator(".card").count() == len(runs)
+
+
+def test_look_inside_a_speech_run_shows_its_recording_and_takes_an_upload(every_kind, page, tmp_path):
+    """The speech run's explain page lists the audio topic; it reads the run's own recording, then an uploaded WAV
+    file (a topic that reads no source is never sent it)."""
+    from qkv.data.audio import write_wav
+
+    url, runs = every_kind
+    page.goto(f"{url}/runs/speech/explain#topic=audio")
+    page.wait_for_function("document.querySelector('#out h2') && "
+                           "document.querySelector('#out h2').textContent.startsWith('audio')")
+    assert page.locator("#out .check").count() >= 5 and page.locator("#out .check.bad").count() == 0
+    assert page.locator("#out figure img").count() == 1
+    assert "the run's first validation recording" in page.inner_text("#audio-note")
+    wave = runs["speech"].run.example_sources(2)[-1][:5923]  # 0.37 s
+    write_wav(tmp_path / "short.wav", wave)
+    page.set_input_files("#audio", str(tmp_path / "short.wav"))
+    page.wait_for_function("document.querySelector('#out').textContent.includes("
+                           "'0.37 s -> 37 frames of 10 ms -> 18 encoder states of 20 ms')")
+    assert page.locator("#out .check.bad").count() == 0 and "short.wav" in page.inner_text("#audio-note")
+    page.click("#topics a[data-topic=tokens]")  # reads the transcript, not the recording: no error
+    page.wait_for_function("document.querySelector('#out h2') && "
+                           "document.querySelector('#out h2').textContent.startsWith('tokens')")
+    assert page.inner_text("#error") == ""
 
 
 def test_the_caption_page_captions_an_upload_and_draws_its_attention_on_the_patches(every_kind, page, tmp_path):

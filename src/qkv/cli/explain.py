@@ -1,4 +1,5 @@
-"""``qkv explain [TOPIC RUN_DIR] [--text | --src | --image | --prompt ...] [--layer L --head H] [--png DIR] [--json]``.
+"""``qkv explain [TOPIC RUN_DIR] [--text | --src | --image | --audio | --prompt ...] [--layer L --head H] [--png DIR]
+[--json]``.
 
 Each concept of the transformer lesson, shown on a trained run's real tensors: a short paragraph, then the
 tensors this run computes for your input (shapes, a few rows of numbers, statistics). Where a topic takes a
@@ -11,6 +12,7 @@ difference from the module's own output. `qkv explain` with no topic lists the t
     qkv explain tokens runs/shakespeare --text "ROMEO: hi"
     qkv explain qkv runs/shakespeare --layer 0 --head 1 --png explain/
     qkv explain alignment runs/multi30k-de-en --src "Ein Mann fährt Fahrrad." --png explain/
+    qkv explain audio runs/fsdd-digits --audio seven.wav --png explain/    # a recording -> log-mel -> letters
     qkv explain heads runs/shakespeare --compare runs/shakespeare-1head
 """
 
@@ -33,6 +35,8 @@ def add_parser(sub, name):
                    "validation sources, whose reference it needs)")
     p.add_argument("--image", help="the image a captioning run reads (evaluation and training-pairs: with --text, "
                    "the caption)")
+    p.add_argument("--audio", metavar="FILE.wav", help="the recording (a WAV file) a speech run reads: the audio topic "
+                   "and the topics that read a source (default: the run's first validation recording)")
     p.add_argument("--prompt", help="a diffusion run's prompt, or its class label")
     p.add_argument("--layer", type=int, default=None, help="layer index (negative counts from the end)")
     p.add_argument("--head", type=int, default=None, help="head index")
@@ -53,7 +57,8 @@ def run(args) -> int:
         width = max(len(t) for t in TOPICS)
         for name, t in TOPICS.items():
             print(f"{name:<{width}}  {t.line}")
-        print("\nqkv explain TOPIC RUN_DIR [--text ... | --src ... | --prompt ...] [--layer L --head H] [--png DIR]")
+        print("\nqkv explain TOPIC RUN_DIR [--text ... | --src ... | --image ... | --audio ... | --prompt ...] "
+              "[--layer L --head H] [--png DIR]")
         print("qkv explain RUN_DIR: the topics that apply to that run")
         return 0
     if args.topic not in TOPICS:
@@ -64,8 +69,8 @@ def run(args) -> int:
 
     run_ = load_run(args.run_dir)
     compare = load_run(args.compare) if args.compare else None
-    e = explain(args.topic, run_, text=args.text, src=args.src, image=args.image, prompt=args.prompt,
-                layer=args.layer, head=args.head, compare=compare, seed=args.seed)
+    e = explain(args.topic, run_, text=args.text, src=args.src, image=args.image, audio=args.audio,
+                prompt=args.prompt, layer=args.layer, head=args.head, compare=compare, seed=args.seed)
     written = e.write_pngs(args.png) if args.png else []
     if args.json:
         out = e.to_json()
@@ -81,9 +86,8 @@ def run(args) -> int:
 
 def _topics_of(run_dir: str) -> int:
     """The topics of one run, in lesson order: those that apply, then those that need what it cannot do."""
-    from qkv.explain import TOPICS, applies
+    from qkv.explain import TOPICS, applies, missing
     from qkv.tasks import load_run
-    from qkv.tasks.capabilities import DOES
 
     run_ = load_run(run_dir)
     width = max(len(t) for t in TOPICS)
@@ -95,7 +99,6 @@ def _topics_of(run_dir: str) -> int:
     if others:
         print("not for this run:")
         for name in others:
-            needs = " or ".join(DOES[c] for c in TOPICS[name].needs)
-            print(f"  {name:<{width}}  needs a run that {needs}")
-    print(f"\nqkv explain TOPIC {run_dir} [--text ... | --src ... | --image ... | --prompt ...]")
+            print(f"  {name:<{width}}  needs a run that {missing(name, run_, codes=False)}")
+    print(f"\nqkv explain TOPIC {run_dir} [--text ... | --src ... | --image ... | --audio ... | --prompt ...]")
     return 0

@@ -42,7 +42,7 @@ The log-mel spectrogram: `log_mel(wave)`, step by step as Whisper computes it (o
    band i rises from point i to a peak at point i + 1 and falls to zero at point i + 2. Each triangle is
    scaled by 2 / (its width in Hz), so that all have the same area (Slaney's normalisation): a broad band
    does not count more energy just for being broad. mel = filters @ power: (80, T).
-5. Log. log10(max(mel, 1e-10)): tenths of decibels; the floor keeps silence finite (−10).
+5. Log. log10(max(mel, 1e-10)): bels (1 bel = 10 dB); the floor keeps silence finite (−10).
 6. Dynamic range. Whatever lies more than 8 (80 dB) below the loudest cell of the clip is raised to max − 8,
    so faint background noise looks the same at any recording level.
 7. Scale. (x + 4) / 4 puts the values near [−1, 1] (max − min ≤ 2): the scale Whisper's encoder trained on.

@@ -38,11 +38,13 @@ TOLERANCE = 1e-5  # what a recomputed decomposition may differ by, in fp32
 
 @dataclass
 class Options:
-    """What the user asked: the input text (or source, or prompt), the layer and head, another run."""
+    """What the user asked: the input text (or source: a sentence, an image, a recording; or prompt), the layer and
+    head, another run."""
 
     text: str | None = None  # the text a run reads (a GPT's input; the target of a pair; a chat conversation)
     src: str | None = None  # a source sentence (a run whose source is text)
     image: Any = None  # a source image: a file's path or bytes, or a (C, H, W) tensor (a run whose source is images)
+    audio: Any = None  # a recording: a WAV file's path or bytes, or a waveform (N,) at 16 kHz (a run that reads audio)
     prompt: str | None = None  # a diffusion run's prompt (or a class label, as digits)
     layer: int | None = None
     head: int | None = None

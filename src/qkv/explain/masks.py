@@ -29,6 +29,10 @@ LESSON = ("Attention lets a token read other tokens; a mask decides which. A dec
           "causal over the target it writes, and its cross-attention lets each target token see the whole "
           "(unpadded) source. A masked score becomes -inf, so its softmax weight is exactly 0.")
 
+# what fills the shorter source of a batch, by `run.source_kind`
+PADDING = {"text": "<pad> fills a shorter sentence", "image": "positions past a shorter source are padding",
+           "audio": "zero frames fill a shorter recording"}
+
 
 @no_grad
 def explain_masks(run, opts: Options) -> Explanation:
@@ -81,10 +85,10 @@ def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
     tgt_in = torch.tensor([[bos, *o] + [pad] * (T - 1 - len(o)) for o in outs], device=batch.src_mask.device)  # (2, T)
     src, src_mask = batch.src, batch.src_mask  # (2, S) or (2, ...) images; (2, S)
     S = src_mask.size(1)
-    src_labels = batch.labels
+    src_labels = [row + ["<pad>"] * (S - len(row)) for row in batch.labels]  # a recording labels its real states only
     tgt_labels = [[token_label(tgt_tok, i) for i in row] for row in tgt_in.tolist()]
     e.say(f"encoder-decoder: a batch of two sources, {shown[0]} and {shown[1]}, {S} memory positions each "
-          f"(<pad> fills a shorter sentence); their outputs, teacher-forced as BOS + output, padded to {T} with "
+          f"({PADDING[run.source_kind]}); their outputs, teacher-forced as BOS + output, padded to {T} with "
           f"<pad> (id {pad})")
     e.table(["position", "source 1", "real", "source 2", "real"],
             [[p, src_labels[0][p], int(src_mask[0, p]), src_labels[1][p], int(src_mask[1, p])] for p in range(S)],
@@ -96,19 +100,20 @@ def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
     with recording(modules) as calls:
         model.attention_maps(src, src_mask, tgt_in)
     b = int(src_mask.sum(dim=1).argmin())  # the sentence with padding
+    one = "sentence" if run.source_kind == "text" else "source"  # what one row of the batch is called
     enc = _visible(calls["encoder 0 self-attention"][0])[b]  # (S, S)
     dec = _visible(calls["decoder 0 self-attention"][0])[b]  # (T, T)
     cross = _visible(calls["decoder 0 cross-attention"][0])[b]  # (T, S)
-    e.say(f"encoder self-attention of sentence {b + 1} (key_mask = its src_mask): every query reads every real "
+    e.say(f"encoder self-attention of {one} {b + 1} (key_mask = its src_mask): every query reads every real "
           "source token, in both directions; no key reads the padding (the padded query rows compute something "
           "that is never used)")
     enc_labels = src_labels[b] if len(src_labels[b]) == enc.size(0) else [f"p{i}" for i in range(enc.size(0))]
-    _grid(e, f"encoder mask, sentence {b + 1} (source × source)", enc, enc_labels, enc_labels)
+    _grid(e, f"encoder mask, {one} {b + 1} (source × source)", enc, enc_labels, enc_labels)
     e.say("decoder self-attention (causal=True, no key mask): target token i reads target tokens 0…i. The target "
           "needs no padding mask: it is right-padded, so a real target token never reaches a padded one")
-    _grid(e, f"decoder self-attention mask, sentence {b + 1} (target × target)", dec, tgt_labels[b], tgt_labels[b])
+    _grid(e, f"decoder self-attention mask, {one} {b + 1} (target × target)", dec, tgt_labels[b], tgt_labels[b])
     e.say("decoder cross-attention (key_mask = src_mask): every target token reads the whole real source")
-    _grid(e, f"cross-attention mask, sentence {b + 1} (target × source)", cross, tgt_labels[b], src_labels[b])
+    _grid(e, f"cross-attention mask, {one} {b + 1} (target × source)", cross, tgt_labels[b], src_labels[b])
     for name in modules:
         _zero_where_masked(e, name, calls[name][0])
 
@@ -116,7 +121,7 @@ def _encoder_decoder(run, opts: Options, e: Explanation) -> None:
     e.data.update(sources=given, src_mask=src_mask.int(), padded_sentence=b, encoder=enc.int(),
                   decoder=dec.int(), cross=cross.int())
     data = {"panels": [
-        {"title": f"encoder (sentence {b + 1}, padded)", "mask": enc.int(), "rows": enc_labels,
+        {"title": f"encoder ({one} {b + 1}, padded)", "mask": enc.int(), "rows": enc_labels,
          "cols": enc_labels, "xlabel": "key: source token", "ylabel": "query: source token"},
         {"title": "decoder self-attention (causal)", "mask": dec.int(), "rows": tgt_labels[b], "cols": tgt_labels[b],
          "xlabel": "key: target token", "ylabel": "query: target token"},

@@ -213,7 +213,7 @@ def explain_qkv(run, opts: Options) -> Explanation:
                  labels)
         e.tensor("masked scores", p["masked"][0, 0], "-inf above the diagonal: the future is hidden", labels)
     else:
-        e.say("no mask: the encoder reads its whole source in both directions (one sentence, nothing padded)")
+        e.say("no mask: the encoder reads its whole source in both directions (one source, nothing padded)")
     e.tensor("weights = softmax(scores)", p["weights"][0, 0], "each row sums to 1", labels)
     e.tensor("head output = weights × V", p["out"][0, 0], f"head {head}'s output: (T × {d})", labels)
 

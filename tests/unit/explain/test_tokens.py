@@ -13,7 +13,8 @@ def test_topics_are_listed_in_lesson_order_one_line_each(capsys):
     assert main(["explain"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[: len(TOPICS)]] == list(TOPICS)
-    assert list(TOPICS)[:4] == ["tokens", "embeddings", "positions", "qkv"]
+    # a recording comes in beside the token input, before attention
+    assert list(TOPICS)[:5] == ["tokens", "embeddings", "positions", "audio", "qkv"]
 
 
 @pytest.mark.parametrize("name", ["lm", "chat", "translate"])

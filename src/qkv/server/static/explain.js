@@ -7,7 +7,9 @@
   // the topics that apply to this run (the server's `topics`, from what the run can do), in lesson order
   const topics = (await qkv.api("/api/explain/topics")).filter((t) => run.topics.includes(t.name));
   const inputField = run.capabilities.includes("images") ? "prompt" : run.source_kind === "text" ? "src" : "text";
-  qkv.$("#input-label").firstChild.textContent = { src: "source sentence ", prompt: "class label or prompt ", text: "text " }[inputField];
+  const reads = run.source_kind === "audio";  // a speech run: its text is a transcript, its source a recording
+  qkv.$("#input-label").firstChild.textContent = { src: "source sentence ", prompt: "class label or prompt ", text: reads ? "transcript " : "text " }[inputField];
+  const takesSource = Object.fromEntries(topics.map((t) => [t.name, t.takes_source]));
   let current = new URLSearchParams(location.hash.slice(1)).get("topic") || topics[0].name;
 
   const list = qkv.$("#topics");
@@ -42,12 +44,59 @@
   const checkBlock = (b) => qkv.el("div", { class: b.ok ? "check ok" : "check bad" },
     `${b.ok ? "✓" : "✗"} ${b.what}: max |difference| ${b.max_abs_diff.toExponential(2)} (${b.ok ? "≤" : ">"} ${b.tolerance.toExponential(0)})`);
 
+  // ------------------------------------------------------------------------------------------ a recording
+  // A speech run's topics that read a source take a WAV file (sent as a data URL: as it is, or, over what the
+  // server takes, decoded and re-encoded in the page as 16-bit mono at the model's rate by wav.js); without
+  // one they read the run's first validation recording.
+  let heard = null;  // {url, note}
+  const lim = run.audio;
+  if (reads) {
+    qkv.$("#audio-label").hidden = false;
+    qkv.$("#audio-note").hidden = false;
+    const note = () => {
+      qkv.$("#audio-note").textContent = heard ? `recording: ${heard.what}${heard.note ? ` (${heard.note})` : ""}`
+        : `recording: the run's first validation recording (or upload a WAV file${lim ? ` of up to ${lim.max_seconds} s` : ""})`;
+      qkv.$("#audio-clear").hidden = !heard;
+    };
+    note();
+    qkv.$("#audio").addEventListener("change", async () => {
+      const file = qkv.$("#audio").files[0];
+      qkv.showError("#error", null);
+      try {
+        heard = file ? await readWav(file) : null;
+      } catch (err) {
+        heard = null;
+        qkv.$("#audio").value = "";
+        qkv.showError("#error", err);
+      }
+      note();
+      if (heard && takesSource[current]) show();
+    });
+    qkv.$("#audio-clear").addEventListener("click", () => { heard = null; qkv.$("#audio").value = ""; note(); show(); });
+  }
+
+  async function readWav(file) {
+    const bytes = await file.arrayBuffer();
+    if (!lim || bytes.byteLength <= lim.max_wav_bytes) return { url: qkv.wav.dataURL(bytes), what: file.name, note: "" };
+    const decoded = await qkv.wav.decode(bytes, lim.sample_rate).catch(() => {
+      throw new Error(`${file.name}: not audio the browser can read, and at ${(bytes.byteLength / 1000).toFixed(0)} kB ` +
+        `too large to send as it is (at most ${(lim.max_wav_bytes / 1000).toFixed(0)} kB)`);
+    });
+    const keep = Math.floor(lim.record_seconds * lim.sample_rate), x = decoded.samples;
+    return {
+      url: qkv.wav.dataURL(qkv.wav.encode(x.subarray(0, keep), lim.sample_rate)), what: file.name,
+      note: `over what this server takes: re-encoded in the page as 16-bit mono at ${lim.sample_rate} Hz` +
+        (x.length > keep ? `, its first ${lim.record_seconds} s` : ""),
+    };
+  }
+
   async function show() {
     list.querySelectorAll("a").forEach((a) => a.classList.toggle("here", a.dataset.topic === current));
     qkv.showError("#error", null);
     const out = qkv.$("#out");
     out.replaceChildren(qkv.el("p", { class: "stats" }, "computing…"));
     const body = { [inputField]: qkv.$("#input").value.trim() || null, layer: qkv.num("#layer"), head: qkv.num("#head") };
+    if (heard && takesSource[current]) body.audio = heard.url;  // a topic that reads no source is not sent one
     qkv.$("#go").disabled = true;
     try {
       const e = await qkv.api(`/api/runs/${encodeURIComponent(name)}/explain/${current}`, body);
