@@ -1,10 +1,11 @@
 """`qkv report` end to end, in-process, on a tiny trained run of every kind (the session's lm, chat, translate and
-digits runs, and a caption and an autoencoder run trained here, all on one thread):
+digits runs, and a caption, an autoencoder and a speech run trained here, all on one thread):
 
 - the report of each builds, prints its two paths, and holds the sections its capabilities call for (samples and
   the attention picture chosen by capability; a note where a run has neither);
 - the lm run writes ``<img src=x onerror=alert(1)>``: it is in the page as escaped text, never as an element;
-- headless Chromium opens the pages from disk with no console error and no request but the page itself;
+- headless Chromium opens the pages from disk with no console error and no request but the page itself, and a
+  speech run's recordings load in their players;
 - `qkv train` writes the report (without samples under --no-sample), and a report that fails is a note, not a
   failed training;
 - --eval adds the run's own evaluation with its signatures, --db the human-evaluation campaigns that compared it;
@@ -18,6 +19,7 @@ import contextlib
 import io
 import json
 import shutil
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import torch
 
 from helpers import assert_user_error, preset, qkv, rate_campaign
 from qkv.cli.main import main
-from serve_fixtures import LM_TOML, XSS, LiveServer
+from serve_fixtures import LM_TOML, XSS, LiveServer, make_runs
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +54,7 @@ EXPECT = {
     "digits": (["8 samples: DDIM, 10 steps"], 8, None),
     "caption": (["output", "reference", "greedy"], 3, "cross-attention, decoder layer 0"),
     "autoencoder": (["Nothing to sample", "an autoencoder run"], 0, None),
+    "speech": (["transcript", "reference", "zero", "recording 1 ("], 0, "cross-attention, decoder layer 0"),
 }
 
 
@@ -100,9 +103,10 @@ def runs(tiny_runs, tmp_path_factory) -> dict[str, Path]:
         _train(["--config", preset("shapes-caption"), "--out", str(folder / "caption"), "--no-sample", *THREAD,
                 *CAPTION])
         _train(["--config", preset("shapes-autoencoder"), "--out", str(folder / "autoencoder"), *THREAD, *AUTOENCODER])
+        speech = make_runs(folder, ("speech",))["speech"]  # FSDD's "zero", "one", "two", learned by heart
     finally:
         torch.set_num_threads(n)
-    return {**tiny_runs, "caption": folder / "caption", "autoencoder": folder / "autoencoder"}
+    return {**tiny_runs, "caption": folder / "caption", "autoencoder": folder / "autoencoder", "speech": speech}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +178,7 @@ def test_model_text_is_escaped_text_never_markup(reports):
     assert [attrs["src"].rsplit("/", 1)[-1] for tag, attrs in rendered.elements if tag == "img"] == ["loss.png"]
 
 
-@pytest.mark.parametrize("name", ["lm", "translate", "caption"])
+@pytest.mark.parametrize("name", ["lm", "translate", "caption", "speech"])
 def test_the_page_renders_in_chromium_with_no_error_and_no_request_but_itself(reports, browser, name, tmp_path):
     url = (reports[name]["out"] / "report.html").resolve().as_uri()
     context = browser.new_context(viewport={"width": 1100, "height": 900})
@@ -200,6 +204,14 @@ def test_the_page_renders_in_chromium_with_no_error_and_no_request_but_itself(re
     assert page.locator("section").first.evaluate("s => getComputedStyle(s).borderTopLeftRadius") == "8px"
     if name == "lm":
         assert XSS in page.locator("#samples").inner_text()
+    if name == "speech":  # every recording loads in its player under the page's policy (media-src data:)
+        players = page.locator("audio")
+        assert players.count() == 4  # three samples, and the recording beside the attention picture
+        deadline = time.monotonic() + 15
+        while not players.evaluate_all("as => as.every(a => a.duration > 0)"):  # NaN until loaded
+            assert time.monotonic() < deadline, "a recording of the report never loaded"
+            time.sleep(0.05)
+        assert players.evaluate_all("as => as.every(a => a.paused && a.error === null && a.controls)")
     context.close()
 
 

@@ -1,9 +1,12 @@
 """``qkv human-eval create | report | export | list``: run a human evaluation of one or two trained runs.
 
-- ``create NAME --runs RUN_A [RUN_B] (--data multi30k [--split S] | --src FILE [--ref FILE]) [--n 100]
+- ``create NAME --runs RUN_A [RUN_B] (--data DATA [--split S] | --src FILE [--ref FILE]) [--n 100]
   [--raters 3] [--seed 0] [--db human-eval.db] [--url http://127.0.0.1:8000]``: sample the items, make every
   system's candidates, store the campaign, print one private link per rater and the command to serve them
-  (``qkv serve`` with the host and port of --url, so the links reach it);
+  (``qkv serve`` with the host and port of --url, so the links reach it). DATA is a dataset the runs know
+  (multi30k), a folder they read (a speech folder: audio/*.wav + transcripts.jsonl), or ``validation`` (the runs'
+  own held-out pairs); a src file holds one source per line (an image's or a WAV file's path for runs that read
+  images or recordings);
 - ``report NAME [--db FILE] [--json] [--plot FILE]``: means with 95% CIs, z-scores, the Wilcoxon test and
   preferences (two systems), Krippendorff's α, Kendall τ against chrF++ and BLEU, error spans, quality control
   per rater; the plot goes next to the store (human-eval-NAME.png) unless --plot says where;
@@ -34,9 +37,12 @@ def add_parser(sub, name):
     c = actions.add_parser("create", help="sample items, make the candidates, store a campaign, print rater links")
     c.add_argument("name", help="the campaign's name (letters, digits, . _ -)")
     c.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="one or two run directories")
-    c.add_argument("--data", help="a dataset of sources and references: multi30k (translation runs)")
+    c.add_argument("--data", help="sources with references: multi30k (translation runs), a folder the runs read "
+                                  "(a speech folder: audio/*.wav + transcripts.jsonl), or validation (the runs' own "
+                                  "held-out pairs)")
     c.add_argument("--split", help="multi30k split (default test_2016_flickr)")
-    c.add_argument("--src", metavar="FILE", help="sources or prompts, one per line")
+    c.add_argument("--src", metavar="FILE", help="sources or prompts, one per line (runs that read images or "
+                                                 "recordings: one image or WAV path per line)")
     c.add_argument("--ref", metavar="FILE", help="their references, line-aligned with --src")
     c.add_argument("--n", type=int, default=100, help="items to sample (default 100)")
     c.add_argument("--raters", type=int, default=3, help="raters, each rating every item (default 3)")

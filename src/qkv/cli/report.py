@@ -4,8 +4,9 @@
     qkv report runs/multi30k --eval              # also run the run's own evaluation (what qkv eval prints)
     qkv report runs/multi30k --db human-eval.db  # and the human-evaluation campaigns that compared it
 
-The page is one file: inline CSS, pictures as data: URLs, no script, nothing fetched; open it from disk, mail it,
-or follow its link in `qkv serve`. What is in it: `qkv.report`. `qkv train` writes the same report when it ends.
+The page is one file: inline CSS, pictures and recordings (a speech run's, in the browser's player) as data: URLs,
+no script, nothing fetched; open it from disk, mail it, or follow its link in `qkv serve`. What is in it:
+`qkv.report`. `qkv train` writes the same report when it ends.
 """
 
 from __future__ import annotations

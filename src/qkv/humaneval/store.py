@@ -1,7 +1,7 @@
 """The human-evaluation store: one SQLite file holds every campaign, its tasks and every judgement ever made.
 
-    campaigns   id, name UNIQUE, kind (source-to-text | image-to-text | chat | continuation), created, spec (JSON: how
-                it was made)
+    campaigns   id, name UNIQUE, kind (source-to-text | image-to-text | audio-to-text | chat | continuation), created,
+                spec (JSON: how it was made)
     systems     id, campaign_id, position, label, run_path        the 1 or 2 runs compared
     items       id, campaign_id, position, line, source, reference  what is translated / prompted
     candidates  id, item_id, system_id, text, bad_of               a system's output for an item; a BAD copy
@@ -34,7 +34,7 @@ Why these choices:
   inserted: a malformed one is an `InvalidJudgement` and writes nothing.
 - **Versioned.** The schema version is ``PRAGMA user_version``; a store written by a newer qkv is refused
   with a one-line error, as is a file that is not SQLite or an SQLite file without these tables. A store of
-  schema 1 (kinds named after tasks) is upgraded in place when opened.
+  schema 1 (kinds named after tasks) or 2 (no audio-to-text kind) is upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ from qkv.humaneval.judgement import SLOTS, InvalidJudgement, validate_judgement
 __all__ = ["CampaignPlan", "InvalidJudgement", "NotFound", "PlannedCandidate", "PlannedRater", "PlannedTask", "Rater",
            "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER is 64-bit: a bigger Python int cannot be bound (OverflowError)
-# what the raters see, from what the runs can do (`qkv.humaneval.campaign.kind_of`): a source (a sentence, or an
-# image) and the text a run wrote about it, a question and a chat reply, a prompt and its continuation
-KINDS = ("source-to-text", "image-to-text", "chat", "continuation")
+# what the raters see, from what the runs can do (`qkv.humaneval.campaign.kind_of`): a source (a sentence, an
+# image or a recording) and the text a run wrote about it, a question and a chat reply, a prompt and its continuation
+KINDS = ("source-to-text", "image-to-text", "audio-to-text", "chat", "continuation")
 _KINDS_V1 = {"translate": "source-to-text", "chat": "chat", "lm": "continuation"}  # schema 1's task names
 
 _TABLES = ("campaigns", "systems", "items", "candidates", "raters", "tasks", "judgements")
@@ -66,7 +66,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaigns (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('source-to-text', 'image-to-text', 'chat', 'continuation')),
+    kind TEXT NOT NULL CHECK (kind IN ('source-to-text', 'image-to-text', 'audio-to-text', 'chat', 'continuation')),
     created TEXT NOT NULL,
     spec TEXT NOT NULL
 );
@@ -293,29 +293,31 @@ class Store:
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
         missing = [t for t in _TABLES if t not in tables]
-        if version == 1 and not missing:
-            self._migrate_from_1()
+        if version in (1, 2) and not missing:
+            self._migrate(version)
             return
         if version != SCHEMA_VERSION or missing:
             raise QKVError(f"{not_ours} (schema version {version}, missing tables: {', '.join(missing) or 'none'})")
 
-    def _migrate_from_1(self) -> None:
-        """Schema 1 named a campaign's kind after its runs' task ('translate', 'chat', 'lm'); schema 2 after what
-        the raters see. The campaigns table is rebuilt with the new names and CHECK (SQLite cannot alter a CHECK),
-        in one transaction with the foreign keys off, as SQLite's documentation prescribes."""
+    def _migrate(self, version: int) -> None:
+        """Schema 1 named a campaign's kind after its runs' task ('translate', 'chat', 'lm'), schema 2 after what the
+        raters see; schema 3 adds the kind 'audio-to-text'. The campaigns table is rebuilt with the new names (from
+        1) and the new CHECK (SQLite cannot alter a CHECK), in one transaction with the foreign keys off, as SQLite's
+        documentation prescribes."""
         conn = self._conn()
         conn.execute("PRAGMA foreign_keys = OFF")
         try:
             with self._write() as c:
-                if c.execute("PRAGMA user_version").fetchone()[0] != 1:  # another process upgraded it meanwhile
+                if c.execute("PRAGMA user_version").fetchone()[0] != version:  # another process upgraded it meanwhile
                     return
                 create = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS campaigns"):_SCHEMA.index(");") + 2]
-                c.execute(create.replace("CREATE TABLE IF NOT EXISTS campaigns", "CREATE TABLE campaigns_v2"))
+                c.execute(create.replace("CREATE TABLE IF NOT EXISTS campaigns", "CREATE TABLE campaigns_new"))
                 cases = " ".join(f"WHEN '{old}' THEN '{new}'" for old, new in _KINDS_V1.items())
-                c.execute(f"INSERT INTO campaigns_v2 (id, name, kind, created, spec) SELECT id, name, "
-                          f"CASE kind {cases} END, created, spec FROM campaigns")
+                kind = f"CASE kind {cases} END" if version == 1 else "kind"
+                c.execute(f"INSERT INTO campaigns_new (id, name, kind, created, spec) SELECT id, name, {kind}, "
+                          "created, spec FROM campaigns")
                 c.execute("DROP TABLE campaigns")
-                c.execute("ALTER TABLE campaigns_v2 RENAME TO campaigns")
+                c.execute("ALTER TABLE campaigns_new RENAME TO campaigns")
                 if c.execute("PRAGMA foreign_key_check").fetchall():
                     raise QKVError(f"{self.path}: the store's rows do not agree after upgrading it; it was left as "
                                    "it was")

@@ -4,8 +4,9 @@
     html, md = write_report("runs/shakespeare")            # RUN/report.html, RUN/report.md
     write_report("runs/multi30k", out="cards/", evaluate=True, db="human-eval.db")  # cards/report.html, .md
 
-The card (`build_card`) gathers, in reading order: the training (loss curves, steps, wall clock), the evaluations
-(every record of metrics.jsonl; with ``evaluate``, `run.evaluate()` with its defaults), samples and one attention
+The card (`build_card`) gathers, in reading order: a summary line (with the headline scores where the run logs
+them: WER and CER), the training (loss curves, steps, wall clock), the evaluations (every record of
+metrics.jsonl; with ``evaluate``, `run.evaluate()` with its defaults), samples and one attention
 picture chosen by what the run can do (`qkv.report.samples`), the human-evaluation campaigns of a store that
 compared the run, the parameter table, the data summary, the config, and the machine. `qkv.report.render` writes it
 as HTML (inline CSS, pictures as data: URLs, no script, nothing fetched) and as Markdown. `qkv report RUN` and the
@@ -28,6 +29,7 @@ from qkv.report.sections import (
     data_section,
     duration,
     evaluations_section,
+    headline,
     human_eval_section,
     machine_section,
     now,
@@ -47,8 +49,9 @@ def build_card(run, saved: dict, metrics: list[dict], out_dir: Path, *, samples:
     last = metrics[-1] if metrics else {}
     trained = (f"{fmt_steps(last.get('step'))} in {duration(float(last.get('elapsed_s', 0.0)))}"
                if metrics else "nothing logged yet")
+    top = headline(metrics)
     card = Card(f"{run_dir.name}: report", f"{run.describe()} · {table['total']:,} parameters · {trained} · "
-                f"written {now()}")
+                + (f"{top} · " if top else "") + f"written {now()}")
     card.sections.append(training_section(run_dir, out_dir, metrics))
     card.sections.append(evaluations_section(metrics, run, evaluated))
     if samples:

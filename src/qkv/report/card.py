@@ -8,8 +8,10 @@ A `Card` is a title, a one-line summary and a list of `Section`s; a section is a
     Pre       preformatted text (the parameter table, `qkv eval`'s lines), folded under `summary` when it has one
     Picture   a PNG, held as its bytes; the HTML inlines it as a data: URL, the Markdown links `link` if there is
               a file to link (loss.png), else says where the picture is
-    Examples  what the model made: each example a list of (label, text) fields and an optional picture; as cards,
-              a grid of cards, or a table (one row per example)
+    Audio     a recording, held as WAV bytes; the HTML plays it with the browser's <audio controls> from a data: URL
+              (never autoplayed), the Markdown says what and where it is
+    Examples  what the model made: each example a list of (label, text) fields and an optional picture or
+              recording; as cards, a grid of cards, or a table (one row per example)
 
 Every string in a block is plain text, whoever wrote it (the model, a config, a data file): `qkv.report.render`
 escapes it for HTML and for Markdown, so text that looks like markup stays text.
@@ -62,9 +64,20 @@ class Picture:
 
 
 @dataclass
+class Audio:
+    wav: bytes  # a whole WAV file (16-bit PCM)
+    label: str  # what it is: "recording 1 (0.62 s)"
+    where: str = ""  # where it comes from, which the Markdown twin says instead of playing it
+
+    def data_url(self) -> str:
+        return "data:audio/wav;base64," + base64.b64encode(self.wav).decode("ascii")
+
+
+@dataclass
 class Example:
     fields: list[tuple[str, str]]  # (label, text): "prompt", "output", "reference", ...
     picture: Picture | None = None  # an image source, or a sampled image
+    audio: Audio | None = None  # a recording source
 
 
 @dataclass
@@ -74,7 +87,7 @@ class Examples:
     table: bool = False  # HTML: one row per example, one column per label (short texts side by side)
 
 
-Block = Text | Pairs | Table | Pre | Picture | Examples
+Block = Text | Pairs | Table | Pre | Picture | Audio | Examples
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """A `Card` as one self-contained HTML page and as Markdown.
 
-The HTML page needs nothing but itself: the CSS is inline, every picture is a ``data:`` URL, there is no script,
+The HTML page needs nothing but itself: the CSS is inline, every picture and recording is a ``data:`` URL (a
+recording plays in the browser's own ``<audio controls>``, only when the reader starts it), there is no script,
 and its Content-Security-Policy (a ``<meta>`` tag) forbids every fetch and every script anyway, so a report opens
 the same from disk, from an e-mail or from `qkv serve`, offline. Every string goes through `html.escape`: text a
 model wrote (``<img src=x onerror=alert(1)>``) shows as those characters and never becomes an element.
@@ -8,7 +9,7 @@ model wrote (``<img src=x onerror=alert(1)>``) shows as those characters and nev
 The Markdown twin holds the same sections for a terminal, a diff or a repository: tables as Markdown tables (cells
 escaped: ``|``, ``<``, ``>``, ``&``, backslash-escaped emphasis), model text and preformatted blocks in fenced code
 blocks whose fence is longer than any run of backticks inside, and pictures as links where the picture is a file
-(loss.png), else a note that report.html shows it.
+(loss.png), else a note that report.html shows it; a recording is a note of what and where it is.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import html
 import re
 
-from qkv.report.card import Card, Examples, Pairs, Picture, Pre, Table, Text
+from qkv.report.card import Audio, Card, Examples, Pairs, Picture, Pre, Table, Text
 
-# the page may load nothing (default-src 'none'), run nothing, and show only its own inline style and data: images
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+# the page may load nothing (default-src 'none'), run nothing, and show only its own inline style, data: images and
+# data: recordings
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; media-src data:; base-uri 'none'; "
+       "form-action 'none'")
 
 CSS = """
 :root { color-scheme: light; --ink: #1d2330; --muted: #5d6677; --line: #d9dde5; --bg: #f6f7f9; --accent: #2f5fb3; }
@@ -48,6 +51,7 @@ figure { margin: 10px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figure img.small { image-rendering: pixelated; }
 figcaption { color: var(--muted); font-size: 13px; }
+figure audio { display: block; width: 100%; max-width: 420px; }
 div.examples { display: grid; gap: 10px; }
 table.examples { width: 100%; }
 div.text, td.text { white-space: pre-wrap; word-break: break-word; padding-right: 16px;
@@ -76,6 +80,11 @@ def _picture_html(p: Picture) -> str:
     return f'<figure><img src="{p.data_url()}" alt="{_e(p.alt)}"{width}>{caption}</figure>'
 
 
+def _audio_html(a: Audio) -> str:
+    return (f'<figure><audio controls preload="metadata" src="{a.data_url()}" aria-label="{_e(a.label)}"></audio>'
+            f"<figcaption>{_e(a.label)}</figcaption></figure>")
+
+
 def _block_html(block) -> str:
     if isinstance(block, Text):
         return f"<p>{_e(block.text)}</p>"
@@ -93,6 +102,8 @@ def _block_html(block) -> str:
         return f"<details><summary>{_e(block.summary)}</summary>{pre}</details>" if block.summary else pre
     if isinstance(block, Picture):
         return _picture_html(block)
+    if isinstance(block, Audio):
+        return _audio_html(block)
     if isinstance(block, Examples) and block.table:
         labels = list(dict.fromkeys(label for ex in block.items for label, _ in ex.fields))
         head = "".join(f"<th>{_e(c)}</th>" for c in labels)
@@ -104,6 +115,7 @@ def _block_html(block) -> str:
         items = []
         for ex in block.items:
             parts = [_picture_html(ex.picture)] if ex.picture else []
+            parts += [_audio_html(ex.audio)] if ex.audio else []
             parts += [f'<div class="label">{_e(label)}</div><div class="text">{_e(text)}</div>'
                       for label, text in ex.fields]
             items.append(f'<div class="example">{"".join(parts)}</div>')
@@ -161,6 +173,10 @@ def _md_picture(p: Picture) -> str:
     return f"*(picture in report.html: {md_text(p.alt)})*{caption}"
 
 
+def _md_audio(a: Audio) -> str:
+    return f"*(recording in report.html: {md_text(a.label)}" + (f"; {md_text(a.where)}" if a.where else "") + ")*"
+
+
 def _block_md(block) -> str:
     if isinstance(block, Text):
         return md_text(block.text)
@@ -172,10 +188,13 @@ def _block_md(block) -> str:
         return (f"{md_text(block.summary)}:\n\n" if block.summary else "") + fenced(block.text)
     if isinstance(block, Picture):
         return _md_picture(block)
+    if isinstance(block, Audio):
+        return _md_audio(block)
     if isinstance(block, Examples):
         out = []
         for k, ex in enumerate(block.items, 1):
-            parts = [f"**{k}.**" + (f" {_md_picture(ex.picture)}" if ex.picture else "")]
+            parts = [f"**{k}.**" + (f" {_md_picture(ex.picture)}" if ex.picture else "")
+                     + (f" {_md_audio(ex.audio)}" if ex.audio else "")]
             parts += [f"{md_text(label)}:\n\n{fenced(text)}" for label, text in ex.fields]
             out.append("\n\n".join(parts))
         return "\n\n".join(out)

@@ -2,11 +2,14 @@
 
     samples        chat -> greedy replies to a few of the run's own questions (its test conversations, with their
                    references), else continuation -> a greedy and two sampled continuations of its example text;
-                   source-to-text -> outputs for its example sources (images shown as images), with references
-                   where it has them; images -> a grid of samples (few images, few DDIM steps, the settings said)
+                   source-to-text -> outputs for its example sources (images shown as images, recordings played
+                   by the page's <audio controls>), with references where it has them; images -> a grid of samples
+                   (few images, few DDIM steps, the settings said)
     attention      one picture: source-to-text -> the last decoder layer's cross-attention (mean over heads) while
-                   writing the output for the first example source; else self-attention -> the last layer's over
-                   the example text (continued greedily, cut to a few tokens); else a note saying there is none
+                   writing the output for the first example source (a recording: drawn under its log-mel
+                   spectrogram, on one time axis); else self-attention -> the last layer's over the example text
+                   (continued greedily, cut to a few tokens); else a note saying there is none (a run without
+                   cross-attention, as a CTC transcriber, says why)
 
 Whatever cannot be shown (the run's data no longer on this machine) becomes a one-line note in the report.
 """
@@ -17,7 +20,7 @@ import torch
 
 from qkv.data.images import png_bytes
 from qkv.errors import QKVError
-from qkv.report.card import Example, Examples, Picture, Section, Text
+from qkv.report.card import Audio, Example, Examples, Picture, Section, Text
 from qkv.report.sections import EXPECTED, drawn, note
 from qkv.tasks.capabilities import Capability, can
 
@@ -26,6 +29,7 @@ SAMPLE_TOKENS = 120  # the most new tokens of a continuation or a reply in the r
 IMAGES = 8  # sampled images
 IMAGE_STEPS = 10  # DDIM steps for them
 ATTENTION_TOKENS = 16  # the self-attention picture reads at most this many tokens
+AUDIO_SECONDS = 30.0  # a recording in the page is cut to this many seconds (~1.3 MB of WAV as a data URL)
 
 
 def shown_width(image: torch.Tensor, target: int = 128) -> int:
@@ -100,10 +104,16 @@ def example_sources(run, n: int) -> tuple[list, list[Text]]:
 
 def references(run, sources: list) -> list[str | None]:
     """The reference of each source that is one of the run's reference pairs (None where it is not)."""
+    return [ref for ref, _ in _reference_pairs_of(run, sources)]
+
+
+def _reference_pairs_of(run, sources: list) -> list[tuple[str | None, str | None]]:
+    """(reference, "pair k of WHERE") of each source that is one of the run's reference pairs ((None, None) where it
+    is not)."""
     try:
-        srcs, refs, _ = run.reference_pairs(len(sources))
+        srcs, refs, where = run.reference_pairs(len(sources))
     except EXPECTED:
-        return [None] * len(sources)
+        return [(None, None)] * len(sources)
 
     def same(a, b) -> bool:
         if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
@@ -111,7 +121,25 @@ def references(run, sources: list) -> list[str | None]:
                 and bool(torch.equal(a, b))
         return a == b
 
-    return [next((r for s, r in zip(srcs, refs, strict=True) if same(source, s)), None) for source in sources]
+    pairs = list(zip(srcs, refs, strict=True))
+    found = [next((k for k, (s, _) in enumerate(pairs) if same(source, s)), None) for source in sources]
+    return [(None, None) if k is None else (pairs[k][1], f"pair {k + 1} of {where}") for k in found]
+
+
+def recording(run, source, label: str) -> tuple[Audio, list[Text]]:
+    """An audio source as the page plays it: what the run reads (16-bit WAV), cut to AUDIO_SECONDS; notes for
+    the run's conversions and the cut. `label` names it ("recording 1"); a file's path is where it comes from."""
+    from qkv.data.audio import SAMPLE_RATE, write_wav
+
+    wave, said = run.read_source(source)
+    notes = [Text(f"{label}: {said}")] if said else []
+    most = int(AUDIO_SECONDS * SAMPLE_RATE)
+    if len(wave) > most:
+        notes.append(Text(f"{label}: {len(wave) / SAMPLE_RATE:.1f} s, the page plays the first {AUDIO_SECONDS:g} s"))
+        wave = wave[:most]
+    wav = drawn(lambda path: write_wav(path, wave, SAMPLE_RATE), "recording.wav")
+    where = str(source) if isinstance(source, str) else ""
+    return Audio(wav, f"{label} ({len(wave) / SAMPLE_RATE:.2f} s)", where), notes
 
 
 def _source_outputs(run) -> list:
@@ -120,20 +148,26 @@ def _source_outputs(run) -> list:
         return notes
     d = run.decoding()
     outputs = run.to_text(sources, d)
-    refs = references(run, sources)
+    pairs = _reference_pairs_of(run, sources)
     items = []
-    for k, (source, out, ref) in enumerate(zip(sources, outputs, refs, strict=True)):
+    for k, (source, out, (ref, pair)) in enumerate(zip(sources, outputs, pairs, strict=True)):
         extra = [("reference", ref)] if ref is not None else []
         if run.source_kind == "image":
             x, _ = run.read_source(source)
             items.append(Example([("output", out), *extra], Picture(png_bytes(x), f"source image {k + 1}",
                                                                     width=shown_width(x), pixelated=True)))
+        elif run.source_kind == "audio":
+            audio, said = recording(run, source, f"recording {k + 1}")
+            audio.where = audio.where or pair or f"the run's example source {k + 1}"
+            notes += said
+            items.append(Example([("transcript", out), *extra], audio=audio))
         else:
             items.append(Example([("source", source), ("output", out), *extra]))
     how = "greedy" if d.beam == 1 else f"beam {d.beam}"
+    media = run.source_kind in ("image", "audio")
     return [*notes, Text(f"Outputs for the run's example sources ({how}, the run's [decode] settings); references "
                          "where the source is one of the run's reference pairs."),
-            Examples(items, columns=3) if run.source_kind == "image" else Examples(items, table=True)]
+            Examples(items, columns=3) if media else Examples(items, table=True)]
 
 
 def _image_samples(run) -> list:
@@ -169,6 +203,14 @@ def attention_section(run) -> Section:
             stack = run.cross_attention(sources[0])
             what = "the cross-attention of the last decoder layer (mean over heads) while writing the output for the " \
                    "first example source: rows are the output tokens, columns the source positions"
+            if stack.spectrogram is not None:
+                what = "the cross-attention of the last decoder layer (mean over heads) while transcribing the first " \
+                       "example recording: its log-mel spectrogram on top; below, a row per character of the " \
+                       "transcript over the encoder states (20 ms each), on the same time axis in seconds"
+                audio, said = recording(run, sources[0], "the recording")
+                audio.where = audio.where or _reference_pairs_of(run, sources[:1])[0][1] or "the run's first " \
+                    "example source"
+                sec.blocks += [*said, audio]
         elif can(run, Capability.SELF_ATTENTION):
             stack = run.self_attention(attention_text(run))
             what = f"the self-attention of the last layer (mean over heads) over {stack.text!r}"
@@ -180,7 +222,12 @@ def attention_section(run) -> Section:
         sec.blocks.append(note("no attention picture", err))
         return sec
     amap = stack.pick(-1)
-    png = drawn(lambda path: plot_attention(amap, path), "attention.png")
+    if stack.spectrogram is not None:  # a recording: the attention under its spectrogram, one time axis
+        from qkv.evaluation.transcription import plot_speech_attention
+
+        png = drawn(lambda path: plot_speech_attention(amap, stack.spectrogram, path), "attention.png")
+    else:
+        png = drawn(lambda path: plot_attention(amap, path), "attention.png")
     if stack.image is not None:
         sec.blocks.append(Picture(png_bytes(stack.image), "the source image", "the source image (its patches are the "
                                   "columns below)", width=shown_width(stack.image), pixelated=True))

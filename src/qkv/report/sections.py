@@ -3,8 +3,9 @@ capability, is `qkv.report.samples`):
 
     training       the loss curves (`qkv.training.plots`, as qkv train draws them), steps, wall clock, tokens/s, and
                    the pictures qkv train saved (samples.png)
-    evaluations    every evaluation record of metrics.jsonl as a table; with --eval, `run.evaluate()` with its
-                   defaults: `run.report(result)`, the metric signatures it gives, its JSON
+    evaluations    the headline scores where the run logs them (WER and CER), every evaluation record of
+                   metrics.jsonl as a table; with --eval, `run.evaluate()` with its defaults: `run.report(result)`,
+                   the metric signatures it gives, its JSON
     human eval     with --db: the campaigns of that store whose systems include this run, and their scores
     parameters     `run.parameter_table()`: its text and its JSON
     data, config   config.json's data_meta and every other section
@@ -32,6 +33,8 @@ from qkv.report.card import Pairs, Picture, Pre, Section, Table, Text
 from qkv.runs import PLOT_FILE, SAMPLES_FILE, STATE_FILE, load_json
 
 STEP_KEYS = {"step", "loss", "lr", "tokens_per_s", "elapsed_s"}  # a training-step line of metrics.jsonl
+# the headline of a card, where a run logs them: the word and character error rates (a transcriber)
+HEADLINE = (("val_wer", "WER"), ("val_cer", "CER"))
 # what a section catches and shows as a note: a user-level problem, or a file that is gone (never a bug)
 EXPECTED = (QKVError, OSError)
 
@@ -107,10 +110,24 @@ def training_section(run_dir: Path, out_dir: Path, metrics: list[dict]) -> Secti
     return sec
 
 
+def headline(metrics: list[dict]) -> str | None:
+    """The card's headline scores: the HEADLINE metrics of the last evaluation that logged them, as percentages
+    (``validation WER 12.50%, CER 4.10% (step 3000)``); None for a run that logs none of them."""
+    last = next((r for r in reversed(eval_records(metrics)) if any(k in r for k, _ in HEADLINE)), None)
+    if last is None:
+        return None
+    scores = [f"{label} {100 * last[k]:.2f}%" for k, label in HEADLINE if isinstance(last.get(k), float | int)]
+    return f"validation {', '.join(scores)} (step {last.get('step', '?')})" if scores else None
+
+
 def evaluations_section(metrics: list[dict], run=None, evaluated: tuple[dict, float] | None = None) -> Section:
-    """The evaluation records of metrics.jsonl; with `evaluated` (result, seconds), that evaluation too."""
+    """The evaluation records of metrics.jsonl, under the headline scores where the run logs them; with
+    `evaluated` (result, seconds), that evaluation too."""
     sec = Section("evaluations", "Evaluations")
     records = eval_records(metrics)
+    top = headline(metrics)
+    if top is not None:
+        sec.blocks.append(Text(f"Headline: {top}, from the last evaluation in metrics.jsonl that logged them."))
     if records:
         first = ["step"]
         last = [k for k in ("elapsed_s", "eval_s") if any(k in r for r in records)]

@@ -10,6 +10,9 @@
     GET  /api/admin/campaigns/{name}/plot.png its plot                              } (printed by qkv serve)
     GET  /api/admin/campaigns/{name}/export.{csv,jsonl}  every judgement           }
 
+The rater page's Content-Security-Policy is the server's plus ``media-src 'self' data:``: an audio-to-text item's
+recording is a WAV data URL that the page's ``<audio controls>`` plays (never autoplayed).
+
 A position or task id in a path is a 64-bit row number: one outside 0 ≤ n < 2**63 (SQLite's INTEGER) is a
 404 like any other id the rater does not have, never a 500.
 
@@ -34,6 +37,10 @@ from qkv.server.served import STATIC, HTTPError
 
 router = APIRouter()
 MAX_ROW_NUMBER = 2**63 - 1  # SQLite's largest INTEGER: a bigger path number cannot name a row
+# the rater page's policy: the server's, plus recordings stored as data: URLs (audio-to-text items) for its <audio>.
+# Copied from qkv.server.app.CSP (which imports this module), then media-src; a test checks that the copies match
+RATE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; media-src 'self' data:")
 
 
 def _store(request: Request):
@@ -78,7 +85,7 @@ def _campaign(request: Request, name: str) -> str:
 @router.get("/rate/{token}", include_in_schema=False)
 def rate_page(request: Request, token: str):
     _rater(request, token)
-    return FileResponse(STATIC / "rate.html")
+    return FileResponse(STATIC / "rate.html", headers={"Content-Security-Policy": RATE_CSP})
 
 
 @router.get("/api/rate/{token}", tags=["rating"])

@@ -113,6 +113,9 @@ def test_mismatched_files_name_both_counts(tmp_path):
     ({"runs": ["a", "b", "c"]}, "1 or 2 runs"), ({"n": 0}, "^n must be positive"),
     ({"raters": -1}, "^raters must be positive"), ({"src": None}, "give the items with"),
     ({"data": "multi30k"}, "not both"), ({"split": "val"}, "split goes with data = .multi30k."),
+    ({"src": None, "data": "validation", "split": "val"}, "split goes with a named dataset, not with data = "
+                                                         "'validation'"),
+    ({"src": None, "data": "validation", "ref": "r.txt"}, "ref goes with a src file"),
 ])
 def test_spec_checks(changes, message):
     spec = CampaignSpec(**({"name": "ok", "runs": ["a"], "src": "s.txt"} | changes))

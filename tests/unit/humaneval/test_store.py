@@ -3,6 +3,7 @@ sees, every rule `submit` enforces, append-only history, and concurrent writers 
 
 import json
 import math
+import re
 import sqlite3
 import threading
 
@@ -368,6 +369,15 @@ def test_a_snapshot_reads_one_state_while_another_thread_writes(store):
     assert store.judgements_count("demo") == 1
 
 
+def _with_kinds(kinds: str) -> str:
+    """The store's schema with the campaigns' CHECK of an older version (`kinds`: its SQL list)."""
+    from qkv.humaneval import store as store_module
+
+    old = re.sub(r"CHECK \(kind IN \([^)]*\)\)", f"CHECK (kind IN ({kinds}))", store_module._SCHEMA, count=1)
+    assert old != store_module._SCHEMA
+    return old
+
+
 def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
     """Schema 1 named a campaign's kind after its runs' task; opening such a store renames the kinds to what the
     raters see (translate -> source-to-text, lm -> continuation) in place, judgements and all, and it stays a
@@ -375,10 +385,7 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
     from qkv.humaneval import store as store_module
 
     path = tmp_path / "old.db"
-    old_schema = store_module._SCHEMA.replace(
-        "CHECK (kind IN ('source-to-text', 'image-to-text', 'chat', 'continuation'))",
-        "CHECK (kind IN ('translate', 'chat', 'lm'))")
-    assert old_schema != store_module._SCHEMA
+    old_schema = _with_kinds("'translate', 'chat', 'lm'")
     with sqlite3.connect(path) as conn:
         conn.executescript(old_schema)
         conn.execute("INSERT INTO campaigns (name, kind, created, spec) VALUES ('mt', 'translate', 'then', '{}')")
@@ -394,3 +401,45 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
         assert conn.execute("SELECT COUNT(*) FROM systems").fetchone()[0] == 2  # the old campaign's system kept
+
+
+def test_a_schema_2_store_is_upgraded_in_place_and_takes_audio_campaigns(tmp_path):
+    """Schema 2 had no 'audio-to-text' kind (its CHECK refuses one): opening such a store rebuilds the campaigns
+    table with the new CHECK in place; its campaigns, raters, tasks and append-only judgements stay as they were,
+    ids and all, and an audio-to-text campaign can join it."""
+    path = tmp_path / "v2.db"
+    with Store(path, create=True) as store:
+        toy_campaign(store, "demo", n_items=4, raters=2)
+        rate_campaign(store, "demo", lambda rater, system, item, bad: (60, 70))
+        before = store.judged_candidates("demo", history=True), store.campaign("demo")
+    # the store as schema 2 wrote it: its campaigns table (SQLite changes a CHECK by a new table, renamed) and
+    # its version number
+    old = _with_kinds("'source-to-text', 'image-to-text', 'chat', 'continuation'")
+    old_table = old[old.index("CREATE TABLE"):old.index(");") + 1]
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(old_table.replace("CREATE TABLE IF NOT EXISTS campaigns", "CREATE TABLE campaigns_v2"))
+        conn.execute("INSERT INTO campaigns_v2 SELECT * FROM campaigns")
+        conn.execute("DROP TABLE campaigns")
+        conn.execute("ALTER TABLE campaigns_v2 RENAME TO campaigns")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute("INSERT INTO campaigns (name, kind, created, spec) VALUES ('x', 'audio-to-text', 't', '{}')")
+    conn.close()
+
+    with Store(path) as store:  # opening it upgrades it
+        assert (store.judged_candidates("demo", history=True), store.campaign("demo")) == before
+        store.add_campaign(CampaignPlan("speech", "audio-to-text", {}, [("a", "/a")],
+                                        [(0, "data:audio/wav;base64,UklGRg==", "zero")],
+                                        [PlannedCandidate(0, 0, "zero")],
+                                        [PlannedRater("rater1", "q" * 24, [PlannedTask(0, [0])])]))
+        kinds = {c["name"]: c["kind"] for c in store.campaigns()}
+    assert kinds == {"demo": "source-to-text", "speech": "audio-to-text"}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'campaigns'").fetchone()[0]
+        assert "'audio-to-text'" in sql and "campaigns_new" not in sql
+    conn.close()

@@ -8,13 +8,27 @@ from html.parser import HTMLParser
 import markdown
 import pytest
 
-from qkv.report.card import Card, Example, Examples, Pairs, Picture, Pre, Section, Table, Text
+from qkv.report.card import Audio, Card, Example, Examples, Pairs, Picture, Pre, Section, Table, Text
 from qkv.report.render import CSP, fenced, md_text, to_html, to_markdown
 
 XSS = "<img src=x onerror=alert(1)>"
 # a 1×1 PNG: the smallest picture that is one
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8"
                     "cfc000000301010018dd8db00000000049454e44ae426082")
+
+
+def wav_bytes(n: int = 160) -> bytes:
+    """A WAV file of n silent 16-bit samples at 16 kHz."""
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\0\0" * n)
+    return buf.getvalue()
 
 
 class Parsed(HTMLParser):
@@ -44,6 +58,8 @@ def card_of_markup() -> Card:
             Picture(PNG, f"alt {XSS}", f"caption {XSS}", link="loss.png"),
             Examples([Example([(f"label {XSS}", f"output {XSS}\n```\nmore")], Picture(PNG, f"alt {XSS}"))]),
             Examples([Example([("prompt", f"a {XSS}"), ("continuation", f"b {XSS}")])], table=True),
+            Audio(wav_bytes(), f"recording {XSS}", f"where {XSS}"),
+            Examples([Example([("transcript", f"heard {XSS}")], audio=Audio(wav_bytes(), f"clip {XSS}"))], columns=3),
         ])], footer=f"footer {XSS}")
 
 
@@ -100,3 +116,20 @@ def test_a_fence_is_longer_than_any_run_of_backticks_inside():
     assert fenced("plain") == "```\nplain\n```"
     assert fenced("a ``` b").startswith("````\n") and fenced("a ``` b").endswith("\n````")
     assert fenced("`````").startswith("``````\n")
+
+
+def test_a_recording_is_an_inline_player_the_reader_starts_and_a_note_in_markdown():
+    card = card_of_markup()
+    parsed = Parsed(to_html(card))
+    players = parsed.tags("audio")
+    assert len(players) == 2  # the Audio block and the example's recording
+    for a in players:
+        assert a["src"].startswith("data:audio/wav;base64,UklGR")  # a whole WAV file ("RIFF"), inline
+        assert "controls" in a and "autoplay" not in a
+    assert {a["aria-label"] for a in players} == {f"recording {XSS}", f"clip {XSS}"}
+    assert "media-src data:" in CSP  # the page's policy plays data: recordings and fetches nothing
+    md = to_markdown(card)
+    rendered = Parsed(markdown.markdown(md, extensions=["tables", "fenced_code"]))
+    text = "".join(rendered.text)
+    assert f"recording in report.html: recording {XSS}" in text and f"where {XSS}" in text
+    assert f"heard {XSS}" in text and not rendered.tags("audio") and "base64" not in md

@@ -6,7 +6,8 @@
   const base = `/api/rate/${encodeURIComponent(token)}`;
   // what the raters see, by the campaign's kind (what its runs can do)
   const NAMES = { "source-to-text": ["Source", "Output"], "image-to-text": ["Image", "Caption"],
-                  chat: ["Question", "Answer"], continuation: ["Prompt", "Continuation"] };
+                  "audio-to-text": ["Recording", "Transcript"], chat: ["Question", "Answer"],
+                  continuation: ["Prompt", "Continuation"] };
   let status = null, task = null, state = null;  // state: {cands: {id: {accuracy, fluency, words: [...]}}, pref}
 
   function words(text) {  // [{start, end, text}] in code points
@@ -57,12 +58,20 @@
 
   function render() {
     const [srcName, candName] = NAMES[status.kind] || NAMES["source-to-text"];
+    qkv.$("#i-read").textContent = status.kind === "audio-to-text" ? "Listen to" : "Read";
     qkv.$("#i-source").textContent = srcName.toLowerCase();
     qkv.$("#i-cand").textContent = candName.toLowerCase();
     qkv.$("#source-label").textContent = srcName;
     if (status.kind === "image-to-text") {  // a PNG data URL the campaign stored: shown as an image, never as markup
       qkv.$("#source").replaceChildren(qkv.el("img", { src: task.source.startsWith("data:image/png;base64,") ? task.source : "",
                                                        alt: "the image to describe", class: "rated-image" }));
+    } else if (status.kind === "audio-to-text") {  // a WAV data URL the campaign stored: the browser's own player,
+      // started by the rater (no autoplay); anything else in the field is never played
+      const wav = task.source.startsWith("data:audio/wav;base64,") ? task.source : null;
+      qkv.$("#source").replaceChildren(wav ? qkv.el("audio", { src: wav, controls: true, preload: "metadata",
+                                                               "aria-label": "the recording to transcribe",
+                                                               class: "rated-audio" })
+                                           : qkv.el("i", {}, "(this item's recording cannot be played)"));
     } else {
       qkv.$("#source").textContent = task.source;
     }
