@@ -186,7 +186,10 @@ def beam_search(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, 
 def beam_search_nbest(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, cfg: SequenceDecoding,
                       vocab_size: int | None = None) -> list[list[Hypothesis]]:
     """Batched beam search -> every finished `Hypothesis` of each sentence, best score first (the n-best
-    list; at least one, at most 2·beam: each step may finish up to `beam` of them)."""
+    list; at least one). EOS counts only from the top `beam` candidates of a step (fairseq), and a sentence is
+    done once `beam` hypotheses have finished and no live beam scores above the `beam`-th of them at its current
+    length (Hugging Face's rule; fairseq stops at `beam` finished, which let a character model's junk beams,
+    ending one letter in, beat the word still being spelled)."""
     B, K, device = src.size(0), cfg.beam, src.device
     limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, model.config.max_seq_len)
     L = max(limit)
@@ -230,8 +233,12 @@ def beam_search_nbest(model, src: Tensor, src_mask: Tensor, bos_id: int, eos_id:
                 for beam, tok, s in chosen:
                     finished[sent].append(Hypothesis(seq_list[i * K + beam] + [tok], s, s / lp(n_gen), False))
                 continue
-            if len(finished[sent]) >= K or not chosen:
+            if not chosen:
                 continue
+            if len(finished[sent]) >= K:  # done unless a live beam still scores above the K-th finished one
+                kth = sorted((h.score for h in finished[sent]), reverse=True)[K - 1]
+                if chosen[0][2] / lp(n_gen) <= kth:  # chosen[0]: the best live beam (scores only fall with α = 0)
+                    continue
             chosen += [(0, model.config.pad_id, float("-inf"))] * (K - len(chosen))  # dead slots
             next_active.append(sent)
             for beam, tok, s in chosen:

@@ -219,6 +219,63 @@ def test_beam_improves_on_greedy_somewhere():
     assert better >= 1
 
 
+class Scripted:
+    """A stand-in decoder whose next-token distribution is a function of the prefix (`probs`): what beam search
+    sees of a model, written out by hand. Its cache holds each row's prefix."""
+
+    class Cache:
+        def __init__(self, n):
+            self.rows = [[] for _ in range(n)]
+
+        def reorder(self, index):
+            self.rows = [list(self.rows[i]) for i in index.tolist()]
+
+    def __init__(self, probs, vocab=7):
+        from types import SimpleNamespace
+
+        self.probs, self.vocab = probs, vocab
+        self.config = SimpleNamespace(pad_id=PAD, max_seq_len=16)
+
+    def encode(self, src, src_mask):
+        return torch.zeros(src.size(0), src.size(1), 1)  # (B, S, 1): the source plays no part
+
+    def new_cache(self, n, length):
+        return Scripted.Cache(n)
+
+    def decode(self, memory, src_mask, step_input, cache, last_only=True):
+        out = torch.full((step_input.size(0), 1, self.vocab), -1e9)  # (N, 1, V)
+        for r, tok in enumerate(step_input[:, -1].tolist()):
+            if tok != BOS:
+                cache.rows[r].append(tok)
+            for t, p in self.probs(cache.rows[r]).items():
+                out[r, 0, t] = math.log(p)
+        return out
+
+
+def test_beam_search_does_not_stop_while_a_live_beam_beats_what_has_finished():
+    """A character model's case (a speech run: "seven" under greedy, "five" under beam 4): the junk beams of one
+    unlikely first letter each end at once (EOS ranks in the top K), so K hypotheses finish at log P ≈ -3.4 while
+    the likely word ("a a a", log P ≈ -0.3) is still being spelled. Stopping at K finished returned junk, worse
+    than greedy; the search goes on while the best live beam scores above the K-th finished one."""
+    A, B_, C, D = 3, 4, 5, 6
+
+    def probs(prefix):
+        if not prefix or (all(t == A for t in prefix) and len(prefix) < 3):
+            return {A: 0.91, B_: 0.03, C: 0.03, D: 0.02, EOS: 0.01}
+        return {EOS: 0.97, A: 0.01, B_: 0.01, C: 0.01}  # "a a a" is complete; any other letter ends the word
+
+    m = Scripted(probs)
+    src, mask = torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool)
+    greedy = greedy_decode(m, src, mask, BOS, EOS, 0.0, 8)
+    assert greedy == [[A, A, A]]
+    for beam in (2, 4, 6):
+        for alpha in (0.0, 0.6):
+            cfg = SequenceDecoding(beam=beam, length_penalty=alpha, max_len_a=0.0, max_len_b=8)
+            best = beam_search(m, src, mask, BOS, EOS, cfg)[0]
+            assert best.tokens == [A, A, A], (beam, alpha, best)
+            assert best.logprob == pytest.approx(3 * math.log(0.91) + math.log(0.97), abs=1e-5)  # fp32 logits
+
+
 def test_translate_ids_keeps_input_order_across_batches():
     m = random_model()
     src, mask = _src([7, 2, 5, 3, 6])
