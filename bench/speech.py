@@ -2,7 +2,7 @@
 attention decoder against CTC, the MFCC + linear baseline, and the real-time factor.
 
     QKV_DATA_DIR=../shared/data python bench/speech.py OUT_DIR [--minutes 10] [--threads 2] [--only NAME ...]
-        [--loso-minutes 4] [--jobs 1]
+        [--loso-minutes 4] [--commands-minutes M] [--jobs 1]
 
 Experiments (``--only`` picks some; each trains a preset for ``--minutes`` by the clock, then ``qkv eval --json``):
 
@@ -42,10 +42,12 @@ NO_AUG = ["--data.speeds", "[1.0]", "--data.gain_db", "[0.0, 0.0]", "--data.nois
 CTC = ["--model.head", "ctc", "--model.n_decoder_layers", "0"]
 
 
-def experiments(minutes: float, loso_minutes: float) -> dict[str, tuple[str, list[str], float]]:
+def experiments(minutes: float, loso_minutes: float, commands_minutes: float | None = None
+                ) -> dict[str, tuple[str, list[str], float]]:
     """name -> (preset, extra flags, minutes)."""
+    cm = minutes if commands_minutes is None else commands_minutes
     out = {"digits": ("fsdd-digits", [], minutes), "digits-ctc": ("fsdd-digits", CTC, minutes),
-           "commands": ("speech-commands", [], minutes), "commands-ctc": ("speech-commands", CTC, minutes)}
+           "commands": ("speech-commands", [], cm), "commands-ctc": ("speech-commands", CTC, cm)}
     for s in SPEAKERS:
         out[f"loso-{s}"] = ("fsdd-digits", ["--data.source", "fsdd-connected", "--data.leave_out", s], loso_minutes)
         out[f"loso-noaug-{s}"] = ("fsdd-digits", ["--data.source", "fsdd-connected", "--data.leave_out", s,
@@ -146,6 +148,8 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--loso-minutes", type=float, default=4.0)
+    p.add_argument("--commands-minutes", type=float, default=None, help="the commands runs' budget (default: "
+                                                                        "--minutes)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="trainings at once (each with --threads threads)")
     p.add_argument("--only", nargs="+", help="experiments: mfcc digits digits-ctc loso loso-noaug commands "
@@ -154,7 +158,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(describe(args.threads), flush=True)
-    known = experiments(args.minutes, args.loso_minutes)
+    known = experiments(args.minutes, args.loso_minutes, args.commands_minutes)
     wanted = args.only or ["mfcc", "digits", "digits-ctc", "loso", "loso-noaug", "commands", "commands-ctc", "rtf"]
     names = []
     for w in wanted:
