@@ -39,7 +39,7 @@ from machine import describe
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 NO_AUG = ["--data.speeds", "[1.0]", "--data.gain_db", "[0.0, 0.0]", "--data.noise_snr_db", "[]",
           "--data.spec_augment", "false"]
-CTC = ["--model.head", "ctc", "--model.n_decoder_layers", "0"]
+CTC = ["--model.head", "ctc", "--model.n_decoder_layers", "0", "--train.ctc_weight", "0"]
 
 
 def experiments(minutes: float, loso_minutes: float, commands_minutes: float | None = None

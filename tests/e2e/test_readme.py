@@ -1,7 +1,7 @@
 """The Python examples of the README and of the Python API guide (docs/guides/python-api.md), run as written:
 their code blocks execute against small runs of each kind, made here under the run-directory names the pages use
-(runs/shakespeare, runs/multi30k-de-en, runs/chat-qa-skills, runs/digits-dit, runs/shapes-caption, and the
-scenes/ folder `qkv data scenes` writes). The guide's training block runs too, shrunk to a few steps by wrapping
+(runs/shakespeare, runs/multi30k-de-en, runs/chat-qa-skills, runs/digits-dit, runs/shapes-caption, runs/fsdd-digits,
+and the scenes/ folder `qkv data scenes` writes). The guide's training block runs too, shrunk to a few steps by wrapping
 `run_task` (its lines and names stay the guide's)."""
 
 import re
@@ -30,6 +30,9 @@ RUNS = {
     "runs/shapes-caption": ["--preset", "shapes-caption", "--model.d_model", "32",
                             "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--data.val_scenes",
                             "4", "--train.batch_size", "4", "--train.precision", "fp32"],
+    "runs/fsdd-digits": ["--preset", "fsdd-digits", "--model.d_model", "32", "--model.n_heads", "2",
+                         "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--data.val_size", "4",
+                         "--train.batch_size", "4", "--train.precision", "fp32"],
 }
 
 

@@ -146,3 +146,17 @@ def test_the_ctc_baseline_trains_and_decodes_through_the_same_commands(folders, 
     assert_user_error(rc, err, "CTC run")
     rc, _, err = qkv(capsys, "attention", run, "--audio", wav, "--out", tmp_path / "a.png")
     assert_user_error(rc, err, "no cross-attention")
+
+
+def test_joint_ctc_attention_logs_both_terms_and_refuses_a_weight_out_of_range(folders, tmp_path, capsys):
+    run = tmp_path / "joint"
+    rc, out, err = qkv(capsys, "train", "--config", preset("fsdd-digits"), "--data.source", folders["train"],
+                       *SPEECH_ARGS, "--train.ctc_weight", "0.3", "--train.max_steps", "20", "--out", run)
+    assert rc == 0, err
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in logged if "train_ctc" in m][-1]
+    assert last["train_ctc"] > 0 and last["train_nll"] > 0  # both terms of (1 − λ)·CE + λ·CTC
+    rc, _, err = qkv(capsys, "train", "--config", preset("fsdd-digits"), "--data.source", folders["train"],
+                     *SPEECH_ARGS, "--train.ctc_weight", "1.0", "--out", tmp_path / "bad")
+    assert_user_error(rc, err, "ctc_weight")
+    assert not (tmp_path / "bad").exists()

@@ -34,7 +34,7 @@ V vocabulary (characters and <pad>/<bos>/<eos>).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,13 @@ def states_of(frames: int) -> int:
     return (frames + 1) // 2
 
 
+class JointOutput(NamedTuple):
+    """What joint CTC–attention training reads from one forward pass."""
+
+    logits: Tensor  # (B, T, V): the decoder's, teacher-forced
+    ctc_logits: Tensor  # (B, S, V): each encoder state's, for the CTC term
+
+
 class Transcriber(Seq2Seq):
     """`Seq2Seq` built through its own constructor, with the source side replaced: log-mel frames in, not ids."""
 
@@ -132,6 +139,18 @@ class Transcriber(Seq2Seq):
         self.conv2 = nn.Conv1d(cfg.d_model, cfg.d_model, kernel_size=3, stride=2, padding=1)
         self.register_buffer("frame_pos", sinusoidal_table(cfg.max_states, cfg.d_model), persistent=False)  # (S, C)
         return nn.Embedding(cfg.vocab_size, cfg.d_model)
+
+    def _init_weights(self) -> None:
+        """`Seq2Seq`'s initialisation, then He's for the stem's convolutions (normal, fan-in, ReLU gain; zero
+        biases). PyTorch's default (uniform, gain 1/√3) lets a log-mel (std ~0.5) enter the encoder at ~0.05 per
+        feature, varying by ~0.02 over time, under the sinusoidal positions' 0.71: the encoder starts out reading
+        almost nothing but positions, and a 1.8M-parameter model of the fsdd-digits preset was still at the
+        language-model plateau (val loss 0.49, 94% WER) after 820 updates. With He's, the stem's output is ~0.37
+        per feature and varies ~7× more (measured on an FSDD clip)."""
+        super()._init_weights()
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
 
     # ------------------------------------------------------------------------------------------ the encoder
     def stem(self, mel: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -178,12 +197,21 @@ class Transcriber(Seq2Seq):
         return self.lm_head(self.dec_norm(memory))  # (B, S, V)
 
     def forward(self, src: Tensor, src_mask: Tensor | None, tgt_in: Tensor | None = None,
-                tgt_out: Tensor | None = None, **kwargs) -> Seq2SeqOutput:
+                tgt_out: Tensor | None = None, *, encoder_ctc: bool = False, **kwargs):
         """Attention head: `Seq2Seq.forward` (teacher forcing). CTC head: the per-state logits (B, S, V) in the
-        output's `logits` (the text is not read; the CTC loss is the task's)."""
+        output's `logits` (the text is not read; the CTC loss is the task's).
+
+        encoder_ctc=True (attention head, joint CTC–attention training): a `JointOutput`, the decoder's logits
+        (B, T, V) and the encoder states' CTC logits (B, S, V) through the same norm and output layer, from one
+        pass of the encoder."""
         if self.config.head == "ctc":
             return Seq2SeqOutput(self.ctc_logits(src, src_mask), None, None)
-        return super().forward(src, src_mask, tgt_in, tgt_out, **kwargs)
+        if not encoder_ctc:
+            return super().forward(src, src_mask, tgt_in, tgt_out, **kwargs)
+        if src_mask is None:
+            src_mask = self.source_mask(src)
+        memory = self.encode(src, src_mask)  # (B, S, C)
+        return JointOutput(self.decode(memory, src_mask, tgt_in), self.lm_head(self.dec_norm(memory)))
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # the tied lm_head is counted once

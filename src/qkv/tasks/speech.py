@@ -57,11 +57,16 @@ from qkv.training.config import TrainConfig
 @dataclass
 class SpeechTrainConfig(TrainConfig):
     label_smoothing: float = 0.0  # ε of the label-smoothed cross-entropy (attention head)
+    # attention head: λ of the joint loss (1 − λ)·cross-entropy + λ·CTC of the encoder states (Watanabe et al. 2017);
+    # the CTC term makes the encoder's states line up with the letters early, which the decoder's attention then finds
+    ctc_weight: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
 
 
 def _speech_decoding() -> SequenceDecoding:
@@ -252,9 +257,15 @@ class SpeechTask(Task):
             logits = model(mel, mask, batch["tgt_in"]).logits  # (B, S, V): one distribution per encoder state
             loss, n = ctc_loss(logits, mask.sum(1), batch["tgt_out"], state.tok.pad_id, state.tok.eos_id)
             return loss, {"chars": n, "ctc": (loss.item() * n, n)}
-        logits = model(mel, mask, batch["tgt_in"]).logits
-        loss, nll, n = smoothed_loss(logits, batch["tgt_out"], state.cfg.train.label_smoothing)
-        return loss, {"tokens": n, "nll": (nll.item() * n, n)}
+        lam = state.cfg.train.ctc_weight
+        if lam == 0:
+            logits = model(mel, mask, batch["tgt_in"]).logits
+            loss, nll, n = smoothed_loss(logits, batch["tgt_out"], state.cfg.train.label_smoothing)
+            return loss, {"tokens": n, "nll": (nll.item() * n, n)}
+        out = model(mel, mask, batch["tgt_in"], encoder_ctc=True)  # the decoder's logits and the encoder's CTC logits
+        ce, nll, n = smoothed_loss(out.logits, batch["tgt_out"], state.cfg.train.label_smoothing)
+        ctc, chars = ctc_loss(out.ctc_logits, mask.sum(1), batch["tgt_out"], state.tok.pad_id, state.tok.eos_id)
+        return (1 - lam) * ce + lam * ctc, {"tokens": n, "nll": (nll.item() * n, n), "ctc": (ctc.item() * chars, chars)}
 
     def loss_terms(self, batch) -> int:
         return int((batch["tgt_out"] != -100).sum())

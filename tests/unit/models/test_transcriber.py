@@ -70,6 +70,22 @@ def test_the_ctc_head_reads_every_encoder_state_and_uses_every_parameter():
     assert unused == []  # DDP needs every parameter in the graph
 
 
+def test_joint_ctc_attention_reads_both_heads_from_one_pass():
+    """encoder_ctc=True: the decoder's logits are the plain forward's, and the CTC logits are the encoder states
+    through the decoder's norm and output layer (every parameter gets a gradient from the joint loss)."""
+    m = small()
+    g = torch.Generator().manual_seed(2)
+    batch = collate([torch.randn(80, n, generator=g) for n in (30, 52)])
+    mask = m.memory_mask(batch["frames"], batch["mel"].size(-1))
+    tgt = torch.randint(3, 20, (2, 5), generator=g)
+    out = m(batch["mel"], mask, tgt, encoder_ctc=True)
+    torch.testing.assert_close(out.logits, m(batch["mel"], mask, tgt).logits, atol=0, rtol=0)
+    torch.testing.assert_close(out.ctc_logits, m.lm_head(m.dec_norm(m.encode(batch["mel"], mask))), atol=0, rtol=0)
+    assert out.ctc_logits.shape == (2, 26, 20)
+    (out.logits.sum() + out.ctc_logits.sum()).backward()
+    assert [n for n, p in m.named_parameters() if p.grad is None] == []
+
+
 @pytest.mark.parametrize("kw, needle", [
     (dict(head="ctc"), "n_decoder_layers = 0"),
     (dict(head="ctc", n_decoder_layers=0, tie_embeddings=False), "tie_embeddings"),
