@@ -28,15 +28,20 @@ def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> tu
 def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, tgt_out: torch.Tensor, blank: int, eos: int
              ) -> tuple[torch.Tensor, int]:
     """Connectionist temporal classification (Graves et al. 2006) of per-state logits (B, S, V) against the texts
-    of a batch: (the mean over the batch of each text's −log P(text | recording) divided by its length, the number
-    of characters). `lengths` (B,) are the real states of each row; the texts are read from `tgt_out` (text + EOS,
-    -100 at padding), EOS and padding dropped. P sums over every path of S symbols that collapses to the text when
-    repeats are merged and blanks removed (`torch.nn.functional.ctc_loss`, its "mean" reduction)."""
+    of a batch: (Σ over the batch of −log P(text | recording), divided by the batch's output symbols, the count of
+    `tgt_out` that is not -100; that count). `lengths` (B,) are the real states of each row; the texts are read
+    from `tgt_out` (text + EOS, -100 at padding), EOS and padding dropped. P sums over every path of S symbols that
+    collapses to the text when repeats are merged and blanks removed (`torch.nn.functional.ctc_loss`).
+
+    The denominator is what the decoder's cross-entropy averages over (characters + EOS): the trainer weights
+    each process's and micro-batch's loss by that count (`loss_terms`), so a sum divided by it is what one
+    process computes on the whole batch (2 processes == 1), and a joint loss mixes two means of one unit."""
     import torch.nn.functional as F
 
     keep = (tgt_out != -100) & (tgt_out != eos)  # (B, T): the characters
     targets = tgt_out[keep]  # (ΣT,) concatenated
     target_lengths = keep.sum(1)  # (B,)
+    terms = int((tgt_out != -100).sum())  # characters + EOS: the cross-entropy's terms
     log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (S, B, V), as ctc_loss takes it
-    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=blank, reduction="mean", zero_infinity=True)
-    return loss, int(target_lengths.sum())
+    nll = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True)
+    return nll / max(terms, 1), terms
