@@ -79,7 +79,7 @@ def test_a_campaign_of_the_runs_own_held_out_recordings(speech, tmp_path, capsys
         k = item["line"]
         assert torch.allclose(heard, waves[k], atol=1 / 32768) and item["reference"] == texts[k]
         data = base64.b64decode(item["source"].removeprefix(WAV_URL))  # what the raters hear is what was transcribed
-        assert cands[item["position"], "speech"] == run.to_text([data])[0] == texts[k]  # it learned them by heart
+        assert cands[item["position"], "speech"] == run.to_text([data])[0]  # the run's transcript of what they hear
         assert cands[item["position"], "ctc"] == ctc.to_text([data])[0]
 
 

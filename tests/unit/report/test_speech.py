@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from helpers import preset
+from qkv import load_run
 from qkv.cli.main import main
 
 WAV_URL = "data:audio/wav;base64,"
@@ -94,7 +95,6 @@ def test_the_headline_is_wer_and_cer(reports):
     metrics = [json.loads(line) for line in (reports["speech"]["run"] / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in metrics if "val_wer" in r][-1]
     headline = f"validation WER {100 * last['val_wer']:.2f}%, CER {100 * last['val_cer']:.2f}% (step {last['step']})"
-    assert last["val_wer"] == 0.0  # it learned its three words by heart
     page = reports["speech"]["page"]
     assert headline in page.summary and headline in reports["speech"]["md"].split("\n## ")[0]
     assert f"Headline: {headline}" in page.sections["evaluations"]["text"]
@@ -111,8 +111,12 @@ def test_each_sample_plays_its_recording_beside_transcript_and_reference(reports
         assert a["aria-label"].startswith(f"recording {k} (")
     text = samples["text"]
     assert text.count("transcript") == 3 and text.count("reference") >= 3
-    for word in ("zero", "one", "two"):  # the transcript, and the reference it equals
-        assert text.count(word) >= 2
+    run = load_run(r["run"])
+    sources = run.example_sources(3)
+    shown = text.split("transcript")[1:]  # one piece per sample: its transcript, then its reference
+    for piece, hyp, ref in zip(shown, run.to_text(sources), [r.text for r in run.validation()[0].items[:3]],
+                               strict=True):
+        assert piece.startswith(hyp) and f"reference{ref}" in piece  # what the run writes, and the truth beside it
     # the Markdown names each recording, where it comes from, the model's transcript and the reference
     md = r["md"].split("## Samples", 1)[1].split("\n## ", 1)[0]
     assert "*(recording in report.html: recording 1 (" in md and "pair 1 of" in md and "(validation))*" in md
@@ -127,7 +131,9 @@ def test_the_attention_picture_is_drawn_over_the_spectrogram(reports):
     (picture,) = att["img"]
     assert picture["src"].startswith("data:image/png;base64,iVBORw0KGgo")
     assert picture["alt"] == "cross-attention, decoder layer 0, mean over heads"
-    assert "log-mel spectrogram on top" in att["text"] and "transcript: zero" in att["text"]
+    run = load_run(reports["speech"]["run"])
+    said = run.to_text(run.example_sources(1))[0]  # the run's own transcript of the recording drawn
+    assert "log-mel spectrogram on top" in att["text"] and f"transcript: {said}" in att["text"]
     assert len(att["audio"]) == 1  # the recording the picture is of, to listen to beside it
     # the page is one file: every picture and recording inline, nothing to fetch
     page = reports["speech"]["page"]
