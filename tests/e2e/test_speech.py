@@ -43,8 +43,9 @@ def learned(folders, tmp_path_factory):
 
 
 def test_a_tiny_run_learns_three_digits_from_30_recordings(learned, folders, capsys):
-    """Measured (fp32, 1 thread, AMD EPYC Zen 4, seeds 1337/1/2/3): 100, 93.3, 100, 100% of the 15 held-out takes
-    (takes 0-4 of the same speaker) transcribed exactly; chance is 33%."""
+    """Measured (fp32, 1 thread, AMD EPYC Zen 4, seeds 1337/1/2/3): 100, 100, 100, 100% of the 15 held-out takes
+    (takes 0-4 of the same speaker) transcribed exactly with the stem's He init (100, 93.3, 100, 100% before it);
+    chance is 33%."""
     rc, out, _ = qkv(capsys, "eval", learned, "--data", folders["test"], "--json")
     assert rc == 0
     group = json.loads(out)["groups"][0]
