@@ -111,6 +111,26 @@ def more_runs(tmp_path_factory) -> dict:
         torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def ctc_speech_run(more_runs, tmp_path_factory):
+    """A transcriber with a CTC head (no decoder) trained 4 steps on the speech run's folder (30 FSDD clips), once
+    per session: a transcript to show and no cross-attention, not a good model."""
+    from helpers import preset
+    from serve_fixtures import _train
+    from speech_fixtures import SPEECH_ARGS
+
+    data = more_runs["speech"].parent / "speech-data"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(["--config", preset("fsdd-digits"), "--data.source", str(data), *SPEECH_ARGS, "--model.head",
+                       "ctc", "--model.n_decoder_layers", "0", "--train.max_steps", "4", "--train.decay_steps", "4",
+                       "--train.warmup_steps", "1", "--train.eval_interval", "4", "--train.full_eval_interval", "4"],
+                      tmp_path_factory.mktemp("ctc") / "ctc")
+    finally:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture
 def data_dir(shared_data, monkeypatch, tmp_path):
     """The corpora's folder, offline: QKV_DATA_DIR points at it and the download cache is an empty tmp folder

@@ -287,9 +287,9 @@ def read_wav(source: str | Path | bytes, rate: int = SAMPLE_RATE,
     return torch.from_numpy(x.astype(np.float32)), notes
 
 
-def write_wav(path: str | Path, wave: Tensor | np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """Write a mono float waveform (N,) in [-1, 1] as a 16-bit PCM WAV file, atomically (values beyond ±1 are
-    clipped). `read_wav` gives it back within 1 / 32768."""
+def wav_bytes(wave: Tensor | np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """A mono float waveform (N,) in [-1, 1] as the bytes of a 16-bit PCM WAV file (values beyond ±1 are clipped):
+    what `write_wav` writes, for a data URL or a download."""
     from scipy.io import wavfile
 
     x = wave.detach().to("cpu", torch.float64).numpy() if isinstance(wave, Tensor) else np.asarray(wave, np.float64)
@@ -301,7 +301,13 @@ def write_wav(path: str | Path, wave: Tensor | np.ndarray, rate: int = SAMPLE_RA
     pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")  # (N,) int16: x · 2^15, rounded
     buffer = io.BytesIO()
     wavfile.write(buffer, rate, pcm)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_wav(path: str | Path, wave: Tensor | np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write a mono float waveform (N,) in [-1, 1] as a 16-bit PCM WAV file, atomically (values beyond ±1 are
+    clipped). `read_wav` gives it back within 1 / 32768."""
+    atomic_write_bytes(path, wav_bytes(wave, rate))
 
 
 # ------------------------------------------------------------------------------------------------ the mel scale

@@ -286,15 +286,14 @@ def _image_url(run, source) -> str:
 
 def audio_url(run, source, label: str = "the recording", notes: list[str] | None = None) -> str:
     """A recording (a waveform, or a WAV file's path in a src file) as a ``data:audio/wav;base64,...`` URL of what
-    the run reads: 16-bit PCM mono at the run's rate (`qkv.data.audio.write_wav`), cut to the model's length and
+    the run reads: 16-bit PCM mono at the run's rate (`qkv.data.audio.wav_bytes`), cut to the model's length and
     to MAX_AUDIO_S seconds. Each conversion or cut is a line in `notes`, starting with the file's path or `label`;
     a file the run cannot read is a QKVError starting with `label`."""
     import base64
-    import tempfile
 
     import torch
 
-    from qkv.data.audio import SAMPLE_RATE, write_wav
+    from qkv.data.audio import SAMPLE_RATE, wav_bytes
 
     notes = notes if notes is not None else []
     try:
@@ -311,10 +310,7 @@ def audio_url(run, source, label: str = "the recording", notes: list[str] | None
         notes.append(f"{label}: {len(wave) / SAMPLE_RATE:.1f} s, cut to the first {MAX_AUDIO_S:g} s (the most a "
                      "rater is played)")
         wave = wave[:most]
-    with tempfile.TemporaryDirectory() as tmp:  # write_wav writes a file (atomically): the WAV's bytes from it
-        path = Path(tmp) / "source.wav"
-        write_wav(path, wave, SAMPLE_RATE)
-        return "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return "data:audio/wav;base64," + base64.b64encode(wav_bytes(wave, SAMPLE_RATE)).decode("ascii")
 
 
 def sample_items(items: list, n: int, seed: int) -> list:

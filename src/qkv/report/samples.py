@@ -129,7 +129,7 @@ def _reference_pairs_of(run, sources: list) -> list[tuple[str | None, str | None
 def recording(run, source, label: str) -> tuple[Audio, list[Text]]:
     """An audio source as the page plays it: what the run reads (16-bit WAV), cut to AUDIO_SECONDS; notes for
     the run's conversions and the cut. `label` names it ("recording 1"); a file's path is where it comes from."""
-    from qkv.data.audio import SAMPLE_RATE, write_wav
+    from qkv.data.audio import SAMPLE_RATE, wav_bytes
 
     wave, said = run.read_source(source)
     notes = [Text(f"{label}: {said}")] if said else []
@@ -137,7 +137,7 @@ def recording(run, source, label: str) -> tuple[Audio, list[Text]]:
     if len(wave) > most:
         notes.append(Text(f"{label}: {len(wave) / SAMPLE_RATE:.1f} s, the page plays the first {AUDIO_SECONDS:g} s"))
         wave = wave[:most]
-    wav = drawn(lambda path: write_wav(path, wave, SAMPLE_RATE), "recording.wav")
+    wav = wav_bytes(wave, SAMPLE_RATE)
     where = str(source) if isinstance(source, str) else ""
     return Audio(wav, f"{label} ({len(wave) / SAMPLE_RATE:.2f} s)", where), notes
 

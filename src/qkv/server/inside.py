@@ -14,21 +14,14 @@ from __future__ import annotations
 import base64
 
 from fastapi import APIRouter, Request
-from pydantic import Field
 
 from qkv.errors import QKVError
 from qkv.explain import TOPICS, applies, check_audio, explain
 from qkv.server.playground import MEDIA, _checked, _run, _served, data_url_bytes, image_bytes
-from qkv.server.schemas import MAX_AUDIO, ExplainRequest
+from qkv.server.schemas import ExplainRequest
 from qkv.server.served import HTTPError
 
 router = APIRouter(prefix="/api", tags=["look inside"])
-
-
-class ExplainAudioRequest(ExplainRequest):
-    """`ExplainRequest` and a recording for a speech run: a WAV file as a data URL (data:audio/wav;base64,...)."""
-
-    audio: str | None = Field(None, min_length=1, max_length=MAX_AUDIO)
 
 
 @router.get("/explain/topics")
@@ -41,7 +34,7 @@ async def topics() -> list[dict]:
 
 
 @router.post("/runs/{name}/explain/{topic}")
-async def explain_topic(request: Request, name: str, topic: str, req: ExplainAudioRequest) -> dict:
+async def explain_topic(request: Request, name: str, topic: str, req: ExplainRequest) -> dict:
     s = _served(request, name)
     if topic not in TOPICS:
         raise HTTPError(404, f"unknown topic {topic!r}; the topics are: {', '.join(TOPICS)}")

@@ -110,12 +110,13 @@ class NoiseRequest(Strict):
 
 
 class ExplainRequest(Strict):
-    """`qkv explain TOPIC RUN --text/--src/--image/--prompt --layer --head --seed`, and whether to draw the
+    """`qkv explain TOPIC RUN --text/--src/--image/--audio/--prompt --layer --head --seed`, and whether to draw the
     pictures."""
 
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     src: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE)  # a data URL, for a run that reads images
+    audio: str | None = Field(None, min_length=1, max_length=MAX_AUDIO)  # a WAV data URL, for a run that reads audio
     prompt: str | None = Field(None, min_length=1, max_length=200)
     layer: int | None = Field(None, ge=-64, le=63)
     head: int | None = Field(None, ge=-64, le=63)

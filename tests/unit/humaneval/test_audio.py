@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_user_error, preset, qkv, rate_campaign
+from helpers import assert_user_error, qkv, rate_campaign
 from qkv.data.audio import SAMPLE_RATE, read_wav
 from qkv.humaneval.store import Store
 from qkv.tasks import load_run
@@ -29,22 +29,9 @@ WAV_URL = "data:audio/wav;base64,"
 
 
 @pytest.fixture(scope="module")
-def speech(more_runs, tmp_path_factory) -> dict:
-    """The session's speech run, its speech folder (30 FSDD clips), and a CTC run trained 4 steps on it."""
-    from serve_fixtures import _train
-    from speech_fixtures import SPEECH_ARGS
-
-    data = more_runs["speech"].parent / "speech-data"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ctc = _train(["--config", preset("fsdd-digits"), "--data.source", str(data), *SPEECH_ARGS, "--model.head",
-                      "ctc", "--model.n_decoder_layers", "0", "--train.max_steps", "4", "--train.decay_steps", "4",
-                      "--train.warmup_steps", "1", "--train.eval_interval", "4", "--train.full_eval_interval", "4"],
-                     tmp_path_factory.mktemp("ctc") / "ctc")
-    finally:
-        torch.set_num_threads(n)
-    return {"speech": more_runs["speech"], "ctc": ctc, "data": data}
+def speech(more_runs, ctc_speech_run) -> dict:
+    """The session's speech run, its speech folder (30 FSDD clips), and the session's CTC run trained 4 steps on it."""
+    return {"speech": more_runs["speech"], "ctc": ctc_speech_run, "data": more_runs["speech"].parent / "speech-data"}
 
 
 def wave_of(url: str) -> torch.Tensor:

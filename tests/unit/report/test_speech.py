@@ -14,9 +14,7 @@ from html.parser import HTMLParser
 
 import markdown
 import pytest
-import torch
 
-from helpers import preset
 from qkv import load_run
 from qkv.cli.main import main
 
@@ -55,22 +53,10 @@ class Page(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def reports(more_runs, tmp_path_factory) -> dict:
+def reports(more_runs, ctc_speech_run, tmp_path_factory) -> dict:
     """`qkv report` of the speech run and of a CTC run trained 4 steps on the same folder: {name: {html, md, page}}."""
-    from serve_fixtures import _train
-    from speech_fixtures import SPEECH_ARGS
-
     folder = tmp_path_factory.mktemp("speech-reports")
-    data = more_runs["speech"].parent / "speech-data"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ctc = _train(["--config", preset("fsdd-digits"), "--data.source", str(data), *SPEECH_ARGS, "--model.head",
-                      "ctc", "--model.n_decoder_layers", "0", "--train.max_steps", "4", "--train.decay_steps", "4",
-                      "--train.warmup_steps", "1", "--train.eval_interval", "4", "--train.full_eval_interval", "4"],
-                     folder / "ctc")
-    finally:
-        torch.set_num_threads(n)
+    ctc = ctc_speech_run
     out = {}
     for name, run in (("speech", more_runs["speech"]), ("ctc", ctc)):
         with contextlib.redirect_stdout(io.StringIO()):

@@ -220,22 +220,9 @@ def test_a_recording_longer_than_the_model_reads_is_cut_with_a_note(served):
 
 # ------------------------------------------------------------------------------------------------ a CTC run
 @pytest.fixture(scope="module")
-def ctc_client(more_runs, tmp_path_factory):
+def ctc_client(ctc_speech_run):
     """A transcriber with a CTC head (no decoder), trained a few steps: a transcript to show, no cross-attention."""
-    from helpers import preset
-    from serve_fixtures import _train
-    from speech_fixtures import SPEECH_ARGS
-
-    data = more_runs["speech"].parent / "speech-data"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        path = _train(["--config", preset("fsdd-digits"), "--data.source", str(data), *SPEECH_ARGS, "--model.head",
-                       "ctc", "--model.n_decoder_layers", "0", "--train.max_steps", "4", "--train.decay_steps", "4",
-                       "--train.warmup_steps", "1", "--train.eval_interval", "4", "--train.full_eval_interval", "4"],
-                      tmp_path_factory.mktemp("ctc") / "ctc")
-    finally:
-        torch.set_num_threads(n)
+    path = ctc_speech_run
     runs = load_runs([path])
     return TestClient(create_app(runs, ServeConfig())), runs["ctc"].run
 
