@@ -2,7 +2,7 @@
 attention decoder against CTC, the MFCC + linear baseline, and the real-time factor.
 
     QKV_DATA_DIR=../shared/data python bench/speech.py OUT_DIR [--minutes 10] [--threads 2] [--only NAME ...]
-        [--loso-minutes 4] [--commands-minutes M] [--jobs 1]
+        [--loso-minutes 4] [--commands-minutes M] [--jobs 1] [--ablate-speaker nicolas]
 
 Experiments (``--only`` picks some; each trains a preset for ``--minutes`` by the clock, then ``qkv eval --json``):
 
@@ -15,6 +15,8 @@ Experiments (``--only`` picks some; each trains a preset for ``--minutes`` by th
 - ``loso``: leave one speaker out, all 6 folds (``data.leave_out``), each ``--loso-minutes``: connected WER on the
   speaker left out, with the speaker's accent. ``loso-noaug`` is the same without augmentation (what augmentation
   moved).
+- ``ablate``: one leave-one-speaker-out fold (``--ablate-speaker``) trained again without each augmentation in
+  turn (SpecAugment, speed perturbation, noise) and without any: what each moves on an unseen speaker.
 - ``commands`` / ``commands-ctc``: the speech-commands preset (espeak-ng sentences + connected digits): WER on the
   held-out voices and templates.
 - ``rtf``: greedy transcription of the digits run's test sets on 1 thread: seconds of compute per second of audio.
@@ -40,10 +42,14 @@ SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 NO_AUG = ["--data.speeds", "[1.0]", "--data.gain_db", "[0.0, 0.0]", "--data.noise_snr_db", "[]",
           "--data.spec_augment", "false"]
 CTC = ["--model.head", "ctc", "--model.n_decoder_layers", "0", "--train.ctc_weight", "0"]
+DECODINGS = {"greedy": ["--beam", "1", "--ctc-weight", "0"],  # the decoder alone (greedy CTC for a CTC run)
+             "joint": ["--beam", "4", "--ctc-weight", "0.3"]}  # beam 4, rescored with the CTC head (attention runs)
+ABLATIONS = {"nospec": ["--data.spec_augment", "false"], "nospeed": ["--data.speeds", "[1.0]"],
+             "nonoise": ["--data.noise_snr_db", "[]"], "noaug": NO_AUG}
 
 
-def experiments(minutes: float, loso_minutes: float, commands_minutes: float | None = None
-                ) -> dict[str, tuple[str, list[str], float]]:
+def experiments(minutes: float, loso_minutes: float, commands_minutes: float | None = None,
+                ablate_speaker: str = "nicolas") -> dict[str, tuple[str, list[str], float]]:
     """name -> (preset, extra flags, minutes)."""
     cm = minutes if commands_minutes is None else commands_minutes
     out = {"digits": ("fsdd-digits", [], minutes), "digits-ctc": ("fsdd-digits", CTC, minutes),
@@ -52,6 +58,9 @@ def experiments(minutes: float, loso_minutes: float, commands_minutes: float | N
         out[f"loso-{s}"] = ("fsdd-digits", ["--data.source", "fsdd-connected", "--data.leave_out", s], loso_minutes)
         out[f"loso-noaug-{s}"] = ("fsdd-digits", ["--data.source", "fsdd-connected", "--data.leave_out", s,
                                                   *NO_AUG], loso_minutes)
+    for v, flags in ABLATIONS.items():
+        out[f"ablate-{v}"] = ("fsdd-digits", ["--data.source", "fsdd-connected", "--data.leave_out", ablate_speaker,
+                                              *flags], loso_minutes)
     return out
 
 
@@ -71,14 +80,19 @@ def train_and_eval(name: str, preset: str, extra: list[str], minutes: float, thr
             sys.exit(f"{name}: training failed, see {log}")
     else:
         wall = None
-    ev = subprocess.run([sys.executable, "-m", "qkv", "eval", str(run), "--json"], env=env, capture_output=True,
-                        text=True)
-    if ev.returncode != 0:
-        sys.exit(f"{name}: eval failed:\n{ev.stderr[-2000:]}")
+    evals = {}
+    for decoding, flags in DECODINGS.items():
+        if decoding == "joint" and "ctc" in extra:  # a CTC run has no decoder to rescore
+            continue
+        ev = subprocess.run([sys.executable, "-m", "qkv", "eval", str(run), "--json", *flags], env=env,
+                            capture_output=True, text=True)
+        if ev.returncode != 0:
+            sys.exit(f"{name}: eval failed:\n{ev.stderr[-2000:]}")
+        evals[decoding] = json.loads(ev.stdout)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = max((m.get("step", 0) for m in metrics), default=0)
     return {"name": name, "preset": preset, "extra": extra, "minutes": minutes, "threads": threads, "wall_s": wall,
-            "updates": steps, "eval": json.loads(ev.stdout)}
+            "updates": steps, "eval": evals["greedy"], "evals": evals}
 
 
 def mfcc_baseline() -> dict:
@@ -113,33 +127,45 @@ def mfcc_baseline() -> dict:
 
 
 def rtf(run: Path) -> dict:
+    """The real-time factor of each decoding on one thread, nothing else running."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ev = subprocess.run([sys.executable, "-m", "qkv", "eval", str(run), "--json"], env=env, capture_output=True,
-                        text=True)
-    r = json.loads(ev.stdout)
-    return {"name": "rtf", "rtf": r["rtf"], "audio_s": r["audio_s"], "threads": r["threads"]}
+    out = {"name": "rtf"}
+    for decoding, flags in DECODINGS.items():
+        ev = subprocess.run([sys.executable, "-m", "qkv", "eval", str(run), "--json", *flags], env=env,
+                            capture_output=True, text=True)
+        r = json.loads(ev.stdout)
+        out[decoding] = {"rtf": r["rtf"], "audio_s": r["audio_s"], "threads": r["threads"]}
+    return out
 
 
 def table(results: dict) -> list[str]:
-    lines = [f"{'experiment':<24} {'upd':>6} {'group':<52} {'n':>5} {'WER':>7} {'CER':>7} {'exact':>7}"]
+    lines = [f"{'experiment':<24} {'upd':>6} {'decoding':<8} {'group':<46} {'n':>5} {'WER':>7} {'CER':>7} "
+             f"{'exact':>7}"]
     for name, r in results.items():
         if name == "mfcc":
-            lines.append(f"{'mfcc + logistic':<24} {'':>6} {'fsdd single digits, test takes 0-4':<52} "
+            lines.append(f"{'mfcc + logistic':<24} {'':>6} {'':<8} {'fsdd single digits, test takes 0-4':<46} "
                          f"{r['test']:>5} {'':>7} {'':>7} {100 * r['accuracy']:>6.1f}%")
             continue
         if name == "rtf":
-            lines.append(f"real-time factor (greedy, 1 thread, digits run): {r['rtf']:.4f} over {r['audio_s']:.0f} s")
+            for decoding in DECODINGS:
+                lines.append(f"real-time factor ({decoding}, 1 thread, digits run): {r[decoding]['rtf']:.4f} over "
+                             f"{r[decoding]['audio_s']:.0f} s")
             continue
-        for g in r["eval"]["groups"]:
-            lines.append(f"{name:<24} {r['updates']:>6} {g['group'][:52]:<52} {g['n']:>5} {100 * g['wer']:>6.2f}% "
-                         f"{100 * g['cer']:>6.2f}% {100 * g['exact']:>6.1f}%")
+        for decoding, ev in r.get("evals", {"greedy": r["eval"]}).items():
+            for g in ev["groups"]:
+                lines.append(f"{name:<24} {r['updates']:>6} {decoding:<8} {g['group'][:46]:<46} {g['n']:>5} "
+                             f"{100 * g['wer']:>6.2f}% {100 * g['cer']:>6.2f}% {100 * g['exact']:>6.1f}%")
     folds = [r for n, r in results.items() if n.startswith("loso-") and not n.startswith("loso-noaug")]
-    for label, group in (("augmented", folds),
-                         ("no augmentation", [r for n, r in results.items() if n.startswith("loso-noaug")])):
+    for label, group, decoding in (
+            ("augmented", folds, "greedy"), ("augmented", folds, "joint"),
+            ("no augmentation", [r for n, r in results.items() if n.startswith("loso-noaug")], "greedy")):
+        group = [r for r in group if decoding in r.get("evals", {"greedy": 0})]
         if group:
-            wers = [r["eval"]["groups"][0]["wer"] for r in group]
-            lines.append(f"leave-one-speaker-out, {label}: mean WER {100 * sum(wers) / len(wers):.2f}% over "
-                         f"{len(wers)} folds")
+            wers = [r.get("evals", {"greedy": r["eval"]})[decoding]["groups"][0]["wer"] for r in group]
+            per_fold = ", ".join(f"{s} ({r['eval']['groups'][0].get('accents', {}).get(s, '?')}) {100 * w:.1f}%"
+                                 for r, w in zip(group, wers, strict=True) for s in [r["extra"][3]])
+            lines.append(f"leave-one-speaker-out, {label}, {decoding}: mean WER {100 * sum(wers) / len(wers):.2f}% "
+                         f"over {len(wers)} folds: {per_fold}")
     return lines
 
 
@@ -150,20 +176,23 @@ def main() -> None:
     p.add_argument("--loso-minutes", type=float, default=4.0)
     p.add_argument("--commands-minutes", type=float, default=None, help="the commands runs' budget (default: "
                                                                         "--minutes)")
+    p.add_argument("--ablate-speaker", default="nicolas", choices=SPEAKERS, help="the fold the ablations train")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="trainings at once (each with --threads threads)")
-    p.add_argument("--only", nargs="+", help="experiments: mfcc digits digits-ctc loso loso-noaug commands "
-                                             "commands-ctc rtf (loso = its 6 folds)")
+    p.add_argument("--only", nargs="+", help="experiments: mfcc digits digits-ctc loso loso-noaug ablate commands "
+                                             "commands-ctc rtf (loso = its 6 folds, ablate = 4 runs of one fold)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(describe(args.threads), flush=True)
-    known = experiments(args.minutes, args.loso_minutes, args.commands_minutes)
+    known = experiments(args.minutes, args.loso_minutes, args.commands_minutes, args.ablate_speaker)
     wanted = args.only or ["mfcc", "digits", "digits-ctc", "loso", "loso-noaug", "commands", "commands-ctc", "rtf"]
     names = []
     for w in wanted:
         if w in ("loso", "loso-noaug"):
             names += [f"{w}-{s}" for s in SPEAKERS]
+        elif w == "ablate":
+            names += [f"ablate-{v}" for v in ABLATIONS]
         elif w in known or w in ("mfcc", "rtf"):
             names.append(w)
         else:

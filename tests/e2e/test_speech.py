@@ -137,9 +137,11 @@ def test_the_ctc_baseline_trains_and_decodes_through_the_same_commands(folders, 
     run = tmp_path / "ctc"
     rc, out, err = qkv(capsys, "train", "--config", preset("fsdd-digits"), "--data.source", folders["train"],
                        *SPEECH_ARGS, "--model.head", "ctc", "--model.n_decoder_layers", "0", "--train.max_steps",
-                       "20", "--out", run)
+                       "20", "--decode.ctc_weight", "0.3", "--out", run)
     assert rc == 0, err
     assert "a CTC head reads every encoder state" in err
+    assert "decode.ctc_weight 0.3 -> 0: a CTC run decodes by CTC alone" in err  # the presets' rescoring, said off
+    assert json.loads((run / "config.json").read_text())["decode"]["ctc_weight"] == 0.0
     wav = sorted((folders["test"] / "audio").glob("*.wav"))[0]
     rc, out, _ = qkv(capsys, "transcribe", run, wav)
     assert rc == 0 and out.startswith(f"{wav}: ")
@@ -157,6 +159,17 @@ def test_joint_ctc_attention_logs_both_terms_and_refuses_a_weight_out_of_range(f
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     last = [m for m in logged if "train_ctc" in m][-1]
     assert last["train_ctc"] > 0 and last["train_nll"] > 0  # both terms of (1 − λ)·CE + λ·CTC
+    wav = sorted((folders["test"] / "audio").glob("*.wav"))[0]
+    rc, out, err = qkv(capsys, "transcribe", run, wav, "--beam", "2", "--ctc-weight", "0.3")  # rescored: any text
+    assert rc == 0 and out.startswith(f"{wav}: "), err
+    rc, out, err = qkv(capsys, "eval", run, "--data", folders["test"], "--n", "3", "--ctc-weight", "0.3")
+    assert rc == 0 and "greedy, rescored with CTC (weight 0.3)" in out, err
+    rc, _, err = qkv(capsys, "train", "--config", preset("fsdd-digits"), "--data.source", folders["train"],
+                     *SPEECH_ARGS, "--train.ctc_weight", "0", "--decode.ctc_weight", "0.3", "--train.max_steps", "2",
+                     "--out", tmp_path / "no-ctc")
+    assert rc == 0 and "decode.ctc_weight 0.3 -> 0: train.ctc_weight is 0" in err
+    rc, _, err = qkv(capsys, "transcribe", tmp_path / "no-ctc", wav, "--ctc-weight", "0.3")
+    assert_user_error(rc, err, "needs a run trained with train.ctc_weight > 0")
     rc, _, err = qkv(capsys, "train", "--config", preset("fsdd-digits"), "--data.source", folders["train"],
                      *SPEECH_ARGS, "--train.ctc_weight", "1.0", "--out", tmp_path / "bad")
     assert_user_error(rc, err, "ctc_weight")

@@ -16,7 +16,8 @@
   small classifier trained on the run's real training split reads the samples: sample accuracy (class runs)
   or prompt adherence (shapes), and a Fréchet distance of its features.
 - **autoencoder**: ``[--n N]`` — reconstruction MSE and PSNR of the held-out images.
-- **speech**: ``[--data FOLDER] [--n N] [--beam 4] [--seed S] [--hyps-out FILE] [--confusion FILE.png]`` — word
+- **speech**: ``[--data FOLDER] [--n N] [--beam 4] [--ctc-weight λ] [--seed S] [--hyps-out FILE]
+  [--confusion FILE.png]`` — word
   and character error rates (jiwer) of each test group (FSDD test takes, single digits and connected strings, or
   the speaker left out; held-out espeak-ng voices and templates), per speaker and per voice, the exact-match
   share, the real-time factor, and for single digits a confusion matrix (a PNG with ``--confusion``).
@@ -34,7 +35,8 @@ from qkv.tasks.base import a_
 
 # option -> keyword of Run.evaluate (the same name, spelled with dashes on the command line)
 OPTIONS = ("data", "max_tokens", "split", "src", "ref", "beam", "length_penalty", "max_pairs", "hyps_out",
-           "alignment", "ref_alignment", "n", "sampler", "steps", "guidance", "seed", "sweep", "use_ema", "confusion")
+           "alignment", "ref_alignment", "n", "sampler", "steps", "guidance", "seed", "sweep", "use_ema", "confusion",
+           "ctc_weight")
 
 
 def add_parser(sub, name):
@@ -68,6 +70,9 @@ def add_parser(sub, name):
                    help="score the raw weights instead of their average")
     s = p.add_argument_group("speech runs")
     s.add_argument("--confusion", metavar="FILE.png", help="draw the digit confusion matrix of single digits here")
+    s.add_argument("--ctc-weight", type=float, default=None, metavar="λ",
+                   help="rescore the decoder's candidates with the CTC head: (1 − λ)·attention + λ·CTC (a run "
+                        "trained with train.ctc_weight > 0; default: the run's)")
 
 
 def run(args) -> int:

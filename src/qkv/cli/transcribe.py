@@ -1,4 +1,5 @@
-"""``qkv transcribe RUN_DIR FILE.wav [FILE.wav ...] [--beam 4] [--nbest 3] [--json]``: recordings -> text.
+"""``qkv transcribe RUN_DIR FILE.wav [FILE.wav ...] [--beam 4] [--ctc-weight λ] [--nbest 3] [--json]``: recordings
+-> text.
 
 Prints one line per recording, ``FILE: transcript``, in the order given; with ``--json`` one JSON object per
 recording (``{"file", "text", "seconds", "notes"}``, and ``"nbest"`` with ``--nbest N``). Any WAV is read: stereo
@@ -19,6 +20,9 @@ def add_parser(sub, name):
     p.add_argument("run_dir")
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
     p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's)")
+    p.add_argument("--ctc-weight", type=float, default=None, metavar="λ",
+                   help="rescore the decoder's candidates with the CTC head: (1 − λ)·attention + λ·CTC (a run trained "
+                        "with train.ctc_weight > 0; default: the run's)")
     p.add_argument("--nbest", type=int, default=0, help="also the N best transcripts with their log-probabilities")
     p.add_argument("--json", action="store_true", help="one JSON object per recording")
     p.add_argument("--device", default="cpu")
@@ -36,7 +40,7 @@ def run(args) -> int:
         raise QKVError(f"qkv transcribe reads recordings; {run_.path.name} turns {run_.source_kind} into text")
     if args.nbest < 0:
         raise QKVError(f"--nbest must be at least 0, got {args.nbest}", argument="nbest")
-    decoding = run_.decoding(beam=args.beam)
+    decoding = run_.decoding(beam=args.beam, ctc_weight=args.ctc_weight)
     read = [run_.read_source(path) for path in args.files]  # every file checked before any output
     texts = run_.to_text([w for w, _ in read], decoding)
     for (wave, note), path, text in zip(read, args.files, texts, strict=True):

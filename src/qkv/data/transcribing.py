@@ -20,6 +20,11 @@ speed perturbation (the waveform resampled by a factor drawn from ``speeds``, Ko
 background noise at a random signal-to-noise ratio, and SpecAugment on the log-mel (Park et al. 2019): a few
 bands of mel bins and a few stretches of frames set to zero. Validation and test examples are never augmented.
 
+A training batch draws all its rows from one source and one length bucket of it (``length_buckets``): connected
+strings of one digit count, or one share of a source's recordings sorted by length. Drawn at random per example,
+a batch of 16 held a seven-digit string almost always, and single digits (0.5 s) were padded to its 4 s: most of
+the compute went to padding. Per bucket, the sources and lengths are mixed over batches as they were over rows.
+
 A batch (`qkv.data.batch`): ``mel`` (B, M, F) zero-padded log-mel frames, ``frames`` (B,) real frames per row,
 ``tgt_in``/``tgt_out`` (B, T) the text as the decoder reads and predicts it (BOS + text, text + EOS, -100 at
 padding).
@@ -57,6 +62,7 @@ class SpeechDataConfig:
     freq_width: int = 10  # ... each up to this many bins wide
     time_masks: int = 2  # ... stretches of frames zeroed per example
     time_width: float = 0.05  # ... each up to this share of the frames
+    length_buckets: int = 8  # each training batch from one length bucket of one source (less padding); 1: off
     commands_train: int = 2000  # commands: sentences synthesised for training
     val_size: int = 200  # generated sources: validation recordings per source
     test_size: int = 300  # generated sources: test recordings per source (`qkv eval`)
@@ -83,7 +89,7 @@ class SpeechDataConfig:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not 0.0 <= self.time_width < 1.0:
             raise ValueError(f"time_width must be in [0, 1), got {self.time_width}")
-        for name in ("commands_train", "val_size", "test_size"):
+        for name in ("length_buckets", "commands_train", "val_size", "test_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -133,37 +139,53 @@ class SpeechSet:
 
 
 class Pool:
-    """Where training examples of one source come from: `draw(rng)` -> a fresh (wave, text, meta)."""
+    """Where training examples of one source come from: `draw(rng, bucket)` -> a fresh recording of that length
+    bucket. A batch draws all its rows from one bucket of one pool (`SpeechBatches`): rows of similar length, so
+    little of the batch is padding."""
 
-    def draw(self, rng: np.random.Generator) -> Recording:
+    buckets: int = 1
+
+    def draw(self, rng: np.random.Generator, bucket: int = 0) -> Recording:
         raise NotImplementedError
 
 
 class ClipPool(Pool):
-    """Whole recordings drawn with replacement (FSDD single digits, synthesised sentences, a folder)."""
+    """Whole recordings drawn with replacement (FSDD single digits, synthesised sentences, a folder), sorted by
+    length into `buckets` equal shares of at least `MIN_BUCKET` recordings each."""
 
-    def __init__(self, items: list[Recording]):
+    MIN_BUCKET = 64
+
+    def __init__(self, items: list[Recording], buckets: int = 1):
         if not items:
             raise QKVError("no training recordings")
         self.items = items
+        self.buckets = max(1, min(buckets, len(items) // self.MIN_BUCKET))
+        order = sorted(range(len(items)), key=lambda i: len(items[i].wave))
+        n, k = len(items), self.buckets
+        self.members = [order[j * n // k : (j + 1) * n // k] for j in range(k)]  # shortest share first
 
-    def draw(self, rng):
-        return self.items[int(rng.integers(len(self.items)))]
+    def draw(self, rng, bucket=0):
+        share = self.members[bucket]
+        return self.items[share[int(rng.integers(len(share)))]]
 
 
 class ConnectedPool(Pool):
-    """Connected digit strings joined from clips of one speaker, fresh for every example."""
+    """Connected digit strings joined from clips of one speaker, fresh for every example; bucket b holds the
+    strings of (fewest + b) digits."""
 
     def __init__(self, clips: list, cfg: SpeechDataConfig):
         if not clips:
             raise QKVError("no FSDD clips to join")
         self.clips, self.cfg = clips, cfg
+        self.buckets = cfg.digits[1] - cfg.digits[0] + 1 if cfg.length_buckets > 1 else 1
 
-    def draw(self, rng):
+    def draw(self, rng, bucket=None):
         from qkv.data.speech import connected_digits
 
-        wave, text, meta = connected_digits(self.clips, rng, n_digits=tuple(self.cfg.digits),
-                                            gap_ms=tuple(self.cfg.gap_ms), gain_db=(0.0, 0.0), noise_snr_db=None)
+        lo, hi = self.cfg.digits
+        n = (lo + bucket, lo + bucket) if self.buckets > 1 and bucket is not None else (lo, hi)
+        wave, text, meta = connected_digits(self.clips, rng, n_digits=n, gap_ms=tuple(self.cfg.gap_ms),
+                                            gain_db=(0.0, 0.0), noise_snr_db=None)
         return Recording(torch.as_tensor(wave, dtype=torch.float32), text, meta)
 
 
@@ -195,7 +217,7 @@ def fsdd_takes(split: str, cfg: SpeechDataConfig) -> list:
 def connected_set(clips: list, n: int, cfg: SpeechDataConfig, seed: list[int]) -> list[Recording]:
     """`n` fixed connected-digit strings from `clips` (validation or test: no augmentation)."""
     pool, rng = ConnectedPool(clips, cfg), np.random.default_rng(seed)
-    return [pool.draw(rng) for _ in range(n)]
+    return [pool.draw(rng, None) for _ in range(n)]
 
 
 def commands_set(split: str, n: int, seed: list[int]) -> list[Recording]:
@@ -312,9 +334,9 @@ class SpeechBatches(GeneratorBatches):
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self._start(seed)
 
-    def example(self, seed: int) -> tuple[Tensor, str]:
+    def example(self, seed: int, pool: Pool, bucket: int) -> tuple[Tensor, str]:
         rng = np.random.default_rng(seed)
-        rec = self.pools[int(rng.integers(len(self.pools)))].draw(rng)
+        rec = pool.draw(rng, bucket)
         mel = log_mel(torch.from_numpy(augment(rec, self.cfg, rng)))[:, : self.max_frames]  # (M, F)
         if self.cfg.spec_augment:
             mel = spec_augment(mel, self.cfg, rng)
@@ -322,8 +344,12 @@ class SpeechBatches(GeneratorBatches):
 
     def next_batch(self) -> dict:
         B, share = self.batch_size, self.batch_size // self.world_size
-        seeds = torch.randint(0, 2**62, (B,), generator=self.generator)  # (B,) drawn for all, kept for mine
-        rows = [self.example(s) for s in seeds[self.rank * share : (self.rank + 1) * share].tolist()]
+        seeds = torch.randint(0, 2**62, (B + 1,), generator=self.generator)  # (B + 1,) drawn for all, kept for mine
+        rng = np.random.default_rng(int(seeds[0]))  # the batch's source and length bucket, the same on every rank
+        pool = self.pools[int(rng.integers(len(self.pools)))]
+        bucket = int(rng.integers(pool.buckets))
+        mine = seeds[1 + self.rank * share : 1 + (self.rank + 1) * share]  # (share,) this rank's rows
+        rows = [self.example(s, pool, bucket) for s in mine.tolist()]
         return collate([m for m, _ in rows], [t for _, t in rows], self.tok, self.max_len)
 
 

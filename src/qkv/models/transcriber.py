@@ -193,7 +193,11 @@ class Transcriber(Seq2Seq):
         decoder's norm and output layer over the encoder's states."""
         if self.config.head != "ctc":
             raise ValueError("ctc_logits needs head = \"ctc\"")
-        memory = self.encode(mel, src_mask)  # (B, S, C)
+        return self.encoder_ctc_logits(self.encode(mel, src_mask))  # (B, S, V)
+
+    def encoder_ctc_logits(self, memory: Tensor) -> Tensor:
+        """Encoder states (B, S, C) -> CTC logits (B, S, V): the decoder's norm and output layer on every state (the
+        CTC head, and the joint model's CTC term; `qkv.generation.joint_ctc` rescores with it)."""
         return self.lm_head(self.dec_norm(memory))  # (B, S, V)
 
     def forward(self, src: Tensor, src_mask: Tensor | None, tgt_in: Tensor | None = None,
@@ -211,7 +215,7 @@ class Transcriber(Seq2Seq):
         if src_mask is None:
             src_mask = self.source_mask(src)
         memory = self.encode(src, src_mask)  # (B, S, C)
-        return JointOutput(self.decode(memory, src_mask, tgt_in), self.lm_head(self.dec_norm(memory)))
+        return JointOutput(self.decode(memory, src_mask, tgt_in), self.encoder_ctc_logits(memory))
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # the tied lm_head is counted once

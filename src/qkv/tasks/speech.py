@@ -69,9 +69,27 @@ class SpeechTrainConfig(TrainConfig):
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
 
 
-def _speech_decoding() -> SequenceDecoding:
-    # a transcript's length follows the audio loosely: the limit is the context (a = 0, b = the most characters)
-    return SequenceDecoding(beam=1, length_penalty=0.6, max_len_a=0.0, max_len_b=96, batch_size=64)
+@dataclass
+class SpeechDecoding(SequenceDecoding):
+    """Translation's decoding settings (`SequenceDecoding`), and one of speech's own: ``ctc_weight`` λ > 0 rescores
+    the decoder's candidates (the beam's hypotheses, or the greedy transcript) and the CTC head's greedy transcript
+    by (1 − λ)·log P_att + λ·log P_ctc (`qkv.generation.joint_ctc`); it needs a run trained with
+    ``train.ctc_weight`` > 0, whose encoder states were trained to be read by CTC."""
+
+    ctc_weight: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+
+
+def _speech_decoding() -> SpeechDecoding:
+    # a transcript's length follows the audio: at most 0.5 characters per encoder state (25 a second) + 10. The
+    # fastest speech of FSDD and the espeak-ng commands says 0.67 characters per state with nothing added (a 180 ms
+    # "three"), 0.41 over a sentence (tests/unit/tasks/test_speech.py); without the limit, a model that loses its
+    # place repeats words up to the context's end and one recording's insertions can outweigh a test set's errors
+    return SpeechDecoding(beam=1, length_penalty=0.6, max_len_a=0.5, max_len_b=10, batch_size=64)
 
 
 @dataclass
@@ -82,7 +100,19 @@ class SpeechRunConfig:
     train: SpeechTrainConfig = field(default_factory=lambda: SpeechTrainConfig(
         max_steps=3000, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=200, weight_decay=0.05, beta2=0.98,
         eval_interval=250, grad_clip=1.0))
-    decode: SequenceDecoding = field(default_factory=_speech_decoding)
+    decode: SpeechDecoding = field(default_factory=_speech_decoding)
+
+
+def joint_decoding_needs(decode: SpeechDecoding, model: TranscriberConfig, trained_ctc_weight: float) -> None:
+    """ValueError if `decode` rescores with CTC where the model has no trained CTC reading to rescore with."""
+    if decode.ctc_weight == 0:
+        return
+    if model.head == "ctc":
+        raise ValueError("decode.ctc_weight rescores an attention decoder's candidates; a CTC run decodes by CTC "
+                         "alone (leave it at 0)")
+    if trained_ctc_weight == 0:
+        raise ValueError("decode.ctc_weight needs a run trained with train.ctc_weight > 0 (this one's CTC reading "
+                         "of the encoder states was never trained)")
 
 
 def speech_tokenizer(texts: list[str]):
@@ -94,8 +124,10 @@ def speech_tokenizer(texts: list[str]):
 
 # ---------------------------------------------------------------------------------------------- transcribing
 def transcribe_mels(model, tok, mels: list[torch.Tensor], cfg: SequenceDecoding) -> list[str]:
-    """One transcript per log-mel (M, F): greedy or beam search over the decoder, or greedy CTC, in batches."""
+    """One transcript per log-mel (M, F): greedy or beam search over the decoder (rescored with the CTC head when
+    cfg.ctc_weight > 0), or greedy CTC, in batches."""
     from qkv.generation.ctc import ctc_greedy
+    from qkv.generation.joint_ctc import joint_decode
 
     was_training = model.training
     model.eval()
@@ -108,6 +140,9 @@ def transcribe_mels(model, tok, mels: list[torch.Tensor], cfg: SequenceDecoding)
             mask = model.memory_mask(frames, mel.size(-1))  # (B, S)
             if model.config.head == "ctc":
                 ids = ctc_greedy(model.ctc_logits(mel, mask), mask.sum(1), tok.pad_id)
+            elif getattr(cfg, "ctc_weight", 0.0) > 0:
+                ids = joint_decode(model, mel, mask, tok.bos_id, tok.eos_id, tok.pad_id, cfg, cfg.ctc_weight,
+                                   tok.vocab_size)
             else:
                 ids = decode_batch(model, mel, mask, tok.bos_id, tok.eos_id, cfg, tok.vocab_size)
             out += [tok.decode(i).strip() for i in ids]
@@ -165,7 +200,7 @@ def read_speech_data(d: SpeechDataConfig, log=None) -> SpeechData:
     for k, part in enumerate(d.parts):
         if part == "fsdd-digits":
             train = fsdd_recordings(fsdd_takes("train", d))
-            pools.append(ClipPool(train))
+            pools.append(ClipPool(train, d.length_buckets))
             vals.append(SpeechSet("fsdd-digits (validation takes)", fsdd_recordings(fsdd_takes("val", d))))
             where.append(f"FSDD single digits ({len(train):,} training clips)")
         elif part == "fsdd-connected":
@@ -178,14 +213,14 @@ def read_speech_data(d: SpeechDataConfig, log=None) -> SpeechData:
             if log:
                 log(f"speaking {d.commands_train + d.val_size:,} command sentences with espeak-ng ...")
             train = commands_set("train", d.commands_train, [d.seed, 3])
-            pools.append(ClipPool(train))
+            pools.append(ClipPool(train, d.length_buckets))
             texts += [r.text for r in train]
             vals.append(SpeechSet("commands (validation)", commands_set("train", d.val_size, [d.seed, 4])))
             where.append(f"espeak-ng commands ({len(train):,} sentences)")
         else:
             everything = folder_recordings(part)
             train, val = split_folder(everything, d.val_fraction, d.seed)
-            pools.append(ClipPool(train))
+            pools.append(ClipPool(train, d.length_buckets))
             texts += [r.text for r in everything]
             vals.append(SpeechSet(f"{part} (validation)", val))
             where.append(f"{part} ({len(everything):,} recordings)")
@@ -219,6 +254,14 @@ class SpeechTask(Task):
         cfg = self.cfg
         if self.ctx.resume:
             return cfg
+        if cfg.decode.ctc_weight > 0 and (cfg.model.head == "ctc" or cfg.train.ctc_weight == 0):
+            why = ("a CTC run decodes by CTC alone" if cfg.model.head == "ctc" else
+                   "train.ctc_weight is 0, so no CTC reading of the encoder is trained to rescore with")
+            self.ctx.say(f"decode.ctc_weight {cfg.decode.ctc_weight:g} -> 0: {why}")
+            cfg = replace(cfg, decode=replace(cfg.decode, ctc_weight=0.0))
+        if cfg.model.head == "ctc" and cfg.decode.beam > 1:
+            self.ctx.say(f"decode.beam {cfg.decode.beam} -> 1: a CTC run decodes greedily")
+            cfg = replace(cfg, decode=replace(cfg.decode, beam=1))
         return replace(cfg, model=replace(cfg.model, vocab_size=tok.vocab_size, pad_id=tok.pad_id))
 
     def prepare(self, cfg: SpeechRunConfig, data: SpeechData, tok: Tokenizer) -> SpeechState:
@@ -285,7 +328,7 @@ class SpeechTask(Task):
             m = model.config
             items = [r for v in val for r in v.items]
             hyps = transcribe_mels(model, state.tok, [log_mel(r.wave)[:, : m.max_frames] for r in items],
-                                   replace(state.cfg.decode, beam=1))
+                                   replace(state.cfg.decode, beam=1, ctc_weight=0.0))
             rates = error_rates(hyps, [r.text for r in items])
             out.update(val_wer=rates["wer"], val_cer=rates["cer"], val_exact=rates["exact"])
         return out
@@ -306,7 +349,7 @@ class SpeechTask(Task):
         items = [v.items[0] for v in state.data.val_sets] + state.data.val_sets[0].items[1:3]
         m = model.config
         hyps = transcribe_mels(model, state.tok, [log_mel(r.wave)[:, : m.max_frames] for r in items],
-                               replace(state.cfg.decode, beam=1))
+                               replace(state.cfg.decode, beam=1, ctc_weight=0.0))
         yield "--- sample transcripts (validation) " + "-" * 35 + "\n"
         for r, h in zip(items, hyps, strict=True):
             yield f"ref: {r.text}\nout: {h}  ({'=' if h == r.text else '≠'})\n\n"
@@ -352,13 +395,17 @@ class SpeechRun(Run):
     def ctc(self) -> bool:
         return self.model.config.head == "ctc"
 
-    def decoding(self, **changes) -> SequenceDecoding:
+    def decoding(self, **changes) -> SpeechDecoding:
         """The run's [decode] settings with `changes` (None values ignored) on top; QKVError if invalid (a CTC run
-        decodes greedily: beam > 1 is refused)."""
+        decodes greedily: beam > 1 is refused; ctc_weight > 0 needs an attention run trained with a CTC term)."""
         dcfg = self.settings(self.config.decode, changes, "decode.")
         if self.ctc and dcfg.beam > 1:
             raise QKVError(f"{self.path.name} is a CTC run: it decodes greedily (beam 1), got beam {dcfg.beam}",
                            argument="beam")
+        try:
+            joint_decoding_needs(dcfg, self.model.config, self.config.train.ctc_weight)
+        except ValueError as e:
+            raise QKVError(f"{self.path.name}: {e}", argument="ctc_weight") from None
         return dcfg
 
     # ------------------------------------------------------------------------------------------ reading audio
@@ -533,7 +580,7 @@ class SpeechRun(Run):
     # ------------------------------------------------------------------------------------------ evaluating
     def evaluate(self, data: str | None = None, n: int | None = None, beam: int | None = None,
                  seed: int | None = None, hyps_out: str | None = None, confusion: str | None = None,
-                 progress=None) -> dict:
+                 ctc_weight: float | None = None, progress=None) -> dict:
         """WER, CER and exact match of each test group (`test_sets`, or every recording of the folder `data`), per
         speaker and per voice; the digit confusion matrix of single digits (a PNG at `confusion`); the real-time
         factor (seconds of compute per second of audio, greedy, this process's threads)."""
@@ -541,7 +588,7 @@ class SpeechRun(Run):
 
         if n is not None and n < 1:
             raise QKVError(f"n must be at least 1, got {n}")
-        dcfg = self.decoding(beam=beam)
+        dcfg = self.decoding(beam=beam, ctc_weight=ctc_weight)
         if data is None:
             sets = self.test_sets(n, seed)
             source = f"{self.config.data.source} (test sets, seed {self.config.data.seed if seed is None else seed})"
@@ -573,7 +620,8 @@ class SpeechRun(Run):
             from qkv.runs import atomic_write_bytes
 
             atomic_write_bytes(Path(hyps_out), "".join(lines).encode("utf-8"))
-        out = {"source": source, "beam": dcfg.beam, "head": self.model.config.head, "groups": results,
+        out = {"source": source, "beam": dcfg.beam, "ctc_weight": dcfg.ctc_weight, "head": self.model.config.head,
+               "groups": results,
                "rtf": compute_s / max(audio_s, 1e-9), "audio_s": audio_s, "threads": torch.get_num_threads()}
         if confusion and confusion_total is not None:
             out["confusion_png"] = str(plot_confusion(confusion_total, confusion))
@@ -581,6 +629,8 @@ class SpeechRun(Run):
 
     def report(self, r: dict) -> str:
         decoding = "greedy CTC" if r["head"] == "ctc" else "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        if r.get("ctc_weight"):
+            decoding += f", rescored with CTC (weight {r['ctc_weight']:g})"
         lines = [f"{r['source']}; {decoding}"]
         head = f"{'group':<52} {'n':>5} {'WER':>7} {'CER':>7} {'exact':>7}"
         lines += [head, "-" * len(head)]
