@@ -54,3 +54,18 @@ def squad_scores(predictions: list[str], golds: list[list[str]]) -> dict:
     em = sum(best_over_golds(exact_match, p, g) for p, g in zip(predictions, golds, strict=True))
     f1 = sum(best_over_golds(token_f1, p, g) for p, g in zip(predictions, golds, strict=True))
     return {"n": len(golds), "exact_match": 100 * em / len(golds), "f1": 100 * f1 / len(golds)}
+
+
+def is_span(answer: str, passage: str) -> bool:
+    """Whether the answer is a span of the passage at all, after SQuAD's normalisation: its tokens appear in the
+    passage's tokens, contiguously and in order (an empty answer is not a span). A generative head can write words
+    the passage does not hold; an extractive head cannot."""
+    a, p = normalize_answer(answer).split(), normalize_answer(passage).split()
+    return bool(a) and any(p[i : i + len(a)] == a for i in range(len(p) - len(a) + 1))
+
+
+def span_share(predictions: list[str], passages: list[str]) -> float:
+    """The share (0–1) of predictions that are spans of their passages (`is_span`)."""
+    if len(predictions) != len(passages) or not passages:
+        raise ValueError(f"{len(predictions)} predictions for {len(passages)} passages")
+    return sum(is_span(a, p) for a, p in zip(predictions, passages, strict=True)) / len(passages)

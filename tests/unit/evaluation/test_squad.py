@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qkv.evaluation.squad import best_over_golds, exact_match, normalize_answer, squad_scores, token_f1
+from qkv.evaluation.squad import (
+    best_over_golds,
+    exact_match,
+    is_span,
+    normalize_answer,
+    span_share,
+    squad_scores,
+    token_f1,
+)
 
 
 @pytest.mark.parametrize("text, normalised", [
@@ -63,3 +71,23 @@ def test_f1_is_symmetric_bounded_and_one_exactly_when_the_token_multisets_agree(
     assert (f == pytest.approx(1.0)) == bool(same)
     if exact_match(p, g) and normalize_answer(p):
         assert f == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("answer, passage, expected", [
+    ("the garden", "Mary went to the garden.", True),  # normalised: "garden" is a token of the passage
+    ("Garden!", "Mary went to the garden.", True),
+    ("to garden", "Mary went to the garden.", True),  # "the" is dropped from both
+    ("went garden", "Mary went to the garden.", False),  # tokens of the passage, but not contiguous
+    ("gard", "Mary went to the garden.", False),  # part of a token is not a span
+    ("kitchen", "Mary went to the garden.", False),
+    ("", "Mary went to the garden.", False),
+    ("the", "the", False),  # normalises to nothing
+])
+def test_is_span_asks_for_contiguous_tokens_of_the_passage(answer, passage, expected):
+    assert is_span(answer, passage) is expected
+
+
+def test_span_share_is_the_share_of_spans():
+    assert span_share(["garden", "kitchen"], ["in the garden", "in the garden"]) == 0.5
+    with pytest.raises(ValueError, match="1 predictions for 2 passages"):
+        span_share(["x"], ["a", "b"])
