@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from helpers import assert_user_error, preset
 from qkv.cli.main import main
+from qkv.tasks import load_run
 from speech_fixtures import SPEECH_ARGS, digit_clips, digit_folder
 
 pytestmark = pytest.mark.slow
@@ -162,6 +163,11 @@ def test_joint_ctc_attention_logs_both_terms_and_refuses_a_weight_out_of_range(f
     wav = sorted((folders["test"] / "audio").glob("*.wav"))[0]
     rc, out, err = qkv(capsys, "transcribe", run, wav, "--beam", "2", "--ctc-weight", "0.3")  # rescored: any text
     assert rc == 0 and out.startswith(f"{wav}: "), err
+    loaded = load_run(run)
+    dcfg = loaded.decoding(beam=2, ctc_weight=0.3)
+    best = loaded.n_best(wav, dcfg, 3)  # the page's n-best: by the joint score, its first what transcribe gives
+    assert best[0]["text"].strip() == out.split(": ", 1)[1].strip() == loaded.cross_attention(wav, dcfg).text.strip()
+    assert [h["score"] for h in best] == sorted((h["score"] for h in best), reverse=True)
     rc, out, err = qkv(capsys, "eval", run, "--data", folders["test"], "--n", "3", "--ctc-weight", "0.3")
     assert rc == 0 and "greedy, rescored with CTC (weight 0.3)" in out, err
     rc, _, err = qkv(capsys, "train", "--config", preset("fsdd-digits"), "--data.source", folders["train"],

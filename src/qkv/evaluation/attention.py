@@ -96,16 +96,19 @@ def seq2seq_attention(model, src_tok, tgt_tok, text: str, decode_cfg) -> Attenti
 
 
 @torch.no_grad()
-def source_attention(model, src: Tensor, src_mask: Tensor, src_labels: list[str], tgt_tok, decode_cfg
-                     ) -> AttentionStack:
-    """Decode one source (src (1, S) ids or (1, ...) an image, its memory mask (1, S)) with `decode_cfg`, then
-    re-run the decoder teacher-forced on BOS + the output with every layer's cross-attention kept: produced
-    target tokens × source positions, labelled `src_labels`."""
+def source_attention(model, src: Tensor, src_mask: Tensor, src_labels: list[str], tgt_tok, decode_cfg,
+                     decoded: list[int] | None = None) -> AttentionStack:
+    """Decode one source (src (1, S) ids or (1, ...) an image, its memory mask (1, S)) with `decode_cfg` (or take
+    the output ids `decoded` as they are), then re-run the decoder teacher-forced on BOS + the output with every
+    layer's cross-attention kept: produced target tokens × source positions, labelled `src_labels`."""
     from qkv.generation.seq2seq import decode_batch, max_lengths
 
     model.eval()
     bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
-    (out_ids,) = decode_batch(model, src, src_mask, bos, eos, decode_cfg, tgt_tok.vocab_size)
+    if decoded is None:
+        (out_ids,) = decode_batch(model, src, src_mask, bos, eos, decode_cfg, tgt_tok.vocab_size)
+    else:
+        out_ids = list(decoded)
     out_ids = out_ids[: model.config.max_seq_len - 1]
     tgt_in = torch.tensor([[bos] + out_ids], device=src_mask.device)  # (1, T)
     w = torch.cat(model.cross_attention_maps(src, src_mask, tgt_in))  # L × (1, H, T, S) -> (L, H, T, S)

@@ -12,7 +12,7 @@ spells worse (each state decides on its own); the decoder spells well. Rescoring
     score(y)      = (1 − λ) · log P_att(y + EOS | x)  +  λ · log P_ctc(y | x)
     ŷ             = argmax over the candidates
 
-(a candidate too long for the decoder's context to hold its EOS is not scored).
+(a candidate longer than the decoding's length limit, its EOS included, is not a candidate).
 log P_att is the teacher-forced sum of the decoder's log-probabilities (padding and BOS removed, as decoding
 does); log P_ctc sums over every alignment of y to the states (`torch.nn.functional.ctc_loss`, the forward
 algorithm), -inf where y is longer than the states allow. λ = 0 is the decoder's own choice among the candidates.
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qkv.generation.ctc import ctc_greedy
-from qkv.generation.seq2seq import SequenceDecoding, beam_search_nbest, greedy_decode
+from qkv.generation.seq2seq import SequenceDecoding, beam_search_nbest, greedy_decode, max_lengths
 
 
 def ctc_log_likelihood(log_probs: Tensor, n_states: int, candidates: list[list[int]], blank: int) -> Tensor:
@@ -60,10 +60,11 @@ def attention_log_likelihood(model, memory: Tensor, src_mask: Tensor, candidates
 
 
 @torch.no_grad()
-def joint_decode(model, mel: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, blank: int,
-                 cfg: SequenceDecoding, ctc_weight: float, vocab_size: int | None = None) -> list[list[int]]:
-    """Per recording of the batch (mel (B, M, F), memory mask (B, S)): the ids of the candidate with the best joint
-    score (no BOS, no EOS). The model is a jointly trained transcriber (`encoder_ctc_logits`)."""
+def joint_nbest(model, mel: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, blank: int, cfg: SequenceDecoding,
+                ctc_weight: float, vocab_size: int | None = None) -> list[list[dict]]:
+    """Per recording of the batch (mel (B, M, F), memory mask (B, S)): its candidates, best joint score first, each
+    ``{"tokens", "score", "logprob", "ctc_logprob"}`` (the joint score, log P_att(y + EOS | x), log P_ctc(y | x)).
+    The model is a jointly trained transcriber (`encoder_ctc_logits`)."""
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
     memory = model.encode(mel, src_mask)  # (B, S, C)
@@ -77,17 +78,27 @@ def joint_decode(model, mel: Tensor, src_mask: Tensor, bos_id: int, eos_id: int,
         proposals = [[h.tokens for h in hyps]
                      for hyps in beam_search_nbest(model, mel, src_mask, bos_id, eos_id, cfg, vocab_size)]
     banned = sorted({model.config.pad_id, bos_id})
+    limit = max_lengths(src_mask, cfg.max_len_a, cfg.max_len_b, model.config.max_seq_len)
     out = []
     for b in range(mel.size(0)):
         unique = dict.fromkeys(map(tuple, [*proposals[b], from_ctc[b]]))  # in order, each once
-        # the decoder scores y + EOS after BOS: a candidate with no room for its EOS in the context cannot be scored
-        candidates = [list(c) for c in unique if len(c) < model.config.max_seq_len]
-        if not candidates:  # every one ran to the context's end: the decoder's own first choice stands
-            out.append(proposals[b][0])
+        # a transcript has at most limit[b] tokens with its EOS (the decoding's length limit, within the context)
+        candidates = [list(c) for c in unique if len(c) < limit[b]]
+        if not candidates:  # every one ran to the limit: the decoder's own first choice stands
+            out.append([{"tokens": proposals[b][0], "score": None, "logprob": None, "ctc_logprob": None}])
             continue
         att = attention_log_likelihood(model, memory[b : b + 1], src_mask[b : b + 1], candidates, bos_id, eos_id,
                                        banned)
         ctc = ctc_log_likelihood(log_probs[b], int(lengths[b]), candidates, blank)
         score = (1 - ctc_weight) * att + ctc_weight * ctc if ctc_weight > 0 else att  # λ = 0: no -inf from CTC
-        out.append(candidates[int(score.argmax())])
+        order = sorted(range(len(candidates)), key=lambda i: -float(score[i]))  # stable: ties keep the search's order
+        out.append([{"tokens": candidates[i], "score": float(score[i]), "logprob": float(att[i]),
+                     "ctc_logprob": float(ctc[i])} for i in order])
     return out
+
+
+def joint_decode(model, mel: Tensor, src_mask: Tensor, bos_id: int, eos_id: int, blank: int,
+                 cfg: SequenceDecoding, ctc_weight: float, vocab_size: int | None = None) -> list[list[int]]:
+    """Per recording of the batch: the ids of the candidate with the best joint score (no BOS, no EOS)."""
+    return [ranked[0]["tokens"] for ranked in joint_nbest(model, mel, src_mask, bos_id, eos_id, blank, cfg,
+                                                          ctc_weight, vocab_size)]

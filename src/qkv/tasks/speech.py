@@ -454,13 +454,23 @@ class SpeechRun(Run):
         return self.transcribe(sources, decoding, **changes)
 
     def n_best(self, source, decoding: SequenceDecoding | None = None, n: int = 5) -> list[dict]:
-        """The n best transcripts with their log-probabilities (a CTC run: its one greedy transcript)."""
+        """The n best transcripts with their log-probabilities (a CTC run: its one greedy transcript). Rescored with
+        CTC (decoding.ctc_weight > 0): the candidates by their joint score (``score``), ``logprob`` the decoder's and
+        ``ctc_logprob`` the CTC head's; the first is what `transcribe` gives."""
+        from qkv.generation.joint_ctc import joint_nbest
         from qkv.generation.seq2seq import nbest
 
         if self.ctc:
             return [{"text": self.transcribe([source])[0], "logprob": None}]
+        dcfg = decoding or self.config.decode
         batch = self.source_batch([source])
-        return nbest(self.model, batch.src, batch.src_mask, self.tokenizer, decoding or self.config.decode, n)
+        if getattr(dcfg, "ctc_weight", 0.0) > 0:
+            tok = self.tokenizer
+            self.model.eval()
+            (ranked,) = joint_nbest(self.model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id, tok.pad_id, dcfg,
+                                    dcfg.ctc_weight, tok.vocab_size)
+            return [{"text": tok.decode(h["tokens"]), **h, "finished": True} for h in ranked[:n]]
+        return nbest(self.model, batch.src, batch.src_mask, self.tokenizer, dcfg, n)
 
     def source_batch(self, sources: list) -> SourceBatch:
         """Recordings as the encoder reads them: log-mel frames, zero-padded, and the mask of real states."""
@@ -477,9 +487,13 @@ class SpeechRun(Run):
 
         if self.ctc:
             raise QKVError(f"{self.path.name} is a CTC run: it has no decoder, so no cross-attention")
+        dcfg = decoding or self.config.decode
         batch = self.source_batch([source])
-        stack = source_attention(self.model, batch.src, batch.src_mask, batch.labels[0], self.tokenizer,
-                                 decoding or self.config.decode)
+        decoded = None
+        if getattr(dcfg, "ctc_weight", 0.0) > 0:  # the transcript `transcribe` gives: rescored with CTC
+            decoded = self.n_best(source, dcfg, 1)[0]["tokens"]
+        stack = source_attention(self.model, batch.src, batch.src_mask, batch.labels[0], self.tokenizer, dcfg,
+                                 decoded=decoded)
         stack.xlabel, stack.note = "encoder states (20 ms each)", f"transcript: {stack.text}"
         stack.spectrogram = batch.src[0].cpu()  # (M, F)
         return stack

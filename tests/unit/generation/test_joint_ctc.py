@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qkv.generation.ctc import ctc_collapse, ctc_greedy
-from qkv.generation.joint_ctc import attention_log_likelihood, ctc_log_likelihood, joint_decode
+from qkv.generation.joint_ctc import attention_log_likelihood, ctc_log_likelihood, joint_decode, joint_nbest
 from qkv.generation.seq2seq import SequenceDecoding, beam_search_nbest
 from qkv.models.transcriber import Transcriber, TranscriberConfig
 
@@ -71,7 +71,7 @@ def _by_hand(m, mel, mask, cfg, lam):
         log_probs = m.encoder_ctc_logits(memory).log_softmax(-1)
         ctc_best = [t for t in ctc_greedy(log_probs, mask.sum(1), BLANK)[0] if t not in (BOS, EOS)]
         beams = [h.tokens for h in beam_search_nbest(m, mel, mask, BOS, EOS, cfg, 8)[0]]
-        cands = [list(c) for c in dict.fromkeys(map(tuple, [*beams, ctc_best])) if len(c) < 12]  # room for EOS
+        cands = [list(c) for c in dict.fromkeys(map(tuple, [*beams, ctc_best])) if len(c) < 12]  # limit 12, EOS too
         att = attention_log_likelihood(m, memory, mask, cands, BOS, EOS, [BLANK, BOS])
         ctc = ctc_log_likelihood(log_probs[0], int(mask.sum()), cands, BLANK)
     return cands, att, ctc
@@ -80,7 +80,7 @@ def _by_hand(m, mel, mask, cfg, lam):
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
 def test_the_choice_is_the_argmax_of_the_mixed_score(lam):
     m = small()
-    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=8)
+    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=12)
     for seed in range(4):
         mel = torch.randn(1, 80, 30 + 10 * seed, generator=torch.Generator().manual_seed(seed))
         mask = m.source_mask(mel)
@@ -91,7 +91,7 @@ def test_the_choice_is_the_argmax_of_the_mixed_score(lam):
 
 def test_the_weights_move_the_choice_and_a_batch_decodes_as_its_rows():
     m = small()
-    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=8)
+    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=12)
     mels = [torch.randn(1, 80, 40, generator=torch.Generator().manual_seed(s)) for s in range(8)]
     by_att = [joint_decode(m, x, m.source_mask(x), BOS, EOS, BLANK, cfg, 0.0, 8)[0] for x in mels]
     by_ctc = [joint_decode(m, x, m.source_mask(x), BOS, EOS, BLANK, cfg, 1.0, 8)[0] for x in mels]
@@ -100,3 +100,26 @@ def test_the_weights_move_the_choice_and_a_batch_decodes_as_its_rows():
     assert joint_decode(m, batch, m.source_mask(batch), BOS, EOS, BLANK, cfg, 1.0, 8) == by_ctc[:3]
     with pytest.raises(ValueError, match="ctc_weight must be in"):
         joint_decode(m, batch, m.source_mask(batch), BOS, EOS, BLANK, cfg, 1.5, 8)
+
+
+def test_the_nbest_is_sorted_by_the_joint_score_and_its_first_is_the_choice():
+    m = small()
+    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=12)
+    batch = torch.randn(3, 80, 40, generator=torch.Generator().manual_seed(9))
+    mask = m.source_mask(batch)
+    ranked = joint_nbest(m, batch, mask, BOS, EOS, BLANK, cfg, 0.3, 8)
+    assert [r[0]["tokens"] for r in ranked] == joint_decode(m, batch, mask, BOS, EOS, BLANK, cfg, 0.3, 8)
+    for row in ranked:
+        scores = [h["score"] for h in row]
+        assert row[0]["score"] is not None and scores == sorted(scores, reverse=True)
+        assert all(len(h["tokens"]) < 12 for h in row)
+        for h in row:
+            assert h["score"] == pytest.approx(0.7 * h["logprob"] + 0.3 * h["ctc_logprob"], rel=1e-6, abs=1e-5)
+
+
+def test_candidates_past_the_length_limit_are_left_out():
+    m = small()
+    cfg = SequenceDecoding(beam=4, length_penalty=0.6, max_len_a=0.0, max_len_b=3)  # at most 2 tokens + EOS
+    batch = torch.randn(4, 80, 40, generator=torch.Generator().manual_seed(2))
+    for row in joint_nbest(m, batch, m.source_mask(batch), BOS, EOS, BLANK, cfg, 0.3, 8):
+        assert all(len(h["tokens"]) < 3 for h in row) or (len(row) == 1 and row[0]["score"] is None)
