@@ -23,11 +23,11 @@ version gives other passages; the same Python always gives the same ones.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from functools import lru_cache
 
+from qkv.data.stdlib import stdlib_modules
 from qkv.data.stories import Example
 from qkv.errors import QKVError
 
@@ -104,11 +104,7 @@ def _questions(qualname: str, passage: str, head: str, sig) -> list[tuple[str, s
 def _all_examples() -> tuple[tuple[str, Example], ...]:
     """(module, example) of every question about every documented public function of `MODULES`."""
     out, seen = [], set()
-    for modname in MODULES:
-        try:
-            module = importlib.import_module(modname)
-        except ImportError:  # a module this Python was built without
-            continue
+    for modname, module in stdlib_modules(MODULES):
         for name, fn in sorted(vars(module).items()):
             if name.startswith("_") or id(fn) in seen:
                 continue

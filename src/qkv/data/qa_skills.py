@@ -33,7 +33,6 @@ match is only expected from a model that knows the standard library (e.g. fine-t
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import random
 import re
@@ -42,6 +41,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from qkv.data.conversations import Conversation, conversation, split_of
+from qkv.data.stdlib import stdlib_modules
 from qkv.errors import QKVError
 
 # (large unit, small unit, factor): "How many {small} in {x} {large}?" and the reverse direction
@@ -163,11 +163,7 @@ def pydoc_pairs() -> tuple[tuple[str, str], ...]:
     """(qualified function name, docstring first line) for every kept function, sorted by name."""
     pairs: dict[str, str] = {}
     seen: set[int] = set()
-    for modname in PYDOC_MODULES:
-        try:
-            module = importlib.import_module(modname)
-        except ImportError:  # a module this Python was built without
-            continue
+    for modname, module in stdlib_modules(PYDOC_MODULES):
         for name, fn in sorted(vars(module).items()):
             if name.startswith("_") or not (inspect.isfunction(fn) or inspect.isbuiltin(fn)) or id(fn) in seen:
                 continue

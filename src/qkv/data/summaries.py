@@ -27,13 +27,13 @@ gives the same ones, in the same order.
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import re
 import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 
+from qkv.data.stdlib import stdlib_modules
 from qkv.errors import QKVError
 
 MODULES = ("argparse", "base64", "bisect", "calendar", "configparser", "csv", "difflib", "email.utils", "fnmatch",
@@ -112,11 +112,7 @@ def _functions(module):
 def _all_pairs() -> dict[str, tuple[Pair, ...]]:
     pairs: dict[str, list[Pair]] = {c: [] for c in CORPORA}
     seen: set[int] = set()
-    for modname in MODULES:
-        try:
-            module = importlib.import_module(modname)
-        except ImportError:  # a module this Python was built without
-            continue
+    for modname, module in stdlib_modules(MODULES):
         for qualname, fn in _functions(module):
             if id(fn) in seen:
                 continue
