@@ -8,8 +8,8 @@
 - ``digits``: a 1-layer class-conditional DiT (a few steps: images to sample, not good ones);
 - and, when asked for (the `more_runs` fixture): ``caption`` (a 1-layer captioner of 16×16 one-object scenes),
   ``shapes`` (a 1-layer text-conditioned DiT) and ``autoencoder`` — 4 steps each, weights to read, not good ones;
-  ``speech``: a 2-layer transcriber that learned FSDD's "zero", "one" and "two" of one speaker (30 clips, 120
-  steps, ~8 s; tests/speech_fixtures.py), so it transcribes them right.
+  ``speech``: a 2-layer transcriber that learned FSDD's "zero", "one" and "two" of one speaker (30 clips, 240
+  steps, ~15 s; tests/speech_fixtures.py), so it transcribes them right.
 
 `LiveServer` runs `qkv.server` with uvicorn in a thread on a free loopback port (what the browser tests drive;
 the kill -9 test runs `qkv serve` in a subprocess instead).

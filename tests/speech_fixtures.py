@@ -42,9 +42,9 @@ def digit_folder(folder: Path, clips) -> Path:
 
 SPEECH_ARGS = [
     "--train.threads", "1", "--train.progress", "false", "--train.max_minutes", "none", "--train.schedule_by", "steps",
-    "--train.precision", "fp32", "--no-sample", "--train.max_steps", "120", "--train.decay_steps", "120",
-    "--train.warmup_steps", "10", "--train.eval_interval", "120", "--train.full_eval_interval", "120",
-    "--train.log_interval", "20", "--train.batch_size", "16", "--train.lr", "3e-3",
+    "--train.precision", "fp32", "--no-sample", "--train.max_steps", "240", "--train.decay_steps", "240",
+    "--train.warmup_steps", "10", "--train.eval_interval", "240", "--train.full_eval_interval", "240",
+    "--train.log_interval", "20", "--train.batch_size", "16", "--train.lr", "3e-3", "--train.seed", "2",
     "--data.speeds", "[1.0]", "--data.gain_db", "[0.0, 0.0]", "--data.noise_snr_db", "[]",
     "--data.spec_augment", "false", "--data.val_fraction", "0.2", "--train.ctc_weight", "0.3",
     "--decode.beam", "1", "--decode.ctc_weight", "0",  # greedy, as the tests' expectations were measured
