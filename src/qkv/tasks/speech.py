@@ -103,16 +103,15 @@ class SpeechRunConfig:
     decode: SpeechDecoding = field(default_factory=_speech_decoding)
 
 
-def joint_decoding_needs(decode: SpeechDecoding, model: TranscriberConfig, trained_ctc_weight: float) -> None:
-    """ValueError if `decode` rescores with CTC where the model has no trained CTC reading to rescore with."""
-    if decode.ctc_weight == 0:
-        return
+def no_ctc_rescoring(model: TranscriberConfig, trained_ctc_weight: float) -> str | None:
+    """Why a run cannot rescore with CTC (``decode.ctc_weight`` > 0), or None if it can: the one rule behind both the
+    conversion said at training and the refusal at decoding."""
     if model.head == "ctc":
-        raise ValueError("decode.ctc_weight rescores an attention decoder's candidates; a CTC run decodes by CTC "
-                         "alone (leave it at 0)")
+        return "a CTC run decodes by CTC alone"
     if trained_ctc_weight == 0:
-        raise ValueError("decode.ctc_weight needs a run trained with train.ctc_weight > 0 (this one's CTC reading "
-                         "of the encoder states was never trained)")
+        return ("train.ctc_weight is 0: rescoring needs a run trained with train.ctc_weight > 0 (no CTC reading of the "
+                "encoder was trained)")
+    return None
 
 
 def speech_tokenizer(texts: list[str]):
@@ -254,9 +253,8 @@ class SpeechTask(Task):
         cfg = self.cfg
         if self.ctx.resume:
             return cfg
-        if cfg.decode.ctc_weight > 0 and (cfg.model.head == "ctc" or cfg.train.ctc_weight == 0):
-            why = ("a CTC run decodes by CTC alone" if cfg.model.head == "ctc" else
-                   "train.ctc_weight is 0, so no CTC reading of the encoder is trained to rescore with")
+        why = no_ctc_rescoring(cfg.model, cfg.train.ctc_weight)
+        if cfg.decode.ctc_weight > 0 and why:
             self.ctx.say(f"decode.ctc_weight {cfg.decode.ctc_weight:g} -> 0: {why}")
             cfg = replace(cfg, decode=replace(cfg.decode, ctc_weight=0.0))
         if cfg.model.head == "ctc" and cfg.decode.beam > 1:
@@ -402,10 +400,9 @@ class SpeechRun(Run):
         if self.ctc and dcfg.beam > 1:
             raise QKVError(f"{self.path.name} is a CTC run: it decodes greedily (beam 1), got beam {dcfg.beam}",
                            argument="beam")
-        try:
-            joint_decoding_needs(dcfg, self.model.config, self.config.train.ctc_weight)
-        except ValueError as e:
-            raise QKVError(f"{self.path.name}: {e}", argument="ctc_weight") from None
+        why = no_ctc_rescoring(self.model.config, self.config.train.ctc_weight)
+        if dcfg.ctc_weight > 0 and why:
+            raise QKVError(f"{self.path.name}: decode.ctc_weight {dcfg.ctc_weight:g}: {why}", argument="ctc_weight")
         return dcfg
 
     # ------------------------------------------------------------------------------------------ reading audio
@@ -457,7 +454,6 @@ class SpeechRun(Run):
         """The n best transcripts with their log-probabilities (a CTC run: its one greedy transcript). Rescored with
         CTC (decoding.ctc_weight > 0): the candidates by their joint score (``score``), ``logprob`` the decoder's and
         ``ctc_logprob`` the CTC head's; the first is what `transcribe` gives."""
-        from qkv.generation.joint_ctc import joint_nbest
         from qkv.generation.seq2seq import nbest
 
         if self.ctc:
@@ -465,12 +461,18 @@ class SpeechRun(Run):
         dcfg = decoding or self.config.decode
         batch = self.source_batch([source])
         if getattr(dcfg, "ctc_weight", 0.0) > 0:
-            tok = self.tokenizer
-            self.model.eval()
-            (ranked,) = joint_nbest(self.model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id, tok.pad_id, dcfg,
-                                    dcfg.ctc_weight, tok.vocab_size)
-            return [{"text": tok.decode(h["tokens"]), **h, "finished": True} for h in ranked[:n]]
+            return self._rescored(batch, dcfg)[:n]
         return nbest(self.model, batch.src, batch.src_mask, self.tokenizer, dcfg, n)
+
+    def _rescored(self, batch: SourceBatch, dcfg: SpeechDecoding) -> list[dict]:
+        """One recording's candidates, best joint score first (`joint_nbest`), with their texts."""
+        from qkv.generation.joint_ctc import joint_nbest
+
+        tok = self.tokenizer
+        self.model.eval()
+        (ranked,) = joint_nbest(self.model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id, tok.pad_id, dcfg,
+                                dcfg.ctc_weight, tok.vocab_size)
+        return [{"text": tok.decode(h["tokens"]), **h, "finished": True} for h in ranked]
 
     def source_batch(self, sources: list) -> SourceBatch:
         """Recordings as the encoder reads them: log-mel frames, zero-padded, and the mask of real states."""
@@ -491,7 +493,7 @@ class SpeechRun(Run):
         batch = self.source_batch([source])
         decoded = None
         if getattr(dcfg, "ctc_weight", 0.0) > 0:  # the transcript `transcribe` gives: rescored with CTC
-            decoded = self.n_best(source, dcfg, 1)[0]["tokens"]
+            decoded = self._rescored(batch, dcfg)[0]["tokens"]
         stack = source_attention(self.model, batch.src, batch.src_mask, batch.labels[0], self.tokenizer, dcfg,
                                  decoded=decoded)
         stack.xlabel, stack.note = "encoder states (20 ms each)", f"transcript: {stack.text}"
