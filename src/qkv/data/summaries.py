@@ -79,18 +79,13 @@ def _without_docstring(fn) -> str | None:
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
     node = tree.body[0] if tree.body else None
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or not node.body:
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or ast.get_docstring(node) is None:
         return None
-    first = node.body[0]
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value,
-                                                                                                   str)):
+    if len(node.body) < 2:  # nothing but the docstring (an abstract method, a stub)
         return None
+    first = node.body[0]  # the docstring
     lines = source.splitlines()
-    kept = lines[: first.lineno - 1] + lines[first.end_lineno :]
-    body = [line for line in kept[1:] if line.strip()]
-    if not body:  # nothing but the docstring (an abstract method, a stub)
-        return None
-    return "\n".join(kept).strip("\n")
+    return "\n".join(lines[: first.lineno - 1] + lines[first.end_lineno :]).strip("\n")
 
 
 def _functions(module):
