@@ -91,6 +91,14 @@ SHAPES_ARGS = [*SMALL, "--train.compile", "false", "--model.d_model", "32", "--m
                "2", "--model.text_d_model", "32", "--model.text_n_layers", "1", "--model.text_n_heads", "2",
                "--train.batch_size", "16", "--sample.eval_samples", "0", "--diffusion.n_timesteps", "100"]
 AUTOENCODER_ARGS = [*SMALL, "--model.width", "8", "--model.downsample", "1", "--train.batch_size", "16"]
+QA_ARGS = [*SMALL, "--data.stories_per_family", "4", "--data.eval_per_family", "2", "--data.pydoc_repeats", "1",
+           "--model.d_model", "32", "--model.d_ff", "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers",
+           "1", "--model.n_heads", "2", "--train.batch_size", "8", "--train.decay_steps", "4",
+           "--train.eval_pairs", "0"]
+SUMMARIZE_ARGS = [*SMALL, "--data.max_train_pairs", "60", "--data.max_val_pairs", "6", "--data.vocab_size", "300",
+                  "--data.batch_tokens", "2000", "--data.rouge_val_pairs", "0", "--model.d_model", "32", "--model.d_ff",
+                  "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--model.n_heads", "2",
+                  "--model.max_seq_len", "128", "--train.decay_steps", "4"]
 
 
 def number_pairs(folder: Path, n: int = 80) -> tuple[Path, Path]:
@@ -135,6 +143,10 @@ def make_runs(folder: Path, tasks: tuple[str, ...] = ("lm", "chat", "translate",
     if "autoencoder" in tasks:
         runs["autoencoder"] = _train(["--config", preset("shapes-autoencoder"), *AUTOENCODER_ARGS],
                                      folder / "autoencoder")
+    if "qa" in tasks:
+        runs["qa"] = _train(["--config", preset("qa-stories"), *QA_ARGS], folder / "qa")
+    if "summarize" in tasks:
+        runs["summarize"] = _train(["--config", preset("summarize-code"), *SUMMARIZE_ARGS], folder / "summarize")
     if "speech" in tasks:
         from speech_fixtures import SPEECH_ARGS, digit_clips, digit_folder
 

@@ -21,6 +21,13 @@
   and character error rates (jiwer) of each test group (FSDD test takes, single digits and connected strings, or
   the speaker left out; held-out espeak-ng voices and templates), per speaker and per voice, the exact-match
   share, the real-time factor, and for single digits a confusion matrix (a PNG with ``--confusion``).
+- **qa**: ``[--split test|paraphrase|pydoc|val | --src FILE --ref FILE] [--beam N] [--max-pairs N]`` — SQuAD v1.1
+  exact match and F1 of the generative and the extractive head per question family (held-out worlds, held-out
+  wordings, held-out modules; ``--max-pairs``: the first N of each family), and the share of generative answers
+  that are spans of their passage.
+- **summarize**: ``[--split test|val | --src FILE --ref FILE] [--beam N] [--max-pairs N] [--hyps-out FILE]`` —
+  ROUGE-1/2/L with 95% bootstrap intervals, sacreBLEU and chrF++ of the summaries of modules never trained on, beside
+  the lead, name and nearest-TF-IDF baselines.
 
 An option the run's task does not take is a one-line error.
 """
@@ -46,7 +53,8 @@ def add_parser(sub, name):
     p.add_argument("--max-tokens", type=int, default=None, help="score only the first N tokens")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     g = p.add_argument_group("translation runs")
-    g.add_argument("--split", default=None, help="multi30k split: train, val, test_2016_flickr (the default)")
+    g.add_argument("--split", default=None, help="multi30k split: train, val, test_2016_flickr (the default); qa: "
+                                                 "test, paraphrase, pydoc, val; summarize: test, val")
     g.add_argument("--src", metavar="FILE", help="source sentences (instead of --data/--split)")
     g.add_argument("--ref", metavar="FILE", help="reference translations, line-aligned with --src")
     g.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's)")

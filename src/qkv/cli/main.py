@@ -21,6 +21,8 @@ COMMANDS = {
     "translate": "translate",
     "caption": "caption",
     "transcribe": "transcribe",
+    "answer": "answer",
+    "summarize": "summarize",
     "chat": "chat",
     "sample": "sample",
     "noise": "noise",

@@ -57,25 +57,31 @@ class TranslationDataConfig:
     bleu_val_pairs: int = 200  # full evaluations decode (greedy) the first N validation pairs for BLEU; 0 = off
 
     def __post_init__(self):
-        if (self.src is None) != (self.tgt is None):
-            raise ValueError("give both src and tgt files (line-aligned), or neither")
-        if (self.val_src is None) != (self.val_tgt is None):
-            raise ValueError("give both val_src and val_tgt files, or neither")
+        check_pair_files(self)
         if self.src is None:
             if self.dataset != "multi30k":
                 raise ValueError(f"unknown parallel dataset {self.dataset!r}; known: multi30k "
                                  "(or give --data.src FILE --data.tgt FILE)")
             parse_direction(self.direction, ValueError)
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.vocab_size <= 260:
-            raise ValueError(f"vocab_size must be > 260 (4 specials + 256 bytes), got {self.vocab_size}")
         for name in ("batch_tokens", "max_train_pairs", "max_val_pairs"):
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ValueError(f"{name} must be positive, got {v}")
         if self.pool_batches <= 0 or self.bleu_val_pairs < 0:
             raise ValueError("pool_batches must be positive and bleu_val_pairs >= 0")
+
+
+def check_pair_files(cfg) -> None:
+    """The settings every "pairs from your files" data config shares (src, tgt, val_src, val_tgt, val_fraction,
+    vocab_size), checked: ValueError naming the first one that is wrong."""
+    if (cfg.src is None) != (cfg.tgt is None):
+        raise ValueError("give both src and tgt files (line-aligned), or neither")
+    if (cfg.val_src is None) != (cfg.val_tgt is None):
+        raise ValueError("give both val_src and val_tgt files, or neither")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.vocab_size <= 260:
+        raise ValueError(f"vocab_size must be > 260 (4 specials + 256 bytes), got {cfg.vocab_size}")
 
 
 def parse_direction(direction: str, error: type[Exception] = QKVError) -> tuple[str, str]:

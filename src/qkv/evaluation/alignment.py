@@ -28,6 +28,7 @@ one sentence and returns the map with the reference links as boxes, for `qkv att
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -75,10 +76,12 @@ def check_words(words: Words, line: str, side: str, k: int) -> None:
 def label_words(labels: Sequence[str], specials: set[str]) -> Words:
     """The words of printed token labels (`qkv.evaluation.attention.token_label`: '▁' for a space), as
     `token_words` would group the tokens; a label in `specials` is a word of its own. Labels show a byte cut
-    mid-character as an escape, so prefer `token_words` where the ids are at hand.
+    mid-character as an escape (``\\x86``), read back here as that one character, so each label is at least one
+    word's piece; prefer `token_words` where the ids are at hand.
     Example: ``["die", "▁", "dr", "ei", "▁eins", "▁.", "<eos>"]``, {"<eos>"} ->
     ``[("die", [0]), ("drei", [1, 2, 3]), ("eins", [4]), (".", [5]), ("<eos>", [6])]``."""
-    pieces = ["".join(_LABEL_SPACES.get(c, c) for c in label).encode("utf-8") for label in labels]
+    unescaped = [re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m[1], 16)), label) for label in labels]  # \x86
+    pieces = ["".join(_LABEL_SPACES.get(c, c) for c in label).encode("utf-8") for label in unescaped]
     return words_of_pieces(pieces, [label in specials for label in labels])
 
 

@@ -68,6 +68,9 @@ TOPICS: dict[str, Topic] = {
     "encoder-states": Topic("the encoder's outputs for one source, its cross-attention K/V, then dropped",
                             "encoder_states:explain_encoder_states", (C.SOURCE_TO_TEXT,), decoder=True,
                             takes_source=True),
+    "spans": Topic("where an answer comes from: the span head's start/end logits recomputed, the decoder's "
+                   "cross-attention over the passage", "spans:explain_spans", (C.SPANS,), decoder=True,
+                   takes_source=True),
     "training-pairs": Topic("one training example as the task builds it: inputs, targets, loss mask",
                             "training_pairs:explain_training_pairs", (C.TRAINING_EXAMPLES,)),
     "parameters": Topic("this run's parameter table, then GPT-3's; the '500,000 × 1024' embedding claim checked",

@@ -20,6 +20,7 @@ from qkv.models.autoencoder import Autoencoder, AutoencoderConfig
 from qkv.models.captioner import Captioner, CaptionerConfig
 from qkv.models.dit import DiT, DiTConfig
 from qkv.models.gpt import GPT, GPTConfig
+from qkv.models.reader import Reader, ReaderConfig
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.models.transcriber import Transcriber, TranscriberConfig
 from qkv.runs import (
@@ -36,7 +37,7 @@ from qkv.runs import (
 MODEL_TYPES: dict[str, tuple[type, type]] = {
     "gpt": (GPTConfig, GPT), "seq2seq": (Seq2SeqConfig, Seq2Seq), "dit": (DiTConfig, DiT),
     "autoencoder": (AutoencoderConfig, Autoencoder), "captioner": (CaptionerConfig, Captioner),
-    "transcriber": (TranscriberConfig, Transcriber),
+    "transcriber": (TranscriberConfig, Transcriber), "reader": (ReaderConfig, Reader),
 }
 
 # model_type -> {old field name: new one}: run directories written before a rename still load

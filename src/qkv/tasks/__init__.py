@@ -20,8 +20,10 @@ from qkv.tasks.caption import CaptionTask
 from qkv.tasks.chat import ChatTask
 from qkv.tasks.diffusion import DiffusionTask
 from qkv.tasks.lm import LMTask
+from qkv.tasks.qa import QATask
 from qkv.tasks.runner import run_task
 from qkv.tasks.speech import SpeechTask
+from qkv.tasks.summarize import SummarizeTask
 from qkv.tasks.translate import TranslateTask
 
 TASKS.update({
@@ -32,6 +34,8 @@ TASKS.update({
     "autoencoder": AutoencoderTask,
     "caption": CaptionTask,
     "speech": SpeechTask,
+    "qa": QATask,
+    "summarize": SummarizeTask,
 })
 
 

@@ -192,6 +192,7 @@ _CALLS = {
     "sample": Capability.IMAGES, "image_sampling": Capability.IMAGES, "reverse_process": Capability.IMAGES,
     "forward_process": Capability.IMAGES, "text_tokenizer": Capability.TOKENS, "text_input": Capability.TOKEN_INPUT,
     "self_attention": Capability.SELF_ATTENTION, "training_example": Capability.TRAINING_EXAMPLES,
+    "spans": Capability.SPANS, "answer": Capability.SPANS,
 }
 
 

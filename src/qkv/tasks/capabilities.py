@@ -17,6 +17,8 @@ kind offers the calls of every capability it declares.
     source-to-text     SourceToText: a source (text, image or audio) -> text, n-best,          ✓  ✓  ✓
                        cross-attention, reference pairs, teacher-forced batches
     text-source        the source of source-to-text is text (words to align)                  ✓
+    spans              Spans: a span head's start/end scores over a "question ; passage"      (qa)
+                       source, and the best span (extractive question answering)
     images             ImageGeneration: sample, the reverse and forward processes                        ✓
     tokens             Tokenized: a tokenizer between text and ids                      ✓  ✓   ✓  ✓  ✓  text
     token-input        TokenInput: the token table, positions and self-attention        ✓  ✓   ✓
@@ -49,6 +51,7 @@ class Capability(str, Enum):
     CHAT = "chat"
     SOURCE_TO_TEXT = "source-to-text"
     TEXT_SOURCE = "text-source"
+    SPANS = "spans"
     IMAGES = "images"
     TOKENS = "tokens"
     TOKEN_INPUT = "token-input"
@@ -68,6 +71,7 @@ DOES = {
     Capability.SOURCE_TO_TEXT: "turns a source into text (an encoder–decoder: translation, captioning, speech "
                                "recognition)",
     Capability.TEXT_SOURCE: "reads its source as text (translation)",
+    Capability.SPANS: "points at its answer in the passage (a span head: extractive question answering)",
     Capability.IMAGES: "makes images (diffusion)",
     Capability.TOKENS: "reads or writes text through a tokenizer",
     Capability.TOKEN_INPUT: "reads a text through a token table and self-attention (a GPT, a translation encoder)",
@@ -164,6 +168,32 @@ class SourceToText(Protocol):
     def pair_batch(self, sources: Sequence[Any], targets: Sequence[str]) -> dict: ...
 
     def reference_loss(self, sources: Sequence[Any], targets: Sequence[str]) -> tuple[float, int]: ...
+
+
+@dataclass
+class SpanScores:
+    """A span head's reading of one source: per position (S,) a start and an end logit, where a span may lie
+    (the passage), the best span start..end (inclusive positions) with its score, and its text."""
+
+    source: str
+    labels: list[str]  # one per position: the tokens read, EOS last
+    start_logits: Tensor  # (S,)
+    end_logits: Tensor  # (S,)
+    allowed: Tensor  # (S,) bool
+    start: int
+    end: int
+    score: float  # start_logits[start] + end_logits[end]
+    answer: str
+
+
+@runtime_checkable
+class Spans(Protocol):
+    """spans: the extractive head's `SpanScores` of ``question ; passage`` sources, and answers by either head."""
+
+    def spans(self, sources: Sequence[str]) -> list[SpanScores]: ...
+
+    def answer(self, questions: Sequence[str], passages: Sequence[str], head: str = "generative", decoding: Any = None,
+               **changes) -> tuple[list[str], list[str]]: ...
 
 
 @runtime_checkable
@@ -289,6 +319,7 @@ PROTOCOLS: dict[Capability, type] = {
     Capability.CHAT: Chat,
     Capability.SOURCE_TO_TEXT: SourceToText,
     Capability.TEXT_SOURCE: SourceToText,
+    Capability.SPANS: Spans,
     Capability.IMAGES: ImageGeneration,
     Capability.TOKENS: Tokenized,
     Capability.TOKEN_INPUT: TokenInput,

@@ -11,6 +11,7 @@ gets every command, page and explain topic that fits by subclassing it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -20,9 +21,20 @@ from qkv.errors import QKVError
 from qkv.evaluation.perplexity import perplexity
 from qkv.evaluation.translation import corpus_loss
 from qkv.generation.seq2seq import SequenceDecoding, translate_lines
-from qkv.tasks.base import Run, get_task
+from qkv.runs import TGT_TOKENIZER_FILE, TOKENIZER_FILE
+from qkv.tasks.base import Run, a_, get_task
 from qkv.tasks.capabilities import Capability, SourceBatch, TextInput, TrainingExample
 from qkv.training.losses import smoothed_loss
+
+
+def load_tokenizers(run_dir: str | Path):
+    """(source tokenizer, target tokenizer) of a text-to-text run; the same object for a joint vocabulary."""
+    from qkv.tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    src_tok = load_tokenizer(run_dir / TOKENIZER_FILE)
+    tgt_path = run_dir / TGT_TOKENIZER_FILE
+    return src_tok, (load_tokenizer(tgt_path) if tgt_path.is_file() else src_tok)
 
 
 class TextToTextRun(Run):
@@ -33,6 +45,12 @@ class TextToTextRun(Run):
     def __init__(self, path, config, saved, model, src_tok, tgt_tok):
         super().__init__(path, config, saved, model)
         self.src_tokenizer, self.tgt_tokenizer = src_tok, tgt_tok
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", **options):
+        """The run's model (its `model_type`), typed config and tokenizer(s) (`load_tokenizers`)."""
+        model, saved, config = cls._load_model(path, device)
+        return cls(path, config, saved, model, *load_tokenizers(path))
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -113,6 +131,11 @@ class TextToTextRun(Run):
         """Cross-attention of one decoder layer while turning `text` into text (with the run's decoding, or
         `beam`): source tokens × produced tokens."""
         return self.cross_attention(text, self.decoding(beam=beam)).pick(layer, head)
+
+    def reference_attention(self, source: str, layer: int = -1, head: int | None = None):
+        """(a map over a reference output with its word links, or None; one line saying which): a task with
+        reference word alignments supplies it (translation); here there are none."""
+        return None, f"no reference alignment for {a_(self.task)} run; drawing the model's own output"
 
     def pair_batch(self, sources: list[str], targets: list[str]) -> dict:
         """Pairs as training batches them (`collate`): src, src_mask, tgt_in = BOS + target, tgt_out = target + EOS

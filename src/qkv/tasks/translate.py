@@ -55,7 +55,7 @@ from qkv.tasks.base import State, Task, a_, last_eval, task_of
 from qkv.tasks.guided_alignment import Guide, attach_links, guide_of, guided_loss, training_alignments
 from qkv.tasks.mrt import LOGGED as MRT_LOGGED
 from qkv.tasks.mrt import MRTConfig, mrt_loss
-from qkv.tasks.text_to_text import TextToTextRun
+from qkv.tasks.text_to_text import TextToTextRun, load_tokenizers
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 from qkv.training.losses import smoothed_loss
@@ -96,16 +96,6 @@ class TranslateRunConfig:
     train: TranslateTrainConfig = field(default_factory=TranslateTrainConfig)
     decode: SequenceDecoding = field(default_factory=SequenceDecoding)
     mrt: MRTConfig = field(default_factory=MRTConfig)  # minimum risk training (train.objective = "mrt")
-
-
-def load_tokenizers(run_dir: str | Path):
-    """(source tokenizer, target tokenizer) of a translation run; the same object for a joint vocabulary."""
-    from qkv.tokenizers import load_tokenizer
-
-    run_dir = Path(run_dir)
-    src_tok = load_tokenizer(run_dir / TOKENIZER_FILE)
-    tgt_path = run_dir / TGT_TOKENIZER_FILE
-    return src_tok, (load_tokenizer(tgt_path) if tgt_path.is_file() else src_tok)
 
 
 def base_translation_run(init_from: Path) -> dict:
@@ -341,11 +331,6 @@ class TranslationRun(TextToTextRun):
     task = "translate"
     config_class = TranslateRunConfig
     model_type = "seq2seq"
-
-    @classmethod
-    def load(cls, path, device: str = "cpu", **options):
-        model, saved, config = cls._load_model(path, device)
-        return cls(path, config, saved, model, *load_tokenizers(path))
 
     def example_text(self) -> str:
         return DEFAULT_SOURCE

@@ -21,6 +21,8 @@ def _function(pair):
 @pytest.mark.parametrize("corpus", ["text", "code"])
 def test_every_summary_is_the_docstrings_first_sentence(corpus):
     for pair in summary_pairs(corpus, "test") + summary_pairs(corpus, "train")[:200]:
+        if pair.source == "docs":
+            continue  # the library reference's entries: test_documentation_entries
         doc = " ".join(inspect.getdoc(_function(pair)).split())
         assert doc.startswith(pair.summary) and pair.summary.endswith(".")
         assert 4 <= len(pair.summary.split()) <= 30 and len(pair.document) <= MAX_DOCUMENT
@@ -57,3 +59,49 @@ def test_the_same_python_gives_the_same_pairs_and_bad_names_are_one_line():
         summary_pairs("poems", "test")
     with pytest.raises(QKVError, match="unknown split 'dev'"):
         summary_pairs("text", "dev")
+
+
+def test_documentation_entries_are_plain_prose_split_by_module(tmp_path, monkeypatch):
+    """A library-reference entry (reStructuredText) gives its first sentence as the summary and the rest of its own
+    prose as the document: roles and literals unwrapped, the signature, notes, examples and nested entries left
+    out."""
+    from qkv.data import summaries
+
+    (tmp_path / "json.rst.txt").write_text("""
+.. function:: dumps(obj, *, skipkeys=False, \\
+                    indent=None)
+
+   Serialize *obj* to a JSON formatted :class:`str` using ``dumps``.  The
+   arguments have the same meaning as in :func:`~json.dump`.
+
+   .. note::
+
+      Keys are always strings. This is a note.
+
+   If *indent* is given, the output is indented::
+
+      >>> print(dumps([1]))
+
+   It returns a string. Keys are sorted when asked.
+
+.. function:: loads(s)
+
+   Deserialize s to an object. Too short.
+""", encoding="utf-8")
+    (tmp_path / "zipapp.rst.txt").write_text("""
+.. class:: Archive(path)
+
+   Create a new archive in a file on disk. It holds modules. It can be run. It is a zip file.
+""", encoding="utf-8")
+    monkeypatch.setenv("QKV_PYDOC_DIR", str(tmp_path))
+    summaries._all_pairs.cache_clear()
+    try:
+        test = [p for p in summary_pairs("text", "test") if p.source == "docs"]
+        train = [p for p in summary_pairs("text", "train") if p.source == "docs"]
+    finally:
+        summaries._all_pairs.cache_clear()
+    assert [(p.name, p.summary) for p in test] == [
+        ("json.dumps", "Serialize obj to a JSON formatted str using dumps.")]
+    assert test[0].document == ("The arguments have the same meaning as in dump. If indent is given, the output is "
+                                "indented: It returns a string. Keys are sorted when asked.")
+    assert [(p.name, p.module) for p in train] == [("zipapp.Archive", "zipapp")]  # json is a test module

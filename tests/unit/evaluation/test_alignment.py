@@ -141,3 +141,15 @@ def test_batched_scores_match_a_reference_made_of_one_heads_own_links(model_and_
     lines = alignment_report(r)
     assert "S = P: one link kind" in lines[0] and lines[-1].startswith("best: decoder layer")
     assert any(line.split()[:3] == ["1", "0", "0.00"] for line in lines)
+
+
+def test_labels_of_bytes_cut_mid_character_are_pieces_of_words():
+    """An untrained model can write a byte that is half a character; its label is an escape (\\x86). Read as the
+    text "\\", "x", "86" it split into three words that owned no piece, so explain alignment's word rows summed to
+    0 instead of 1 (found on a tiny summarize run)."""
+    from qkv.evaluation.alignment import label_words, membership
+
+    words = label_words(["\\x86", "\\x86", "▁eins", "<eos>"], {"<eos>"})
+    m = membership(words, 4)
+    assert (m.sum(dim=0) >= 1).all() and (m.sum(dim=1) == 1).all()  # every word owns a piece, every piece one word
+    assert words[-2:] == [("eins", [2]), ("<eos>", [3])]

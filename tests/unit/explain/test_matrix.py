@@ -11,7 +11,7 @@ from qkv.errors import QKVError
 from qkv.explain import TOPICS, applies, explain, topics_for
 from qkv.tasks import load_run
 
-KINDS = ["lm", "chat", "translate", "caption", "digits", "shapes", "autoencoder", "speech", "ctc"]
+KINDS = ["lm", "chat", "translate", "caption", "digits", "shapes", "autoencoder", "speech", "ctc", "qa", "summarize"]
 INPUT = {"digits": {"prompt": "3"}}  # a class-conditional run's prompt is its label
 
 
@@ -43,7 +43,9 @@ def test_captioning_gets_every_topic_that_applies_to_an_encoder_decoder(runs):
     assert topics_for(runs["caption"]) == [
         "tokens", "qkv", "heads", "self-vs-cross", "decoder-only-vs-encoder-decoder", "output", "encoder-states",
         "training-pairs", "parameters", "evaluation"]
-    assert topics_for(runs["translate"]) == [t for t in TOPICS if t not in ("audio", "diffusion")]
+    assert topics_for(runs["translate"]) == [t for t in TOPICS if t not in ("audio", "diffusion", "spans")]
+    assert topics_for(runs["summarize"]) == topics_for(runs["translate"])
+    assert topics_for(runs["qa"]) == [t for t in TOPICS if t not in ("audio", "diffusion")]
     assert topics_for(runs["autoencoder"]) == ["parameters"]
     assert topics_for(runs["shapes"]) == ["tokens", "parameters", "diffusion"]
 
@@ -75,7 +77,9 @@ def test_the_pages_follow_the_same_capabilities(runs):
         "shapes": ["images", "params", "explain"],
         "autoencoder": ["params", "explain"],
         "speech": ["transcribe", "params", "explain"],
-        "ctc": ["transcribe", "params", "explain"]}
+        "ctc": ["transcribe", "params", "explain"],
+        "qa": ["translate", "attention", "params", "explain"],
+        "summarize": ["translate", "attention", "params", "explain"]}
 
 
 def test_qkv_explain_run_dir_lists_that_runs_topics(runs, more_runs, capsys):
