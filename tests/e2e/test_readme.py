@@ -1,8 +1,8 @@
 """The Python examples of the README and of the Python API guide (docs/guides/python-api.md), run as written:
 their code blocks execute against small runs of each kind, made here under the run-directory names the pages use
 (runs/shakespeare, runs/multi30k-de-en, runs/chat-qa-skills, runs/digits-dit, runs/shapes-caption, runs/fsdd-digits,
-and the scenes/ folder `qkv data scenes` writes). The guide's training block runs too, shrunk to a few steps by wrapping
-`run_task` (its lines and names stay the guide's)."""
+runs/qa, runs/sum-code, the scenes/ folder `qkv data scenes` writes and a shorten.py). The guide's training block
+runs too, shrunk to a few steps by wrapping `run_task` (its lines and names stay the guide's)."""
 
 import re
 
@@ -33,6 +33,15 @@ RUNS = {
     "runs/fsdd-digits": ["--preset", "fsdd-digits", "--model.d_model", "32", "--model.n_heads", "2",
                          "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--data.val_size", "4",
                          "--train.batch_size", "4", "--train.precision", "fp32"],
+    "runs/qa": ["--preset", "qa-stories", "--data.stories_per_family", "4", "--data.eval_per_family", "2",
+                "--data.pydoc_repeats", "1", "--model.d_model", "32", "--model.d_ff", "64", "--model.n_heads", "2",
+                "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--train.batch_size", "8",
+                "--train.eval_pairs", "0", "--train.precision", "fp32"],
+    "runs/sum-code": ["--preset", "summarize-code", "--data.max_train_pairs", "60", "--data.max_val_pairs", "6",
+                      "--data.vocab_size", "300", "--data.batch_tokens", "2000", "--data.rouge_val_pairs", "0",
+                      "--model.d_model", "32", "--model.d_ff", "64", "--model.n_heads", "2", "--model.max_seq_len",
+                      "128", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1",
+                      "--train.precision", "fp32"],
 }
 
 
@@ -61,6 +70,7 @@ def runs_here(tmp_path_factory, shared_data):
         for run, args in RUNS.items():
             assert main(["train", *map(str, args), *COMMON, "--out", run]) == 0, run
         assert main(["data", "scenes", "--out", "scenes", "--n", "3"]) == 0
+        (folder / "shorten.py").write_text("def shorten(text, width):\n    return text[:width]\n", encoding="utf-8")
     return folder
 
 
@@ -86,6 +96,8 @@ def test_the_inference_example_runs(runs_here, monkeypatch, capsys):
     assert scope["images"].shape == (16, 1, 8, 8) and scope["images"].abs().max() <= 1.0
     assert scope["amap"].weights.shape == (12, 12) and len(scope["english"]) == 1
     assert len(scope["captions"]) == 2 and scope["where"].weights.shape[1] == 64  # 64 patches per word
+    assert len(scope["answers"]) == 1 and scope["answers"][0] in "Mary went to the garden."  # a span of it
+    assert len(scope["summaries"]) == 1 and scope["notes"] == [""]
     out = capsys.readouterr().out
     assert "bits_per_char" in out and "translation:" in out
 

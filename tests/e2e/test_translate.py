@@ -282,9 +282,9 @@ def test_only_one_file_given(tmp_path, capsys):
 
 def test_unknown_task(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('task = "summarize"\n', encoding="utf-8")
+    cfg.write_text('task = "poetry"\n', encoding="utf-8")
     rc, _, err = qkv(capsys, "train", "--config", cfg, "--out", tmp_path / "run")
-    assert_user_error(rc, err, "unknown task 'summarize'", "lm, translate")
+    assert_user_error(rc, err, "unknown task 'poetry'", "lm, translate")
 
 
 # ------------------------------------------------------------------------------------------------ variants
