@@ -76,7 +76,14 @@ class TextToTextRun(Run):
         raise QKVError(f"{self.path.name} knows no dataset named {data!r}; give a src file (and its ref file)")
 
     def example_text(self) -> str:
-        return self.example_sources(1)[0]
+        """The first held-out source that fits the encoder's context (a page or topic that reads it whole needs one
+        that does), else the first one cut to the context."""
+        sources = self.example_sources(20)
+        limit = self.model.config.max_seq_len - 1  # and its EOS
+        for source in sources:
+            if len(self.src_tokenizer.encode(source.strip())) <= limit:
+                return source
+        return self.src_tokenizer.decode(self.src_tokenizer.encode(sources[0].strip())[:limit])
 
     def example_sources(self, n: int = 1) -> list[str]:
         return self.reference_pairs(n)[0]
