@@ -19,6 +19,8 @@ from pathlib import Path
 import trained
 from machine import describe
 
+from qkv.evaluation.summarization import intervals_apart, score_table
+
 
 def train_and_eval(corpus: str, out: Path, minutes: float, threads: int) -> dict:
     run = out / corpus
@@ -32,14 +34,10 @@ def table(r: dict) -> list[str]:
     e = r["eval"]
     lines = [f"{r['corpus']}: {e['documents']} test documents ({e['source']}), {r['train_pairs']} training pairs, "
              f"{r['updates']} updates in {r['minutes']} min on {r['threads']} thread(s), beam {e['beam']}",
-             f"  {'system':<9}{'ROUGE-1':>22}{'ROUGE-2':>22}{'ROUGE-L':>22}{'BLEU':>7}{'chrF++':>8}"]
-    for name, s in e["scores"].items():
-        cells = "".join(f"{s[t]['score']:8.2f} [{s[t]['ci95'][0]:5.2f}, {s[t]['ci95'][1]:5.2f}]"
-                        for t in ("rouge1", "rouge2", "rougeL"))
-        lines.append(f"  {name:<9}{cells}{s['bleu']:7.2f}{s['chrf++']:8.2f}")
+             *score_table(e["scores"])]
     m, b = e["scores"]["model"]["rougeL"], e["scores"][e["best_baseline"]]["rougeL"]
     gap = e["rougeL_over_best_baseline"]
-    apart = m["ci95"][0] > b["ci95"][1]
+    apart = intervals_apart(m, b)  # with gap > 0: the model's interval lies above
     met = gap >= 5.0 and apart
     lines.append(f"  ROUGE-L over the best baseline ({e['best_baseline']}): {gap:+.2f}; intervals "
                  f"{'apart' if apart else 'overlap'} -> target (>= +5, apart): {'met' if met else 'not met'}")

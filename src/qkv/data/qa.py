@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 from qkv.data.pydoc_passages import pydoc_examples
 from qkv.data.stories import FAMILIES, NAMES, PLACES, story_examples
@@ -83,8 +84,8 @@ class QAItem:
     family: str  # a story family, pydoc-<kind>, or "file"
     span: tuple[int, int] | None  # source[start:end] is the answer's mention; None: no span to point at
 
-    @property
-    def source(self) -> str:
+    @cached_property
+    def source(self) -> str:  # read many times while preparing: joined once
         return join(self.question, self.passage)
 
 
@@ -120,8 +121,6 @@ def invented_word(rng: random.Random) -> str:
 def anonymize(ex, rng: random.Random):
     """The story `ex` with each of its training-world people and places renamed by a made-up word, the same one
     everywhere in the story (passage, question, answers), and its span moved with the text."""
-    from dataclasses import replace
-
     words = set(re.findall(r"[A-Za-z]+", ex.passage + " " + ex.question))
     mapping, used = {}, set()
     for word in sorted(words & (set(NAMES["train"]) | set(PLACES["train"]))):

@@ -62,6 +62,21 @@ def summary_scores(hyps: list[str], refs: list[str], n_boot: int = 1000, seed: i
     return out
 
 
+def intervals_apart(a: dict, b: dict) -> bool:
+    """Whether two scores' 95% intervals ({"score", "ci95"}) do not overlap."""
+    return a["ci95"][0] > b["ci95"][1] or b["ci95"][0] > a["ci95"][1]
+
+
+def score_table(scores: dict[str, dict]) -> list[str]:
+    """The lines of a table: one row per system (`summary_scores` each), ROUGE-1/2/L with their intervals, BLEU,
+    chrF++."""
+    lines = [f"  {'system':<9}{'ROUGE-1':>22}{'ROUGE-2':>22}{'ROUGE-L':>22}{'BLEU':>7}{'chrF++':>8}"]
+    for name, s in scores.items():
+        cells = "".join(f"{s[t]['score']:8.2f} [{s[t]['ci95'][0]:5.2f}, {s[t]['ci95'][1]:5.2f}]" for t in ROUGE_TYPES)
+        lines.append(f"  {name:<9}{cells}{s['bleu']:7.2f}{s['chrf++']:8.2f}")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------ baselines
 def lead(document: str, corpus: str) -> str:
     """The first sentence of a text, or the first comment of code (else its first line)."""

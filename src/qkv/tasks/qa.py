@@ -65,7 +65,7 @@ from qkv.models.reader import Reader, ReaderConfig
 from qkv.runs import TOKENIZER_FILE
 from qkv.tasks.base import State, Task, last_eval
 from qkv.tasks.capabilities import Capability, SpanScores
-from qkv.tasks.text_to_text import TextToTextRun
+from qkv.tasks.text_to_text import TextToTextRun, load_tokenizers
 from qkv.training.config import TrainConfig
 from qkv.training.losses import smoothed_loss
 
@@ -151,14 +151,19 @@ def read_items(d: QADataConfig, split: str, need_spans: bool) -> tuple[list[QAIt
     return (items[:cut], f"{name} (train part)") if split == "train" else (items[cut:], f"{name} (val part)")
 
 
+def spread(items: list, n: int | None) -> list:
+    """`n` items taken at even steps through `items` (every family, not the first one's); all with n None."""
+    return items[:: max(1, len(items) // n)][:n] if n else items
+
+
 def span_targets(items: list[QAItem], ex: Examples, tok) -> list[tuple[int, int, int] | None]:
     """Per example: (the passage's first token, the answer's first token, its last token), or None where the answer
     has no span or its span was cut from the context."""
     out = []
     offsets = token_offsets(tok, [items[k].source for k in ex.index])
-    for k, off in zip(ex.index, offsets, strict=True):
+    for row, (k, off) in enumerate(zip(ex.index, offsets, strict=True)):
         it = items[k]
-        S = len(ex.src[len(out)]) - 1  # the real tokens the encoder reads, before its EOS
+        S = len(ex.src[row]) - 1  # the real tokens the encoder reads, before its EOS
         at = first_token_from(off, len(it.question) + len(SEPARATOR))
         if it.span is None:
             out.append(None)
@@ -240,9 +245,7 @@ class QATask(Task):
         return tok
 
     def load_tokenizers(self, data: QAData):
-        from qkv.tokenizers import load_tokenizer
-
-        return load_tokenizer(self.ctx.run_dir / TOKENIZER_FILE)
+        return load_tokenizers(self.ctx.run_dir)[0]  # one joint tokenizer
 
     def resolve(self, data: QAData, tok) -> QARunConfig:
         if self.ctx.resume:
@@ -297,15 +300,12 @@ class QATask(Task):
         out["val_ppl"] = perplexity(out["val_loss"])
         n = state.cfg.train.eval_pairs
         if full and n:
-            items = state.data.val[:: max(1, len(state.data.val) // n)][:n]  # every family, not the first one's
+            items = spread(state.data.val, n)
             got = answer_items(model, state.tok, items, state.cfg, with_spans=state.cfg.train.span_weight > 0)
-            from qkv.evaluation.squad import squad_scores
-
-            out["val_em"] = squad_scores(got["generative"], [list(it.answers) for it in items])["exact_match"]
-            spanned = [k for k, it in enumerate(items) if it.span is not None]
-            if "extractive" in got and spanned:
-                out["val_span_em"] = squad_scores([got["extractive"][k] for k in spanned],
-                                                  [list(items[k].answers) for k in spanned])["exact_match"]
+            scores = _family_scores(items, got)
+            out["val_em"] = scores["generative"]["exact_match"]
+            if "extractive" in scores:  # the questions whose answer is a span
+                out["val_span_em"] = scores["extractive"]["exact_match"]
         return out
 
     def summary(self, state: QAState, model, result) -> list[str]:
@@ -319,7 +319,7 @@ class QATask(Task):
         return lines
 
     def samples(self, state: QAState, model):
-        items = state.data.val[:: max(1, len(state.data.val) // 3)][:3]
+        items = spread(state.data.val, 3)
         got = answer_items(model, state.tok, items, state.cfg, with_spans=state.cfg.train.span_weight > 0)
         yield "--- sample answers (validation) " + "-" * 39 + "\n"
         for k, it in enumerate(items):
@@ -353,11 +353,10 @@ def extract(model, tok, sources: list[str], max_answer_len: int, batch_size: int
                            for s, off in zip(part, offsets, strict=True)], device=device)  # (B,)
         memory = model.encode(src, mask)  # (B, S, C)
         start, end = model.span_logits(memory)  # (B, S), (B, S)
-        allowed = passage_positions(mask, at)
-        for r, (source, off) in enumerate(zip(part, offsets, strict=True)):  # a span never starts or ends on a
-            for k, (a, b) in enumerate(off[: mask.size(1)]):  # token that is only a space (BPE's "Ġ" before a
-                if not source[a:b].strip():  # name it splits into letters)
-                    allowed[r, k] = False
+        # a span never starts or ends on a token that is only a space (BPE's "Ġ" before a name it splits up)
+        words = torch.tensor([[bool(source[a:b].strip()) for a, b in off[:S]] + [False] * (S - len(off[:S]))
+                              for source, off in zip(part, offsets, strict=True)], device=device)  # (B, S)
+        allowed = passage_positions(mask, at) & words
         i, j, score = best_spans(start, end, allowed, max_answer_len)
         for r, source in enumerate(part):
             n = len(ids[r])
@@ -419,7 +418,7 @@ class QARun(TextToTextRun):
 
     def reference_pairs(self, n: int | None = None) -> tuple[list[str], list[str], str]:
         items, name = self._items("val")
-        items = items[:: max(1, len(items) // n)][:n] if n else items  # every family, not the first one's
+        items = spread(items, n)
         return [it.source for it in items], [it.answers[0] for it in items], name
 
     def training_pairs(self, n: int | None = None) -> tuple[list[str], list[str], str]:
@@ -452,8 +451,9 @@ class QARun(TextToTextRun):
             raise QKVError(f"{len(questions)} question(s) but {len(passages)} passage(s)")
         lines, notes = zip(*(self.read_source(join(q, p)) for q, p in zip(questions, passages, strict=True)),
                            strict=True) if questions else ((), ())
-        if head == "extractive":
-            return [s.answer for s in self.spans(list(lines))], list(notes)
+        if head == "extractive":  # the lines are read already: no second read_source
+            spans = extract(self.model, self.src_tokenizer, list(lines), self.config.data.max_answer_len)
+            return [s.answer for s in spans], list(notes)
         return self.translate(list(lines), decoding, **changes)[0], list(notes)
 
     def spans(self, sources: list[str]) -> list[SpanScores]:

@@ -231,16 +231,12 @@ class SummarizeRun(TextToTextRun):
 
     def report(self, r: dict) -> str:
         decoding = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        from qkv.evaluation.summarization import intervals_apart, score_table
+
         lines = [f"{r['source']}: {r['documents']:,} documents, {decoding}; ROUGE F1 ×100 (rouge-score, stemmed) "
-                 "with 95% bootstrap intervals",
-                 f"  {'system':<9}{'ROUGE-1':>22}{'ROUGE-2':>22}{'ROUGE-L':>22}{'BLEU':>7}{'chrF++':>8}"]
-        for name, s in r["scores"].items():
-            cells = "".join(f"{s[t]['score']:8.2f} [{s[t]['ci95'][0]:5.2f}, {s[t]['ci95'][1]:5.2f}]"
-                            for t in ("rouge1", "rouge2", "rougeL"))
-            lines.append(f"  {name:<9}{cells}{s['bleu']:7.2f}{s['chrf++']:8.2f}")
+                 "with 95% bootstrap intervals", *score_table(r["scores"])]
         m, b = r["scores"]["model"]["rougeL"], r["scores"][r["best_baseline"]]["rougeL"]
-        apart = "the intervals do not overlap" if m["ci95"][0] > b["ci95"][1] or b["ci95"][0] > m["ci95"][1] else \
-            "the intervals overlap"
+        apart = "the intervals do not overlap" if intervals_apart(m, b) else "the intervals overlap"
         lines.append(f"ROUGE-L over the best baseline ({r['best_baseline']}): {r['rougeL_over_best_baseline']:+.2f} "
                      f"({apart})")
         if r["truncated_documents"]:
