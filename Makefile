@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The corpora some tests read. They come from $QKV_DATA_DIR when you set it, else from ../shared/data when there
 # is one (CI's checkout has it), else from the cache ($QKV_CACHE_DIR or ~/.cache/qkv/data), where `make test`
 # downloads them once with `qkv data get` (sha256-checked; $QKV_DATA_URL names a mirror instead of upstream).
-CORPORA := tinyshakespeare multi30k fsdd
+CORPORA := tinyshakespeare multi30k fsdd humaneval
 ifeq ($(QKV_DATA_DIR),)
   ifneq ($(wildcard ../shared/data/.),)
     export QKV_DATA_DIR := $(abspath ../shared/data)

@@ -99,15 +99,15 @@ def tiny_runs(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def more_runs(tmp_path_factory) -> dict:
-    """The tiny runs of the other run kinds (caption, shapes: text-to-image, autoencoder, speech, qa, summarize),
-    trained once per session when a test asks for them (tests/serve_fixtures.py)."""
+    """The tiny runs of the other run kinds (caption, shapes: text-to-image, autoencoder, speech, qa, summarize, code
+    with either architecture), trained once per session when a test asks for them (tests/serve_fixtures.py)."""
     from serve_fixtures import make_runs
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         return make_runs(tmp_path_factory.mktemp("more-runs"),
-                         ("caption", "shapes", "autoencoder", "speech", "qa", "summarize"))
+                         ("caption", "shapes", "autoencoder", "speech", "qa", "summarize", "code", "code-gpt"))
     finally:
         torch.set_num_threads(n)
 

@@ -25,7 +25,8 @@ def preset(name: str) -> str:
 
     return str(preset_path(name))
 
-CORPORA = ("tinyshakespeare", "multi30k", "fsdd")  # the downloaded datasets some tests need (`make test` fetches them)
+# the downloaded datasets some tests need (`make test` fetches them)
+CORPORA = ("tinyshakespeare", "multi30k", "fsdd", "humaneval")
 
 _WORDS = ("the the the and and to of of a my in that is you not with me it for be his your this but he have as "
           "thou so will what her thy all no by do shall if are we thee our lord on good now sir come more they "

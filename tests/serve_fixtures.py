@@ -100,6 +100,13 @@ SUMMARIZE_ARGS = [*SMALL, "--data.max_train_pairs", "60", "--data.max_val_pairs"
                   "64", "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1", "--model.n_heads", "2",
                   "--model.max_seq_len", "128", "--train.decay_steps", "4"]
 
+CODE_ARGS = [*SMALL, "--data.train_programs", "200", "--data.eval_programs", "8", "--data.vocab_size", "300",
+             "--data.pass_val_problems", "0", "--train.batch_size", "8", "--train.decay_steps", "4",
+             "--train.optimizer", "adamw", "--train.lr", "1e-3"]
+CODE_MODEL = ["--model.d_model", "32", "--model.d_ff", "64", "--model.n_heads", "2"]
+CODE_ENCDEC_ARGS = [*CODE_ARGS, *CODE_MODEL, "--model.n_encoder_layers", "1", "--model.n_decoder_layers", "1"]
+CODE_GPT_ARGS = [*CODE_ARGS, *CODE_MODEL, "--model.n_layers", "2"]
+
 
 def number_pairs(folder: Path, n: int = 80) -> tuple[Path, Path]:
     """n line-aligned synthetic "translations": German number words -> English ones."""
@@ -147,6 +154,10 @@ def make_runs(folder: Path, tasks: tuple[str, ...] = ("lm", "chat", "translate",
         runs["qa"] = _train(["--config", preset("qa-stories"), *QA_ARGS], folder / "qa")
     if "summarize" in tasks:
         runs["summarize"] = _train(["--config", preset("summarize-code"), *SUMMARIZE_ARGS], folder / "summarize")
+    if "code" in tasks:
+        runs["code"] = _train(["--config", preset("code-encdec"), *CODE_ENCDEC_ARGS], folder / "code")
+    if "code-gpt" in tasks:
+        runs["code-gpt"] = _train(["--config", preset("code-gpt"), *CODE_GPT_ARGS], folder / "code-gpt")
     if "speech" in tasks:
         from speech_fixtures import SPEECH_ARGS, digit_clips, digit_folder
 

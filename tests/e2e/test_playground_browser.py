@@ -168,7 +168,7 @@ def test_every_page_of_every_run_kind_opens(every_kind, page):
     url, runs = every_kind
     ready = {"generate": "#prompt", "chat": "#message", "translate": "#text", "caption": "#file",
              "transcribe": "#file", "images": "#strip img", "attention": "#heatmap table.heat",
-             "params": "#table table", "explain": "#out h2"}
+             "params": "#table table", "explain": "#out h2", "code": "#example option"}
     opened = []
     for name, served in runs.items():
         for p in served.pages:

@@ -25,6 +25,11 @@
   exact match and F1 of the generative and the extractive head per question family (held-out worlds, held-out
   wordings, held-out modules; ``--max-pairs``: the first N of each family), and the share of generative answers
   that are spans of their passage.
+- **code**, **code-gpt**: ``[--split all|val|compositions|k3|length|humaneval] [--pass-at-k 1,10 --samples 20]
+  [--temperature T] [--max-problems N] [--workers W]`` — pass@k of the completions, each run against its problem's
+  hidden tests in the sandbox (greedy pass@1 by default; with --samples N the unbiased estimator of N samples), on
+  the validation split, held-out compositions, unseen k = 3 programs, held-out length k = 4 and HumanEval; the
+  share of tests passed, how completions failed, pass@1 per number of blocks, the sandbox's ms per completion.
 - **summarize**: ``[--split test|val | --src FILE --ref FILE] [--beam N] [--max-pairs N] [--hyps-out FILE]`` —
   ROUGE-1/2/L with 95% bootstrap intervals, sacreBLEU and chrF++ of the summaries of modules never trained on, beside
   the lead, name and nearest-TF-IDF baselines.
@@ -43,7 +48,7 @@ from qkv.tasks.base import a_
 # option -> keyword of Run.evaluate (the same name, spelled with dashes on the command line)
 OPTIONS = ("data", "max_tokens", "split", "src", "ref", "beam", "length_penalty", "max_pairs", "hyps_out",
            "alignment", "ref_alignment", "n", "sampler", "steps", "guidance", "seed", "sweep", "use_ema", "confusion",
-           "ctc_weight")
+           "ctc_weight", "pass_at_k", "samples", "temperature", "max_problems", "workers")
 
 
 def add_parser(sub, name):
@@ -54,7 +59,8 @@ def add_parser(sub, name):
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     g = p.add_argument_group("translation runs")
     g.add_argument("--split", default=None, help="multi30k split: train, val, test_2016_flickr (the default); qa: "
-                                                 "test, paraphrase, pydoc, val; summarize: test, val")
+                                                 "test, paraphrase, pydoc, val; summarize: test, val; code: all, "
+                                                 "val, compositions, k3, length, humaneval")
     g.add_argument("--src", metavar="FILE", help="source sentences (instead of --data/--split)")
     g.add_argument("--ref", metavar="FILE", help="reference translations, line-aligned with --src")
     g.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's)")
@@ -76,6 +82,12 @@ def add_parser(sub, name):
                    help="DDIM 10/20/50 steps and DDPM-T at the run's guidance, then guidance 1/2/3/5 at DDIM-50")
     d.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
                    help="score the raw weights instead of their average")
+    c = p.add_argument_group("code runs")
+    c.add_argument("--pass-at-k", metavar="K,K", help="the k of pass@k, e.g. 1,10 (each at most --samples)")
+    c.add_argument("--samples", type=int, default=None, help="completions per problem (default 1: greedy)")
+    c.add_argument("--temperature", type=float, default=None, help="of the samples (default: the run's)")
+    c.add_argument("--max-problems", type=int, default=None, help="score only the first N problems of each split")
+    c.add_argument("--workers", type=int, default=None, help="sandbox processes side by side (default: one per core)")
     s = p.add_argument_group("speech runs")
     s.add_argument("--confusion", metavar="FILE.png", help="draw the digit confusion matrix of single digits here")
     s.add_argument("--ctc-weight", type=float, default=None, metavar="λ",

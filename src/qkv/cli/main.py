@@ -23,6 +23,7 @@ COMMANDS = {
     "transcribe": "transcribe",
     "answer": "answer",
     "summarize": "summarize",
+    "complete": "complete",
     "chat": "chat",
     "sample": "sample",
     "noise": "noise",

@@ -106,6 +106,18 @@ DATASETS: dict[str, DatasetInfo] = {
         "Multi30k task 1 (en/de/fr image captions; train 29,000 / val 1,014 / test_2016_flickr 1,000 lines)",
         tuple(RemoteFile(name, _M30K + name, sha, size) for name, (sha, size) in _M30K_SHA.items()),
     ),
+    "humaneval": DatasetInfo(
+        "humaneval",
+        "HumanEval: 164 Python problems with hidden tests (Chen et al. 2021; MIT), code generation's control",
+        (
+            RemoteFile(
+                "HumanEval.jsonl.gz",
+                "https://github.com/openai/human-eval/raw/master/data/HumanEval.jsonl.gz",
+                "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
+                44877,
+            ),
+        ),
+    ),
     "fsdd": DatasetInfo(  # speakers and the official split: qkv.data.speech (FSDD_ACCENTS, fsdd_split)
         "fsdd",
         "Free Spoken Digit Dataset: 6 speakers x 10 digits x 50 takes, 3,000 WAV files, 8 kHz (CC BY-SA 4.0)",

@@ -1,10 +1,11 @@
 """What the model makes, chosen by what the run can do (`qkv.tasks.capabilities`), never by its task's name:
 
-    samples        chat -> greedy replies to a few of the run's own questions (its test conversations, with their
-                   references), else continuation -> a greedy and two sampled continuations of its example text;
-                   source-to-text -> outputs for its example sources (images shown as images, recordings played
-                   by the page's <audio controls>), with references where it has them; images -> a grid of samples
-                   (few images, few DDIM steps, the settings said)
+    samples        code -> greedy completions of held-out problems, with their hidden tests' results (the
+                   sandbox); else chat -> greedy replies to a few of the run's own questions (its test
+                   conversations, with their references), else continuation -> a greedy and two sampled
+                   continuations of its example text; source-to-text -> outputs for its example sources (images
+                   shown as images, recordings played by the page's <audio controls>), with references where it
+                   has them; images -> a grid of samples (few images, few DDIM steps, the settings said)
     attention      one picture: source-to-text -> the last decoder layer's cross-attention (mean over heads) while
                    writing the output for the first example source (a recording: drawn under its log-mel
                    spectrogram, on one time axis); else self-attention -> the last layer's over the example text
@@ -41,11 +42,13 @@ def shown_width(image: torch.Tensor, target: int = 128) -> int:
 def samples_section(run) -> Section:
     sec = Section("samples", "Samples")
     makers = []
-    if can(run, Capability.CHAT):
+    if can(run, Capability.CODE):  # a code run's samples are completions judged by their tests, nothing else
+        makers.append(("no completions", _code_completions))
+    elif can(run, Capability.CHAT):
         makers.append(("no chat replies", _chat_replies))
     elif can(run, Capability.CONTINUATION):
         makers.append(("no continuations", _continuations))
-    if can(run, Capability.SOURCE_TO_TEXT):
+    if can(run, Capability.SOURCE_TO_TEXT) and not can(run, Capability.CODE):
         makers.append(("no outputs for example sources", _source_outputs))
     if can(run, Capability.IMAGES):
         makers.append(("no sampled images", _image_samples))
@@ -89,6 +92,19 @@ def _chat_replies(run) -> list:
         items.append(Example(fields + ([("reference", reference)] if reference is not None else [])))
     return [Text(f"Replies to {where}: greedy, a fresh conversation for each, at most {n} tokens."),
             Examples(items, table=True)]
+
+
+def _code_completions(run) -> list:
+    from qkv.evaluation.sandbox import run_programs
+
+    problems = [p for split in ("compositions", "length") for p in run.problems(split)[:2]]
+    completions = [c[0] for c in run.complete([p.prompt for p in problems])]
+    outcomes = run_programs([(p.program(c), p.tests) for p, c in zip(problems, completions, strict=True)])
+    items = [Example([("prompt", p.prompt), ("completion (greedy)", c),
+                      ("hidden tests", f"{o.passed} of {o.total} pass ({o.status})")])
+             for p, c, o in zip(problems, completions, outcomes, strict=True)]
+    return [Text("Greedy completions of two held-out-composition and two held-out-length problems, each run in the "
+                 "sandbox against its hidden tests."), Examples(items, table=True)]
 
 
 def example_sources(run, n: int) -> tuple[list, list[Text]]:

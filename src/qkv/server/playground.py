@@ -48,6 +48,7 @@ from qkv.server.schemas import (
     MAX_AUDIO,
     AttentionRequest,
     ChatRequest,
+    CodeRequest,
     GenerateRequest,
     ImagesRequest,
     NoiseRequest,
@@ -181,6 +182,10 @@ def _describe(request: Request, s: Served) -> dict:
             out["image"] = {"size": c.image_size, "channels": c.channels, "frames": c.frames}
         if run.source_kind == "audio":
             out["audio"] = audio_limits(model.config.max_frames, config.max_upload_bytes)
+    if can(run, Capability.CODE):
+        out["code"] = {"architecture": run.architecture,
+                       "examples": [{"task_id": p.task_id, "prompt": p.prompt, "blocks": list(p.blocks)}
+                                    for split in ("compositions", "length") for p in run.problems(split)[:4]]}
     if can(run, Capability.IMAGES):
         cfg, meta = model.config, run.meta
         out |= {"conditioning": cfg.conditioning, "n_classes": cfg.n_classes, "class_names": meta.get("class_names"),
@@ -277,6 +282,39 @@ def _labels(s: Served) -> list[str]:
         tok = s.run.tokenizer
         s.cache["labels"] = [token_label(tok, i) for i in range(tok.vocab_size)]
     return s.cache["labels"]
+
+
+@router.post("/runs/{name}/code")
+async def code(request: Request, name: str, req: CodeRequest) -> dict:
+    """Complete a prompt, then run the completion in the sandbox against the hidden tests of the run's problem
+    with that prompt, or else against the examples of its docstring; each test's pass or fail."""
+    from qkv.data.programs import doctest_tests
+    from qkv.evaluation.sandbox import run_programs
+
+    s = _served(request, name, Capability.CODE)
+    run = s.run
+    if not req.prompt.strip():
+        raise HTTPError(422, "prompt: empty; give a function's signature and docstring")
+    known = {p.prompt: p for split in ("compositions", "length", "k3", "val") for p in run.problems(split)}
+    problem = known.get(req.prompt)
+    tests = list(problem.tests) if problem else _checked(lambda: doctest_tests(req.prompt), "prompt")
+    where = f"the hidden tests of {problem.task_id}" if problem else "the examples of the docstring"
+
+    def work():
+        t0 = time.perf_counter()
+        completion = run.complete([req.prompt], n=1, temperature=req.temperature, seed=req.seed)[0][0]
+        seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        outcomes = run_programs([(req.prompt + completion, [t]) for t in tests])
+        return completion, seconds, time.perf_counter() - t1, outcomes
+
+    completion, seconds, sandbox_s, outcomes = await _run(request, s, work)
+    return {"completion": completion, "program": req.prompt + completion, "tests_from": where,
+            "tests": [{"test": t, "passed": o.status == "passed", "status": o.status, "detail": o.detail}
+                      for t, o in zip(tests, outcomes, strict=True)],
+            "passed": sum(o.status == "passed" for o in outcomes), "total": len(tests),
+            "seconds": round(seconds, 4), "sandbox_seconds": round(sandbox_s, 4),
+            "decoding": "greedy" if req.temperature is None else f"sampled at temperature {req.temperature}"}
 
 
 @router.post("/runs/{name}/attention")

@@ -82,6 +82,15 @@ class ToTextRequest(Strict):
         return self
 
 
+class CodeRequest(Strict):
+    """A prompt to complete (a function's signature and docstring), greedy or sampled; the completion is then run
+    against the problem's hidden tests (a prompt of the run's own problems) or the docstring's examples."""
+
+    prompt: str = Field(..., min_length=1, max_length=MAX_TEXT)
+    temperature: float | None = Field(None, gt=0, le=2, allow_inf_nan=False)  # None: greedy
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
 class AttentionRequest(Strict):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
 

@@ -22,11 +22,13 @@ STATIC = Path(__file__).parent / "static"
 
 def pages_of(run) -> list[str]:
     """The pages of a run, in the order the index lists them, from what it can do (`qkv.tasks.capabilities`):
-    chat, generate, translate (a text source), caption (an image source) or transcribe (an audio source), images,
+    code, chat, generate, translate (a text source), caption (an image source) or transcribe (an audio source), images,
     attention (self-attention over a text), params, and explain when any topic applies."""
     from qkv.explain import topics_for
 
     pages = []
+    if can(run, Capability.CODE):
+        pages.append("code")
     if can(run, Capability.CHAT):
         pages.append("chat")
     if can(run, Capability.CONTINUATION):

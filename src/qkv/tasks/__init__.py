@@ -18,6 +18,7 @@ from qkv.tasks.autoencoder import AutoencoderTask
 from qkv.tasks.base import TASKS, Run, Task, get_task, task_of
 from qkv.tasks.caption import CaptionTask
 from qkv.tasks.chat import ChatTask
+from qkv.tasks.code import CodeGPTTask, CodeTask
 from qkv.tasks.diffusion import DiffusionTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.qa import QATask
@@ -36,6 +37,8 @@ TASKS.update({
     "speech": SpeechTask,
     "qa": QATask,
     "summarize": SummarizeTask,
+    "code": CodeTask,
+    "code-gpt": CodeGPTTask,
 })
 
 

@@ -192,7 +192,8 @@ _CALLS = {
     "sample": Capability.IMAGES, "image_sampling": Capability.IMAGES, "reverse_process": Capability.IMAGES,
     "forward_process": Capability.IMAGES, "text_tokenizer": Capability.TOKENS, "text_input": Capability.TOKEN_INPUT,
     "self_attention": Capability.SELF_ATTENTION, "training_example": Capability.TRAINING_EXAMPLES,
-    "spans": Capability.SPANS, "answer": Capability.SPANS,
+    "spans": Capability.SPANS, "answer": Capability.SPANS, "complete": Capability.CODE,
+    "run_tests": Capability.CODE, "example_problem": Capability.CODE,
 }
 
 

@@ -19,6 +19,7 @@ kind offers the calls of every capability it declares.
     text-source        the source of source-to-text is text (words to align)                  ✓
     spans              Spans: a span head's start/end scores over a "question ; passage"      (qa)
                        source, and the best span (extractive question answering)
+    code               Programs: complete a function, run its hidden tests in the sandbox   (code, code-gpt)
     images             ImageGeneration: sample, the reverse and forward processes                        ✓
     tokens             Tokenized: a tokenizer between text and ids                      ✓  ✓   ✓  ✓  ✓  text
     token-input        TokenInput: the token table, positions and self-attention        ✓  ✓   ✓
@@ -52,6 +53,7 @@ class Capability(str, Enum):
     SOURCE_TO_TEXT = "source-to-text"
     TEXT_SOURCE = "text-source"
     SPANS = "spans"
+    CODE = "code"
     IMAGES = "images"
     TOKENS = "tokens"
     TOKEN_INPUT = "token-input"
@@ -72,6 +74,7 @@ DOES = {
                                "recognition)",
     Capability.TEXT_SOURCE: "reads its source as text (translation)",
     Capability.SPANS: "points at its answer in the passage (a span head: extractive question answering)",
+    Capability.CODE: "writes code that is judged by running tests (code generation)",
     Capability.IMAGES: "makes images (diffusion)",
     Capability.TOKENS: "reads or writes text through a tokenizer",
     Capability.TOKEN_INPUT: "reads a text through a token table and self-attention (a GPT, a translation encoder)",
@@ -194,6 +197,23 @@ class Spans(Protocol):
 
     def answer(self, questions: Sequence[str], passages: Sequence[str], head: str = "generative", decoding: Any = None,
                **changes) -> tuple[list[str], list[str]]: ...
+
+
+@runtime_checkable
+class Programs(Protocol):
+    """code: complete a function from its signature and docstring, and run a completion's hidden tests in the
+    sandbox (`qkv.evaluation.sandbox`); `architecture` is "encoder-decoder" or "decoder-only"."""
+
+    architecture: str
+
+    def complete(self, prompts: Sequence[str], n: int = 1, temperature: float | None = None,
+                 max_new_tokens: int | None = None, seed: int | None = None) -> list[list[str]]: ...
+
+    def problems(self, split: str = "compositions") -> Sequence[Any]: ...  # `qkv.data.programs.Problem`s
+
+    def example_problem(self) -> Any: ...
+
+    def run_tests(self, problem: Any, completion: str) -> Any: ...  # the sandbox's Outcome
 
 
 @runtime_checkable
@@ -320,6 +340,7 @@ PROTOCOLS: dict[Capability, type] = {
     Capability.SOURCE_TO_TEXT: SourceToText,
     Capability.TEXT_SOURCE: SourceToText,
     Capability.SPANS: Spans,
+    Capability.CODE: Programs,
     Capability.IMAGES: ImageGeneration,
     Capability.TOKENS: Tokenized,
     Capability.TOKEN_INPUT: TokenInput,

@@ -18,6 +18,8 @@ EXPECTED = {
     "speech": {C.SOURCE_TO_TEXT, C.TOKENS, C.TRAINING_EXAMPLES},
     "qa": {C.SOURCE_TO_TEXT, C.TEXT_SOURCE, C.SPANS, C.TOKENS, C.TOKEN_INPUT, C.SELF_ATTENTION, C.TRAINING_EXAMPLES},
     "summarize": {C.SOURCE_TO_TEXT, C.TEXT_SOURCE, C.TOKENS, C.TOKEN_INPUT, C.SELF_ATTENTION, C.TRAINING_EXAMPLES},
+    "code": {C.SOURCE_TO_TEXT, C.TEXT_SOURCE, C.CODE, C.TOKENS, C.TOKEN_INPUT, C.SELF_ATTENTION, C.TRAINING_EXAMPLES},
+    "code-gpt": {C.CONTINUATION, C.CODE, C.TOKENS, C.TOKEN_INPUT, C.SELF_ATTENTION, C.TRAINING_EXAMPLES},
     "digits": {C.IMAGES},
     "shapes": {C.IMAGES, C.TOKENS},
     "autoencoder": set(),
@@ -26,7 +28,8 @@ EXPECTED = {
 CALL = {C.CONTINUATION: ("token_stream", ("x",)), C.CHAT: ("chat", ()), C.SOURCE_TO_TEXT: ("to_text", (["x"],)),
         C.TEXT_SOURCE: ("alignment_scores", ()), C.IMAGES: ("sample", (1,)), C.TOKENS: ("text_tokenizer", ()),
         C.TOKEN_INPUT: ("text_input", ()), C.SELF_ATTENTION: ("self_attention", ("x",)),
-        C.TRAINING_EXAMPLES: ("training_example", ()), C.SPANS: ("spans", (["Where? ; Here."],))}
+        C.TRAINING_EXAMPLES: ("training_example", ()), C.SPANS: ("spans", (["Where? ; Here."],)),
+        C.CODE: ("complete", (["def f(x):\n"],))}
 
 
 @pytest.fixture(scope="module")
