@@ -206,7 +206,7 @@ def test_cli_data_list(tmp_path, monkeypatch, capsys):
 
 def test_cli_data_list_says_not_downloaded(no_local_data, capsys):
     assert main(["data", "list"]) == 0
-    assert capsys.readouterr().out.count("not downloaded") == 3  # tinyshakespeare, multi30k and fsdd
+    assert capsys.readouterr().out.count("not downloaded") == 4  # tinyshakespeare, multi30k, fsdd and humaneval
 
 
 def test_cli_data_get_verifies(data_dir, capsys):

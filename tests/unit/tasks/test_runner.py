@@ -80,7 +80,8 @@ def test_a_trained_run_is_never_overwritten(tiny_run):
 
 
 def test_init_from_is_only_for_the_tasks_that_take_it(tiny_run, tmp_path):
-    assert {name for name, task in TASKS.items() if task.supports_init_from} == {"lm", "chat", "translate"}
+    assert {name for name, task in TASKS.items() if task.supports_init_from} == {"lm", "chat", "translate", "code",
+                                                                                 "code-gpt"}
     with pytest.raises(QKVError, match="not supported for the diffusion task"):
         run_task(get_task("diffusion").config_class(), tmp_path / "t", init_from=tiny_run)
 
