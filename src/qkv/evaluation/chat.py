@@ -26,8 +26,8 @@ from qkv.generation.inference import for_decoding
 
 @torch.no_grad()
 def answer_loss(model: nn.Module, ex, pad_id: int) -> tuple[float, int]:
-    """(mean NLL per answer token, answer tokens) over every conversation of `ex` (`qkv.data.chat.ChatExamples`:
-    its inputs and targets, -100 off the answers) once."""
+    """(mean NLL per answer token, answer tokens) over every example of `ex` once: its ``inputs`` and ``targets``,
+    -100 off the answers (`qkv.data.chat.ChatExamples`, or a code run's `BodyExamples`)."""
     from qkv.data.chat import eval_chat_batches
 
     device = next(model.parameters()).device

@@ -16,6 +16,7 @@ Shape legend: N rows (prompts × samples), S prompt length, T completion length,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,18 +35,15 @@ class Sample:
     text: str
 
 
+@contextmanager
 def _no_dropout(model: nn.Module):
-    """A context manager: the model in eval mode (no dropout) inside, its mode restored after."""
-
-    class Eval:
-        def __enter__(self):
-            self.was = model.training
-            model.eval()
-
-        def __exit__(self, *exc):
-            model.train(self.was)
-
-    return Eval()
+    """The model in eval mode (no dropout) inside, its mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 class Seq2SeqCompleter:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -35,9 +36,10 @@ import numpy as np
 import torch
 
 from qkv.data.batching import EpochBatches
-from qkv.data.chat import ChatBatches, eval_chat_batches
+from qkv.data.chat import ChatBatches
 from qkv.data.programs import SPLITS, Problem, ProgramSpec, humaneval_problems, program_splits, trim_completion
 from qkv.errors import QKVError
+from qkv.evaluation.chat import answer_loss
 from qkv.evaluation.perplexity import perplexity
 from qkv.evaluation.translation import corpus_loss
 from qkv.generation.completion import GPTCompleter, Seq2SeqCompleter
@@ -197,7 +199,13 @@ def test_rewards(problems: Sequence[Problem], groups: list[list[str]], workers: 
 
 
 def rl_problems(d: CodeDataConfig) -> tuple[Problem, ...]:
-    return tuple(p for p in problems_of(d, "train")[: d.train_programs] if p.k >= d.rl_min_blocks)
+    """The reinforcement prompts: the training problems of at least `rl_min_blocks` blocks (computed once)."""
+    return _rl_problems(d.spec, d.train_programs, d.rl_min_blocks)
+
+
+@cache
+def _rl_problems(spec: ProgramSpec, n: int, min_blocks: int) -> tuple[Problem, ...]:
+    return tuple(p for p in program_splits(spec)["train"][:n] if p.k >= min_blocks)
 
 
 def greedy_pass(completer, problems: Sequence[Problem], max_new_tokens: int, workers: int | None) -> float:
@@ -325,13 +333,19 @@ def code_reinforce(completer, cfg, batch: dict):
 
 # ------------------------------------------------------------------------------------------------ decoder-only
 @dataclass
+class BodyExamples:
+    """One split as the decoder-only model trains on it (what `answer_loss` and `ChatBatches` read)."""
+
+    inputs: list[list[int]] = field(default_factory=list)  # prompt + body + EOS, minus the last token
+    targets: list[list[int]] = field(default_factory=list)  # next tokens; -100 over the prompt
+
+
+@dataclass
 class CodeGPTState(State):
     tok: Tokenizer | None = None
     eos: int = 0
-    train_in: list[list[int]] = field(default_factory=list)  # prompt + body, minus the last token
-    train_tgt: list[list[int]] = field(default_factory=list)  # next tokens; -100 over the prompt
-    val_in: list[list[int]] = field(default_factory=list)
-    val_tgt: list[list[int]] = field(default_factory=list)
+    train: BodyExamples = field(default_factory=BodyExamples)
+    val: BodyExamples = field(default_factory=BodyExamples)
 
 
 def gpt_example(tok: Tokenizer, problem: Problem, eos: int) -> tuple[list[int], list[int]]:
@@ -384,21 +398,21 @@ class CodeGPTTask(Task):
     def prepare(self, cfg: CodeGPTRunConfig, data: dict, tok: Tokenizer) -> CodeGPTState:
         eos, T = tok.eos_id, cfg.model.max_seq_len
         state = CodeGPTState(cfg, {}, tok, eos)
-        for split, xs, ys in (("train", state.train_in, state.train_tgt), ("val", state.val_in, state.val_tgt)):
+        for split, ex in (("train", state.train), ("val", state.val)):
             dropped = 0
             for p in data[split]:
                 x, y = gpt_example(tok, p, eos)
                 if len(x) > T:
                     dropped += 1
                     continue
-                xs.append(x)
-                ys.append(y)
+                ex.inputs.append(x)
+                ex.targets.append(y)
             if dropped:
                 self.ctx.say(f"note: {dropped:,} {split} problems are longer than the context ({T} tokens) and were "
                              "left out")
-        state.meta = {"train": "programs train", "val": "programs val", "train_pairs": len(state.train_in),
-                      "val_pairs": len(state.val_in), "vocab_size": tok.vocab_size,
-                      "tgt_tokens": int(sum(sum(t != -100 for t in y) for y in state.train_tgt))}
+        state.meta = {"train": "programs train", "val": "programs val", "train_pairs": len(state.train.inputs),
+                      "val_pairs": len(state.val.inputs), "vocab_size": tok.vocab_size,
+                      "tgt_tokens": int(sum(sum(t != -100 for t in y) for y in state.train.targets))}
         if self.ctx.init_from is not None:
             state.meta["init_from"] = str(self.ctx.init_from)
         return state
@@ -414,7 +428,7 @@ class CodeGPTTask(Task):
         if state.cfg.train.objective == "reinforce":
             return ProblemBatches(len(rl_problems(state.cfg.data)), rows, seed=state.cfg.train.seed, rank=rank,
                                   world_size=world)
-        return ChatBatches(state.train_in, state.train_tgt, rows, state.tok.pad_id,
+        return ChatBatches(state.train.inputs, state.train.targets, rows, state.tok.pad_id,
                            pool_batches=state.cfg.data.pool_batches, seed=state.cfg.train.seed, rank=rank,
                            world_size=world)
 
@@ -433,21 +447,8 @@ class CodeGPTTask(Task):
     def loss_terms(self, batch) -> int:
         return len(batch["problem"]) if "problem" in batch else int((batch["targets"] != -100).sum())
 
-    @torch.no_grad()
-    def val_loss(self, state: CodeGPTState, model) -> float:
-        was = model.training
-        model.eval()
-        total, count = 0.0, 0
-        for b in eval_chat_batches(state.val_in, state.val_tgt, state.tok.pad_id):
-            b = {k: v.to(next(model.parameters()).device) for k, v in b.items()}
-            _, loss = model(b["idx"], b["targets"])
-            n = int((b["targets"] != -100).sum())
-            total, count = total + float(loss) * n, count + n
-        model.train(was)
-        return total / max(count, 1)
-
     def evaluate(self, state: CodeGPTState, model, full: bool, train_means: dict) -> dict:
-        return code_evaluation(train_means, self.val_loss(state, model),
+        return code_evaluation(train_means, answer_loss(model, state.val, state.tok.pad_id)[0],
                                self.completer(state, model) if full else None, state.cfg)
 
     def summary(self, state: CodeGPTState, model, result) -> list[str]:
