@@ -212,7 +212,7 @@ def greedy_pass(completer, problems: Sequence[Problem], max_new_tokens: int, wor
     """Greedy pass@1 over `problems` (sandboxed), in %."""
     from qkv.evaluation.code import score_completions
 
-    texts = [s.text for s in completer.greedy([p.prompt for p in problems], max_new_tokens)]
+    texts = [trim_completion(s.text) for s in completer.greedy([p.prompt for p in problems], max_new_tokens)]
     return 100.0 * score_completions(problems, [[t] for t in texts], workers)["pass@1"]
 
 

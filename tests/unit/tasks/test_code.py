@@ -143,3 +143,20 @@ def test_a_small_encoder_decoder_learns_held_out_compositions(tmp_path):
                  "0.088"]) == 0
     r = load_run(out).evaluate(split="compositions")["splits"]["compositions"]
     assert r["problems"] == 50 and r["pass@1"] >= 15.0, r["pass@1"]
+
+
+def test_training_time_pass_at_1_cuts_completions_as_qkv_eval_does():
+    """The logged pass@1 (greedy_pass) judges a completion cut at the end of the function, as `complete` and the
+    reward do: what a model writes after the function (here a failing top-level assert) is not part of it."""
+    from qkv.data.programs import ProgramSpec, program_splits
+    from qkv.generation.completion import Sample
+    from qkv.tasks.code import greedy_pass
+
+    problems = program_splits(ProgramSpec(train=200, eval=8))["compositions"][:4]
+
+    class Echo:  # writes each reference body, then a top-level statement that fails
+        def greedy(self, prompts, max_new_tokens):
+            body = {p.prompt: p.completion for p in problems}
+            return [Sample([], body[q] + "\nassert False\n") for q in prompts]
+
+    assert greedy_pass(Echo(), problems, 64, workers=1) == 100.0
