@@ -11,12 +11,17 @@
   ``speech``: a 2-layer transcriber that learned FSDD's "zero", "one" and "two" of one speaker (30 clips, 240
   steps, ~15 s; tests/speech_fixtures.py), so it transcribes them right.
 
+`make_pipeline(folder, stages)` lays tiny runs out as a chat pipeline's folder: a run directory per stage, the
+tokenizer folder (no run), stages not trained yet (a config.json and no weights), and pipeline.json.
+
 `LiveServer` runs `qkv.server` with uvicorn in a thread on a free loopback port (what the browser tests drive;
 the kill -9 test runs `qkv serve` in a subprocess instead).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import threading
 import time
@@ -171,6 +176,27 @@ def _train(args: list[str], out: Path) -> Path:
     rc = main(["train", "--out", str(out), *args])
     assert rc == 0, f"training {out.name} failed"
     return out
+
+
+def make_pipeline(folder: Path, stages: dict[str, Path | None], final: str | None = "rl") -> Path:
+    """A chat pipeline's folder as the pipeline writes it: ``tokenizer/`` (tokenizer.json and meta.json, no run),
+    then each of `stages` (name -> the run directory copied there, or None: a stage still training, with only its
+    config.json), and pipeline.json listing them all in order, with `final`."""
+    folder.mkdir(parents=True)
+    tok = folder / "tokenizer"
+    tok.mkdir()
+    first = next(r for r in stages.values() if r is not None)
+    shutil.copy(first / "tokenizer.json", tok / "tokenizer.json")
+    (tok / "meta.json").write_text('{"vocab_size": 0}', encoding="utf-8")
+    for name, run in stages.items():
+        if run is None:
+            (folder / name).mkdir()
+            shutil.copy(first / "config.json", folder / name / "config.json")
+        else:
+            shutil.copytree(run, folder / name, ignore=shutil.ignore_patterns("optimizer.safetensors", "*.png"))
+    listed = [{"name": "tokenizer", "dir": "tokenizer"}] + [{"name": n, "dir": n} for n in stages]
+    (folder / "pipeline.json").write_text(json.dumps({"stages": listed, "final": final}), encoding="utf-8")
+    return folder
 
 
 def free_port() -> int:

@@ -10,7 +10,8 @@ SRC = Path(qkv.__file__).parent
 # the floors of docs/architecture.md, bottom (0) to top, one package per floor: a module may import its own
 # package or any package on a floor below, so an import between two packages is allowed one way only
 FLOORS = ["errors", "config", "version", "runs", "presets", "hardware", "tokenizers", "data", "nn", "models",
-          "diffusion", "generation", "training", "evaluation", "tasks", "explain", "humaneval", "report", "server",
+          "diffusion", "generation", "training", "evaluation", "tasks", "explain", "humaneval", "report", "pipeline",
+          "server",
           "cli"]
 LAYER = {name: floor for floor, name in enumerate(FLOORS)} | {"__init__": len(FLOORS), "__main__": len(FLOORS)}
 

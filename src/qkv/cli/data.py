@@ -1,5 +1,7 @@
 """``qkv data list`` and ``qkv data get NAME [NAME ...]``: named datasets, found locally or downloaded with a
 sha256 check (from each file's upstream URL, or from the mirror ``$QKV_DATA_URL`` names: ``<url>/<name>/<file>``).
+``english`` is built from tinyshakespeare, multi30k and the Python documentation (Debian's python3.X-doc): getting
+it gets the first two and checks the third is installed.
 
 ``qkv data alignments multi30k --direction de-en --split test_2016_flickr``: reference word alignments of
 the Multi30k training pairs plus a split's (eflomal, both directions, grow-diag-final-and), computed once
@@ -23,7 +25,7 @@ same folder.
 
 from __future__ import annotations
 
-from qkv.data.registry import DATASETS, local_copy, resolve, stdlib_files, verify
+from qkv.data.registry import DATASETS, local_copy, pydoc_sources_dir, resolve, stdlib_files, verify
 from qkv.data.translation import DIRECTIONS, MULTI30K_SPLITS
 from qkv.errors import QKVError
 
@@ -82,6 +84,8 @@ def run(args) -> int:
         for name, info in DATASETS.items():
             if name == "pystdlib":
                 where = f"local ({len(stdlib_files())} files)"
+            elif info.parts:
+                where = _parts_where(info)
             else:
                 found = local_copy(info)
                 where = str(found) if found else "not downloaded"
@@ -92,10 +96,26 @@ def run(args) -> int:
     return 0
 
 
+def _parts_where(info) -> str:
+    """Where a dataset built from others (english) is: its documentation folder and parts, or what is missing."""
+    try:
+        docs = f"{pydoc_sources_dir()} + "
+    except QKVError:
+        docs = "no Python docs (apt-get install python3.X-doc) + "
+    missing = [part for part in info.parts if local_copy(DATASETS[part]) is None]
+    return docs + (f"needs {', '.join(missing)}: qkv data get {info.name}" if missing else " + ".join(info.parts))
+
+
 def _get(name: str) -> None:
     folder = resolve(name)
     if name == "pystdlib":
         print(f"pystdlib: {folder} ({len(stdlib_files())} .py files)")
+        return
+    if DATASETS[name].parts:  # english: the parts were fetched and checked above, the docs found
+        for part in DATASETS[name].parts:
+            _get(part)
+        print(f"{name}: {folder} ({sum(1 for _ in folder.rglob('*.rst.txt'))} .rst.txt files) + "
+              f"{' + '.join(DATASETS[name].parts)}")
         return
     results = verify(name)
     bad = [str(folder / file) for file, ok in results if not ok]

@@ -16,6 +16,7 @@ from qkv.errors import QKVError
 # subcommand -> module under qkv.cli, in the order `qkv --help` lists them
 COMMANDS = {
     "train": "train",
+    "pipeline": "pipeline",
     "presets": "presets",
     "generate": "generate",
     "translate": "translate",

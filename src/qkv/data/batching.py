@@ -108,3 +108,23 @@ class EpochBatches:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._plan = self._make_plan(self.epoch)
+
+
+class IndexBatches(EpochBatches):
+    """Endless batches of example indices ({key: (B,)}), shuffled per epoch; resumable exactly. What a loss that
+    reads its examples itself takes (REINFORCE's prompts: `qkv.training.reinforce`).
+
+    Example: ``next(iter(IndexBatches(10, 4, key="problem")))`` -> ``{"problem": tensor([7, 2, 9, 0])}`` (some four)."""
+
+    def __init__(self, n: int, batch_size: int, *, key: str = "index", seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        if n <= 0:
+            raise QKVError("no examples to draw batches from")
+        self.batch_size, self.n_examples, self.pool, self.key = batch_size, n, batch_size * 50, key
+        self._start(seed, rank, world_size)
+
+    def _pool_batches(self, pool: np.ndarray) -> list[np.ndarray]:
+        return [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+
+    def _collate(self, idx: np.ndarray) -> dict:
+        return {self.key: torch.as_tensor(idx, dtype=torch.long)}

@@ -2,6 +2,8 @@
 
 Sources (``data.source``):
 - ``qa-skills`` and ``pydoc-qa``: built in, generated on this machine (`qkv.data.qa_skills`), no download;
+- ``skills``: built in, every skill in many phrasings, with held-out phrasings (the test split) and held-out
+  values (a fourth split, ``values``) (`qkv.data.skills`);
 - a ``.jsonl`` file, one conversation per line in the format the ecosystem uses::
 
       {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -48,13 +50,13 @@ from qkv.data.conversations import Conversation, conversation, split_of
 from qkv.data.files import read_text
 from qkv.errors import QKVError
 
-BUILTIN_SOURCES = ("qa-skills", "pydoc-qa")
+BUILTIN_SOURCES = ("qa-skills", "pydoc-qa", "skills")
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class ChatDataConfig:
-    source: str = "qa-skills"  # "qa-skills", "pydoc-qa", or a .jsonl / .csv / .tsv file of conversations
+    source: str = "qa-skills"  # "qa-skills", "pydoc-qa", "skills", or a .jsonl / .csv / .tsv file of conversations
     val_source: str | None = None  # a file of validation conversations (default: hold out by question hash)
     test_source: str | None = None  # a file of test conversations for exact match (default: hold out too)
     val_fraction: float = 0.1  # share of the question space held out for validation (by hash of the question)
@@ -65,7 +67,10 @@ class ChatDataConfig:
     test_size: int = 400  # qa-skills: test conversations (distinct, unseen questions)
     followup_prob: float = 0.5  # qa-skills: share of conversations that go on with follow-up turns
     max_followups: int = 2  # qa-skills: follow-up turns per conversation, at most
-    skills: tuple[str, ...] = ()  # qa-skills: first-question skills (add, sub, reverse, length, convert); () = all
+    skills: tuple[str, ...] = ()  # qa-skills: first-question skills (add, sub, reverse, length, convert); skills:
+    # arithmetic, compare, reverse, count, spell, explain; () = all
+    values_size: int = 300  # skills: conversations of held-out values (training phrasings)
+    rl_size: int = 0  # skills: reinforcement prompts with wider values (numbers to 999); 0 = the training split
     too_long: Literal["error", "drop"] = "error"  # a conversation longer than the context: fail, or drop + count
     pool_batches: int = 50  # length bucketing: sort random pools of this many batches' worth of conversations
     em_conversations: int = 200  # full evaluations decode the first N validation conversations for exact match
@@ -76,14 +81,18 @@ class ChatDataConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some questions for training")
-        if self.train_size <= 0 or self.val_size <= 0 or self.test_size < 0:
-            raise ValueError("train_size and val_size must be positive, test_size >= 0")
+        if self.train_size <= 0 or self.val_size <= 0 or min(self.test_size, self.values_size, self.rl_size) < 0:
+            raise ValueError("train_size and val_size must be positive, test_size, values_size and rl_size >= 0")
+        if self.rl_size and self.source != "skills":
+            raise ValueError("rl_size is for the skills source; a file's RL prompts are its training conversations")
         if not 0.0 <= self.followup_prob <= 1.0:
             raise ValueError(f"followup_prob must be in [0, 1], got {self.followup_prob}")
-        from qkv.data.qa_skills import SKILLS
+        from qkv.data.qa_skills import SKILLS as QA_SKILLS
+        from qkv.data.skills import SKILLS as PHRASED_SKILLS
 
-        if any(s not in SKILLS for s in self.skills):
-            raise ValueError(f"unknown skill in {list(self.skills)}; valid: {', '.join(SKILLS)}")
+        valid = PHRASED_SKILLS if self.source == "skills" else QA_SKILLS
+        if any(s not in valid for s in self.skills):
+            raise ValueError(f"unknown skill in {list(self.skills)}; valid: {', '.join(valid)}")
         if self.max_followups < 0 or self.pool_batches <= 0 or self.em_conversations < 0:
             raise ValueError("max_followups and em_conversations must be >= 0, pool_batches positive")
         if self.source not in BUILTIN_SOURCES:
@@ -156,7 +165,8 @@ def read_conversations(source: str) -> list[Conversation]:
 
 # ------------------------------------------------------------------------------------------- splits
 def load_chat_splits(cfg: ChatDataConfig) -> dict[str, list[Conversation]]:
-    """{"train": [...], "val": [...], "test": [...]} for a data config (test may be empty)."""
+    """{"train": [...], "val": [...], "test": [...]} for a data config (test may be empty; the skills source adds
+    "values")."""
     if cfg.source == "qa-skills":
         from qkv.data.qa_skills import qa_skills
 
@@ -164,6 +174,12 @@ def load_chat_splits(cfg: ChatDataConfig) -> dict[str, list[Conversation]]:
         return {s: qa_skills(s, sizes[s], seed=cfg.seed, val_fraction=cfg.val_fraction,
                              test_fraction=cfg.test_fraction, followup_prob=cfg.followup_prob,
                              max_followups=cfg.max_followups, skills=cfg.skills) for s in SPLITS}
+    if cfg.source == "skills":
+        from qkv.data.skills import SKILLS, skill_conversations
+
+        sizes = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size, "values": cfg.values_size,
+                 **({"rl": cfg.rl_size} if cfg.rl_size else {})}
+        return {s: skill_conversations(s, n, seed=cfg.seed, skills=cfg.skills or SKILLS) for s, n in sizes.items()}
     if cfg.source == "pydoc-qa":
         from qkv.data.qa_skills import pydoc_qa
 

@@ -21,10 +21,22 @@ to stop); False on system and user turns and on the role tokens. Example, charac
     mask     0      0   0     0         0         1   1     1
 
 Training predicts ``ids[1:]`` from ``ids[:-1]``; a target whose mask is 0 becomes -100 (`targets_from`).
+
+**The calculator tool** (nanochat's GSM8K stage; `qkv.generation.calculator`). A tokenizer given the tool tokens
+(``add_chat_tokens(tok, tools=True)``) reads a call written in an assistant's content in GSM8K's notation,
+``<<expression=result>>``, as the tool's three tokens; the model writes the call and the expression, the tool
+writes the result, so the result and the closing token carry no loss::
+
+    content   <<37+45=82>>82
+    ids       <|calc|>  37  +  45  <|result|>  82  <|/calc|>  82  <|end|>
+    mask         1       1  1   1      1        0      0       1     1
+
+A tokenizer without the tool tokens (every chat run before them) encodes the same content as plain text.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +47,9 @@ SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end
 SPECIAL_TOKENS = [SYSTEM, USER, ASSISTANT, END]  # added in this order: ids vocab_size .. vocab_size + 3
 ROLE_TOKEN = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
 IGNORE = -100  # the target value the loss skips
+CALC, RESULT, CALC_END = "<|calc|>", "<|result|>", "<|/calc|>"
+TOOL_TOKENS = [CALC, RESULT, CALC_END]  # added after SPECIAL_TOKENS, only with tools=True
+TOOL_CALL = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # a calculator call in content: <<expression=result>>
 
 
 @dataclass(frozen=True)
@@ -50,11 +65,75 @@ class ChatTokens:
         return getattr(self, role)
 
 
-def add_chat_tokens(tok) -> list[str]:
-    """Give `tok` the template's special tokens (appended: existing ids unchanged). Returns the ones added."""
-    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+@dataclass(frozen=True)
+class ToolTokens:
+    """Ids of the calculator's tokens in one tokenizer: the call opens, the result follows, the call closes."""
+
+    calc: int
+    result: int
+    end: int
+
+
+def add_chat_tokens(tok, tools: bool = False) -> list[str]:
+    """Give `tok` the template's special tokens, and the calculator's with `tools` (appended: existing ids
+    unchanged). Returns the ones added."""
+    missing = [t for t in SPECIAL_TOKENS + (TOOL_TOKENS if tools else []) if tok.token_to_id(t) is None]
     tok.add_special_tokens(missing)
     return missing
+
+
+def tool_tokens(tok) -> ToolTokens | None:
+    """The calculator's token ids of `tok`, or None if it has none (no tool: calls are plain text)."""
+    ids = [tok.token_to_id(t) for t in TOOL_TOKENS]
+    return None if None in ids else ToolTokens(*ids)
+
+
+def uses_tools(messages: Sequence[dict]) -> bool:
+    """Whether an assistant turn of `messages` calls the calculator."""
+    return any(m["role"] == "assistant" and TOOL_CALL.search(m["content"]) for m in messages)
+
+
+def encode_assistant(content: str, tok, tools: ToolTokens | None) -> tuple[list[int], list[bool]]:
+    """An assistant's content -> (ids, loss mask), its calculator calls as tool tokens (module docstring).
+
+    Example: ``<<2+3=5>>5`` -> [calc, "2", "+", "3", result, "5", end-of-call, "5"], mask [1, 1, 1, 1, 1, 0, 0, 1].
+    """
+    if tools is None:
+        body = tok.encode(content)
+        return body, [True] * len(body)
+    ids: list[int] = []
+    mask: list[bool] = []
+    at = 0
+    for call in TOOL_CALL.finditer(content):
+        before, expr, result = tok.encode(content[at:call.start()]), tok.encode(call[1]), tok.encode(call[2])
+        ids += [*before, tools.calc, *expr, tools.result, *result, tools.end]
+        mask += [True] * (len(before) + 1 + len(expr) + 1) + [False] * (len(result) + 1)
+        at = call.end()
+    rest = tok.encode(content[at:])
+    return ids + rest, mask + [True] * len(rest)
+
+
+def tool_text(ids: Sequence[int], tok) -> str:
+    """Ids -> text, the calculator's tokens written back as ``<<``, ``=``, ``>>`` (the content form)."""
+    tools = tool_tokens(tok)
+    if tools is None:
+        return tok.decode(list(ids))
+    marks = {tools.calc: "<<", tools.result: "=", tools.end: ">>"}
+    out, run = [], []
+    for i in ids:
+        if i in marks:
+            out += [tok.decode(run), marks[i]]
+            run = []
+        else:
+            run.append(i)
+    return "".join(out) + tok.decode(run)
+
+
+def final_answer(reply: str) -> str:
+    """What a reply answers: its text without calculator calls, after its last ``": "`` (a reply may show its
+    working first), stripped. Example: ``"k-o-w reversed is w-o-k: wok"`` -> ``"wok"``; ``"<<2+3=5>>5"`` -> "5"."""
+    text = TOOL_CALL.sub("", reply)
+    return text.rpartition(": ")[2].strip()
 
 
 def chat_tokens(tok) -> ChatTokens:
@@ -71,7 +150,7 @@ def check_content(text: str, where: str = "message") -> None:
     """QKVError if `text` is not a string or contains a template token (it would forge a turn boundary)."""
     if not isinstance(text, str):
         raise QKVError(f"{where}: content must be a string, got {type(text).__name__}")
-    for t in SPECIAL_TOKENS:
+    for t in SPECIAL_TOKENS + TOOL_TOKENS:
         if t in text:
             raise QKVError(f"{where}: content contains the template token {t!r}")
 
@@ -83,7 +162,7 @@ def render(
 
     add_generation_prompt: append ``<|assistant|>`` so the model's next tokens are the reply.
     """
-    ct = chat_tokens(tok)
+    ct, tools = chat_tokens(tok), tool_tokens(tok)
     ids: list[int] = []
     mask: list[bool] = []
     for i, m in enumerate(messages):
@@ -92,10 +171,13 @@ def render(
             raise QKVError(f"message {i + 1}: unknown role {role!r}; valid: {', '.join(ROLES)}")
         content = m.get("content")
         check_content(content, f"message {i + 1} ({role})")
-        body = tok.encode(content)
-        learn = role == "assistant"
+        if role == "assistant":
+            body, learn = encode_assistant(content, tok, tools)
+        else:
+            body = tok.encode(content)
+            learn = [False] * len(body)
         ids += [ct.role(role), *body, ct.end]
-        mask += [False] + [learn] * (len(body) + 1)
+        mask += [False, *learn, role == "assistant"]
     if add_generation_prompt:
         ids.append(ct.assistant)
         mask.append(False)

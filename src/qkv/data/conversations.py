@@ -20,6 +20,7 @@ class Conversation:
     messages: list[dict]  # [{"role": ..., "content": ...}, ...], validated
     where: str  # where it came from, for error messages: "data.jsonl:12", "qa-skills test #3"
     key: str  # what the split is decided by: the first user message (pydoc-qa: the function's name)
+    skill: str = ""  # the built-in skills source: which skill it asks (per-skill exact match)
 
 
 # ------------------------------------------------------------------------------------------- validation

@@ -11,6 +11,9 @@ Downloads come from each file's upstream URL, or from a mirror laid out like ``$
 copies served with ``python -m http.server`` is such a mirror. A file's name may hold folders
 (``recordings/0_george_0.wav``): they are made as the file is fetched.
 ``pystdlib`` is the Python standard library's own source on this machine: nothing to download.
+``english`` is built from two of the others (`DatasetInfo.parts`: tinyshakespeare, multi30k) and the Python
+documentation Debian's ``python3.X-doc`` installs (`pydoc_sources_dir`); ``resolve("english")`` makes the parts
+available and returns that documentation's folder (`qkv.data.english` reads them).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
 import sysconfig
 import tempfile
 import urllib.error
@@ -47,6 +51,7 @@ class DatasetInfo:
     name: str
     description: str
     files: Sequence[RemoteFile] = field(default_factory=tuple)
+    parts: tuple[str, ...] = ()  # the datasets this one is built from, made available with it (english)
 
 
 class FileListing(Sequence[RemoteFile]):
@@ -123,6 +128,11 @@ DATASETS: dict[str, DatasetInfo] = {
         "Free Spoken Digit Dataset: 6 speakers x 10 digits x 50 takes, 3,000 WAV files, 8 kHz (CC BY-SA 4.0)",
         FileListing("fsdd_files.tsv", "recordings", _FSDD),
     ),
+    "english": DatasetInfo(
+        "english",
+        "real English, split by document: the Python docs (python3.X-doc), Multi30k's English, tinyshakespeare",
+        parts=("tinyshakespeare", "multi30k"),
+    ),
 }
 
 # stdlib folders left out of pystdlib: tests, GUI demos, vendored or generated code
@@ -138,6 +148,20 @@ def stdlib_files() -> list[Path]:
     """The .py files of pystdlib, sorted so every machine with the same Python reads the same corpus."""
     root = stdlib_dir()
     return sorted(p for p in root.rglob("*.py") if not _STDLIB_SKIP.intersection(p.relative_to(root).parts))
+
+
+PYDOC_SOURCES_ENV = "QKV_PYDOC_SOURCES"  # overrides where the Python documentation's reST sources are
+
+
+def pydoc_sources_dir() -> Path:
+    """The reST sources of the Python documentation (``*.rst.txt``): ``$QKV_PYDOC_SOURCES``, else where Debian's
+    ``python3.X-doc`` puts them for the running Python; QKVError saying how to get them when absent."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    folder = Path(os.environ.get(PYDOC_SOURCES_ENV) or f"/usr/share/doc/python{version}/html/_sources")
+    if not folder.is_dir() or next(folder.rglob("*.rst.txt"), None) is None:
+        raise QKVError(f"no Python documentation sources (*.rst.txt) in {folder}: `apt-get install "
+                       f"python{version}-doc`, or set {PYDOC_SOURCES_ENV} to a folder of them")
+    return folder
 
 
 def cache_dir() -> Path:
@@ -251,6 +275,10 @@ def resolve(name: str, download: bool = True, base_url: str | None = None) -> Pa
     info = DATASETS[name]
     if name == "pystdlib":
         return stdlib_dir()
+    if info.parts:  # english: its parts, then the documentation folder (a one-line error if it is missing)
+        for part in info.parts:
+            resolve(part, download, base_url)
+        return pydoc_sources_dir()
     found = local_copy(info)
     if found is not None:
         return found

@@ -3,7 +3,9 @@
 A corpus is a named dataset (see `qkv.data.registry`), a text file, or a folder of text files.
 Bad input (missing, empty, binary or non-UTF-8) is a one-line `QKVError`. Token ids are written once
 to ``<run_dir>/data/{train,val}.bin`` (uint16, or uint32 for vocabularies over 65,536) and read back
-with ``np.memmap``; the split is nanoGPT's: the first 90% of tokens train, the last 10% validate.
+with ``np.memmap``; the split is nanoGPT's: the first 90% of tokens train, the last 10% validate — except for
+``english`` (`qkv.data.english`), whose documents are split whole: ``val_fraction`` is then the share of
+documents held out, and the two sides are read (`load_split`) and tokenized separately.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ class TextDataConfig:
     source: str = "tinyshakespeare"  # a dataset name (`qkv data list`), a text file or a folder of text files
     tokenizer: Literal["char", "bpe"] = "char"
     vocab_size: int = 4096  # BPE only: size of the learned vocabulary
-    val_fraction: float = 0.1  # the last 10% of tokens validate (nanoGPT's contiguous split)
+    # a tokenizer.json (or a folder holding one, e.g. a tokenizer stage's output) used as it is instead of training
+    # one; `tokenizer` and `vocab_size` are then not used
+    tokenizer_file: str | None = None
+    # the last 10% of tokens validate (nanoGPT's contiguous split); english: the share of documents held out
+    val_fraction: float = 0.1
     val_max_tokens: int | None = None  # cap the full-pass validation to the first N val tokens (None = all)
-    max_chars: int | None = None  # read only the first N characters of the corpus (quick runs, tests)
+    # read only the first N characters of the corpus (quick runs, tests); english: N in all, each side its share
+    max_chars: int | None = None
 
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
@@ -42,6 +49,8 @@ class TextDataConfig:
             raise ValueError(f"max_chars must be positive, got {self.max_chars}")
         if self.val_max_tokens is not None and self.val_max_tokens <= 0:
             raise ValueError(f"val_max_tokens must be positive, got {self.val_max_tokens}")
+        if self.tokenizer_file is not None and not self.tokenizer_file.strip():
+            raise ValueError("tokenizer_file must be a path (or left out), got an empty string")
 
 
 TEXT_SUFFIXES = {".txt", ".py", ".md", ".rst", ".text", ".csv", ".tsv", ".json", ".jsonl", ".html", ".xml", ".c",
@@ -70,6 +79,10 @@ def load_corpus(source: str, max_chars: int | None = None) -> str:
     """The whole text of a dataset name, a file or a folder (optionally only its first `max_chars`)."""
     if source == "pystdlib":
         text = _read_pystdlib()
+    elif source == DOCUMENT_SPLIT_SOURCE:
+        from qkv.data.english import english_documents, join_documents
+
+        text = join_documents(english_documents())
     elif source in DATASETS:
         text = read_text(resolve(source) / "input.txt")
     else:
@@ -85,6 +98,19 @@ def load_corpus(source: str, max_chars: int | None = None) -> str:
     if not text.strip():
         raise QKVError(f"{source}: no text")
     return text
+
+
+DOCUMENT_SPLIT_SOURCE = "english"  # the corpus split by documents (`qkv.data.english`), not by tokens
+
+
+def load_split(source: str, val_fraction: float, max_chars: int | None = None) -> tuple[str, str] | None:
+    """(train text, validation text) of a corpus split by documents (``english``; `max_chars` in all, each side its
+    share), or None for a corpus split by tokens (`split_ids`)."""
+    if source != DOCUMENT_SPLIT_SOURCE:
+        return None
+    from qkv.data.english import english_split
+
+    return english_split(val_fraction, max_chars)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -3,6 +3,7 @@
     loss = −(1/N) Σ log p(token_i | tokens before it)       nats per token, over N predicted tokens
     perplexity = exp(loss)                                   the effective number of equally likely choices
     bits/char = loss / ln 2 / (characters per token)         comparable across tokenizers
+    bits/byte = loss / ln 2 / (UTF-8 bytes per token)         comparable across tokenizers and scripts
 
 `full_pass_loss` is the headline: non-overlapping windows covering a split exactly once (deterministic).
 `sampled_loss` is nanoGPT's estimate (the mean of a few random batches), logged beside it for comparison.
@@ -26,6 +27,20 @@ def perplexity(loss: float) -> float:
 def bits_per_char(loss: float, chars_per_token: float) -> float:
     """Nats per token -> bits per character."""
     return loss / math.log(2) / chars_per_token
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """Nats per token -> bits per UTF-8 byte of the text: a tokenizer-free measure (nanochat's val bpb).
+
+    A loss of 2.0 nats per token at 4.0 bytes per token is 2.0 / ln 2 = 2.885 bits per token, 0.721 bits per byte;
+    a uniform guess over 256 byte values would be 8 bits per byte.
+
+    >>> round(bits_per_byte(2.0, 4.0), 3)
+    0.721
+    """
+    if bytes_per_token <= 0:
+        raise ValueError(f"bytes_per_token must be positive, got {bytes_per_token}")
+    return loss / math.log(2) / bytes_per_token
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from qkv.data.chat_template import chat_tokens, render
+from qkv.data.chat_template import chat_tokens, render, tool_tokens
 from qkv.errors import QKVError
 from qkv.generation.lm import TokenStream
 from qkv.generation.sampling import TokenSampling, seeded_generator
@@ -26,12 +26,19 @@ from qkv.generation.sampling import TokenSampling, seeded_generator
 def reply_stream(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_tokens: int,
                  sampling: TokenSampling | None = None, generator: torch.Generator | None = None,
                  top: int = 0) -> TokenStream:
-    """The reply to a rendered prompt as a `TokenStream`, ending at the end-of-turn token (or any role token).
+    """The reply to a rendered prompt as a `TokenStream`, ending at the end-of-turn token (or any role token);
+    a tokenizer with the calculator's tokens gets a `ToolStream`, the same interface with the tool in the loop.
 
     At most ``min(max_new_tokens, context - len(prompt_ids))`` tokens are generated: a reply never slides the
     window (the prompt is the whole conversation)."""
+    from qkv.generation.calculator import ToolStream
+
     ct = chat_tokens(tok)
     budget = max(0, min(max_new_tokens, model.config.max_seq_len - len(prompt_ids)))
+    stops = (ct.end, ct.user, ct.assistant, ct.system)
+    if tool_tokens(tok) is not None:  # a model that calls the calculator (`qkv.generation.calculator`)
+        return ToolStream(model, tok, prompt_ids, budget, sampling or TokenSampling(temperature=0.0), generator,
+                          stops, top)
     return TokenStream(model, tok, prompt_ids, budget, sampling or TokenSampling(temperature=0.0),
                        generator=generator, stop_ids=(ct.end, ct.user, ct.assistant, ct.system), top=top)
 

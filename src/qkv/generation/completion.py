@@ -29,10 +29,12 @@ ROWS = 256  # the most rows an encoderâ€“decoder decodes side by side (prompts Ã
 
 @dataclass
 class Sample:
-    """One completion: its ids (no BOS; EOS last if the model ended it) and its text (without EOS)."""
+    """One completion: its ids (no BOS; EOS last if the model ended it) and its text (without EOS); `forced`, if
+    not empty, marks the ids a tool wrote instead of the model (they carry no log-probability of the policy)."""
 
     ids: list[int]
     text: str
+    forced: tuple[bool, ...] = ()
 
 
 @contextmanager
@@ -117,16 +119,27 @@ class GPTCompleter:
 
     def __init__(self, model, tokenizer, eos_id: int):
         self.model, self.tok, self.eos = model, tokenizer, eos_id
+        self.stops = {eos_id}  # ids that end a completion (kept as its last id)
 
     def prompt_ids(self, prompt: str, room: int) -> list[int]:
         """The prompt's ids, its last ones if the context could not also hold `room` new tokens."""
         ids = self.tok.encode(prompt)
         return ids[-max(1, self.model.config.max_seq_len - room):]
 
+    def tool_ids(self, ids: list[int]) -> list[int]:
+        """Ids a tool writes after a row's `ids` (fed to the model one per step instead of what it draws); none
+        here. A chat model's calculator writes its result (`qkv.generation.calculator.ChatCompleter`)."""
+        return []
+
+    def text(self, ids: list[int]) -> str:
+        """A completion's text (without its stop id)."""
+        return self.tok.decode(ids[:-1] if ids and ids[-1] in self.stops else ids)
+
     @torch.no_grad()
-    def _decode(self, prompt: str, n: int, temperature: float, max_new_tokens: int,
+    def _decode(self, prompt, n: int, temperature: float, max_new_tokens: int,
                 generator: torch.Generator | None) -> list[Sample]:
-        """`n` completions of one prompt, decoded side by side with a KV cache; temperature 0 is greedy."""
+        """`n` completions of one prompt, decoded side by side with a KV cache; temperature 0 is greedy. A row's
+        tool ids (`tool_ids`) replace what it draws, one per step, and are marked forced."""
         ctx = self.model.config.max_seq_len
         ids = self.prompt_ids(prompt, max_new_tokens)
         steps = min(max_new_tokens, ctx - len(ids))
@@ -134,23 +147,33 @@ class GPTCompleter:
         cache = self.model.new_cache(n, len(ids) + steps)
         x = torch.tensor([ids] * n, dtype=torch.long, device=device)  # (n, S)
         out: list[list[int]] = [[] for _ in range(n)]
-        done = torch.zeros(n, dtype=torch.bool, device=device)  # (n,)
+        forced: list[list[bool]] = [[] for _ in range(n)]
+        pending: list[list[int]] = [[] for _ in range(n)]  # tool ids still to feed, per row
+        done = [False] * n
         V = self.tok.vocab_size
         for _ in range(steps):
             logits = self.model(x, cache=cache, last_only=True)[0][:, -1].float()  # (n, V_model)
             logits[:, V:] = float("-inf")  # ids the tokenizer cannot decode
             if temperature == 0:
-                nxt = logits.argmax(dim=-1)  # (n,)
+                drawn = logits.argmax(dim=-1)  # (n,)
             else:
                 probs = (logits / temperature).softmax(dim=-1)  # (n, V_model)
-                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (n,)
-            for i in (~done).nonzero().flatten().tolist():
-                out[i].append(int(nxt[i]))
-            done |= nxt == self.eos
-            if bool(done.all()):
+                drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (n,)
+            nxt = drawn.tolist()
+            for i in range(n):
+                if done[i]:
+                    continue
+                by_tool = bool(pending[i])
+                nxt[i] = pending[i].pop(0) if by_tool else nxt[i]
+                out[i].append(nxt[i])
+                forced[i].append(by_tool)
+                if not by_tool:
+                    pending[i] = self.tool_ids(out[i])
+                    done[i] = nxt[i] in self.stops
+            if all(done):
                 break
-            x = nxt[:, None]  # (n, 1)
-        return [Sample(r, self.tok.decode(r[:-1] if r and r[-1] == self.eos else r)) for r in out]
+            x = torch.tensor(nxt, dtype=torch.long, device=device)[:, None]  # (n, 1)
+        return [Sample(r, self.text(r), tuple(f)) for r, f in zip(out, forced, strict=True)]
 
     def greedy(self, prompts: Sequence[str], max_new_tokens: int) -> list[Sample]:
         with _no_dropout(self.model):
@@ -177,6 +200,8 @@ class GPTCompleter:
             pos[i, : len(c)] = torch.arange(len(p) - 1, len(p) - 1 + len(c))
             tgt[i, : len(c)] = torch.tensor(c, dtype=torch.long)
             mask[i, : len(c)] = True
+            if samples[i].forced:  # a tool's tokens are not the model's choice
+                mask[i, : len(c)] = ~torch.tensor(samples[i].forced, dtype=torch.bool)
         device = self.model.tok_emb.weight.device
         with _no_dropout(self.model):
             logits = self.model(idx.to(device))[0]  # (N, L, V)

@@ -130,6 +130,7 @@ class TokenStream:
         self.stop, self.stop_ids, self.top, self.use_cache = stop, tuple(stop_ids), top, use_cache
         self.prompt_cut = max(0, len(self.prompt_ids) - model.config.max_seq_len)
         self.reason, self.tokens = "length", 0
+        self.stop_id: int | None = None  # the stop id that ended it (reason "end")
 
     def __iter__(self) -> Iterator[Piece]:
         text = TextStream(self.tokenizer, self.stop)
@@ -138,7 +139,7 @@ class TokenStream:
                                    vocab_size=self.tokenizer.vocab_size, top=self.top):
             self.tokens += 1
             if step.id in self.stop_ids:
-                self.reason = "end"
+                self.reason, self.stop_id = "end", step.id
                 break
             yield Piece(step.id, text.push(step.id), step.top)
             if text.stopped:

@@ -4,6 +4,7 @@
 
 - the runs (`qkv.server.served`): each loaded once (`qkv.load_run`), with its name in URLs, its pages and its
   `ModelWorker`;
+- ``/chat``: the chat page of the run it opens first (`default_chat_run`: a pipeline's final run when it chats);
 - each run's report card, ``/runs/{name}/report``: its report.html as written (`qkv.report`), under a policy that
   allows the page's inline style and data: images and nothing else (no script, no fetch);
 - the pages, plain HTML/CSS/JS from ``qkv/server/static`` (no build step, nothing from a CDN), and the JSON
@@ -25,10 +26,11 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,7 +40,7 @@ from qkv.runs import REPORT_HTML_FILE
 from qkv.server.inside import router as inside_router
 from qkv.server.playground import router as playground_router
 from qkv.server.rating import router as rating_router
-from qkv.server.served import PAGE_FILES, STATIC, HTTPError, Served
+from qkv.server.served import PAGE_FILES, STATIC, HTTPError, Served, default_chat_run
 from qkv.server.workers import Busy
 
 log = logging.getLogger("qkv.server")
@@ -189,6 +191,15 @@ def create_app(runs: dict[str, Served], config: ServeConfig | None = None) -> Fa
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/chat", include_in_schema=False)
+    async def chat_page():
+        """The chat page of the run it opens first: a pipeline's final run when it can chat, else the first run
+        that can."""
+        name = default_chat_run(runs)
+        if name is None:
+            raise HTTPError(404, "no run on this server can chat")
+        return RedirectResponse(f"/runs/{quote(name, safe='')}/chat", status_code=307)
 
     @app.get("/runs/{name}/report", include_in_schema=False)
     async def report(name: str):

@@ -6,6 +6,7 @@ and `qkv chat` use too.
 
     GET  /api/runs                        the runs, what each can do, its pages
     GET  /api/runs/{name}                 one run: its capabilities, the server's caps, what its pages need to know
+                                          (``pipeline``: its stage, the final run and the pipeline's runs, or null)
     GET  /api/runs/{name}/params          its parameter table                                          (parameters)
     POST /api/runs/{name}/generate        SSE: a continuation, token by token, with the top next-token
                                           probabilities                                              (continuation)
@@ -55,7 +56,7 @@ from qkv.server.schemas import (
     Sampling,
     ToTextRequest,
 )
-from qkv.server.served import HTTPError, Served
+from qkv.server.served import HTTPError, Served, pipeline_of
 from qkv.tasks.capabilities import Capability, can, require
 
 router = APIRouter(prefix="/api", tags=["playground"])
@@ -165,6 +166,7 @@ def _describe(request: Request, s: Served) -> dict:
            "capabilities": sorted(c.value for c in run.capabilities), "topics": topics_for(run),
            "params": sum(p.numel() for p in model.parameters()), "path": str(s.path),
            "report": (s.path / REPORT_HTML_FILE).is_file(),  # its report card, at /runs/{name}/report
+           "pipeline": pipeline_of(request.app.state.runs, s),  # its stage, when it was served from a pipeline's folder
            "limits": {"max_new_tokens": config.max_new_tokens, "max_images": config.max_images,
                       "max_body_bytes": config.max_body_bytes, "max_upload_bytes": config.max_upload_bytes}}
     if can(run, Capability.TOKENS):

@@ -11,13 +11,24 @@
   the base run; ``[model]`` is ignored. A base tokenizer that cannot encode the chat data (a character
   vocabulary without digits, say) is a one-line error before anything is written.
 
+Data: conversations (`qkv.data.chat`); the ``skills`` source asks six skills in many phrasings and holds whole
+phrasings and whole values out (`qkv.data.skills`). Answers that call the calculator (``<<37+45=82>>82``) give
+the tokenizer the tool's tokens, and every reply is decoded with the tool in the loop (`qkv.generation.calculator`).
+
 Loss: cross-entropy on the assistant tokens only (their content and ``<|end|>``); every other target is
 -100 (`qkv.data.chat_template`). ``train.answer_only = false`` puts the loss on every token instead (the
 ablation). A batch with no target left raises `QKVError` instead of producing a NaN loss.
 
+``train.objective = "reinforce"`` (with ``--init-from`` a trained chat run) fine-tunes by REINFORCE instead
+(`qkv.training.reinforce`): ``rl.samples_per_prompt`` replies to each prompt (the skills source's ``rl`` split when
+``data.rl_size`` is set, else the training conversations), reward 1 for a right final answer
+(`qkv.evaluation.skills.answer_reward`), advantage = reward − the prompt's mean; it logs ``train_reward``.
+
 Evaluation: ``val_loss``/``val_ppl`` are the answer-only NLL per assistant token over the whole validation
 split (answer-only even in the ablation, so both are comparable); full evaluations add exact match on the
-first ``data.em_conversations`` validation conversations (``val_em_single``, ``val_em_followup``). The test
+first ``data.em_conversations`` validation conversations (``val_em_single``, ``val_em_followup``); with the skills
+source, exact match per skill on the first ``data.em_conversations`` held-out-phrasing and held-out-value questions
+instead (``phrasings_em_<skill>``, ``phrasings_em``, ``phrasings_core``, and the same for ``values``). The test
 split is scored once, after training (`qkv train` prints it) and by ``qkv eval RUN_DIR``.
 """
 
@@ -29,6 +40,7 @@ from typing import Literal
 
 import torch
 
+from qkv.data.batching import IndexBatches
 from qkv.data.chat import (
     ChatBatches,
     ChatDataConfig,
@@ -37,10 +49,12 @@ from qkv.data.chat import (
     load_chat_splits,
     read_conversations,
 )
-from qkv.data.chat_template import add_chat_tokens, chat_tokens
+from qkv.data.chat_template import add_chat_tokens, chat_tokens, uses_tools
 from qkv.errors import QKVError
 from qkv.evaluation.chat import answer_loss, reply_accuracy
 from qkv.evaluation.perplexity import perplexity
+from qkv.evaluation.skills import answer_reward, skill_metrics, skill_scores
+from qkv.generation.calculator import ChatCompleter
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import TOKENIZER_FILE
@@ -49,13 +63,20 @@ from qkv.tasks.capabilities import Capability, TrainingExample
 from qkv.tasks.lm import LMRun, base_model_config, base_tokenizer
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
+from qkv.training.reinforce import ReinforceConfig, reinforce_loss
 
 
 @dataclass
 class ChatTrainConfig(TrainConfig):
-    """`TrainConfig` plus the loss setting of this task."""
+    """`TrainConfig` plus the loss settings of this task."""
 
     answer_only: bool = True  # loss on assistant tokens only; false = on every token (the ablation)
+    objective: Literal["xent", "reinforce"] = "xent"  # "reinforce": [rl] on checkable answers, needs --init-from
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.objective not in ("xent", "reinforce"):
+            raise ValueError(f"unknown objective {self.objective!r}; choose xent or reinforce")
 
 
 @dataclass
@@ -67,16 +88,23 @@ class ChatRunConfig:
     train: ChatTrainConfig = field(default_factory=ChatTrainConfig)
     # greedy by default: the answers of qa-skills are exact
     sample: TokenSampling = field(default_factory=lambda: TokenSampling(temperature=0.0, max_new_tokens=64))
+    rl: ReinforceConfig = field(default_factory=lambda: ReinforceConfig(max_new_tokens=64))
 
 
 def chat_tokenizer(splits: dict):
-    """A character tokenizer for chat data from scratch: its characters, printable ASCII, <unk>, template tokens."""
+    """A character tokenizer for chat data from scratch: its characters, printable ASCII, <unk>, template tokens
+    (and the calculator's, if the training answers call it)."""
     from qkv.tokenizers import train_char
 
     text = "".join(m["content"] for convs in splits.values() for c in convs for m in c.messages)
     tok = train_char(text + string.printable, unk=True)
-    add_chat_tokens(tok)
+    add_chat_tokens(tok, tools=needs_tools(splits))
     return tok
+
+
+def needs_tools(splits: dict) -> bool:
+    """Whether any training answer calls the calculator (`qkv.generation.calculator`)."""
+    return any(uses_tools(c.messages) for c in splits["train"])
 
 
 def grow_vocab(model: GPT, vocab_size: int) -> GPT:
@@ -127,6 +155,7 @@ class ChatState(State):
     train_ex: ChatExamples | None = None
     val_ex: ChatExamples | None = None
     test_ex: ChatExamples | None = None
+    splits: dict | None = None  # the conversations of every split (skills: per-skill exact match; RL prompts)
 
 
 class ChatTask(Task):
@@ -137,7 +166,10 @@ class ChatTask(Task):
 
     # ------------------------------------------------------------------------------------------ preparing
     def read_data(self) -> dict:
-        """The train, val and test conversations."""
+        """The train, val and test conversations (and the skills source's held-out values)."""
+        if self.cfg.train.objective == "reinforce" and self.ctx.init_from is None and not self.ctx.resume:
+            raise QKVError('train.objective = "reinforce" fine-tunes a trained chat run: give it as --init-from',
+                           argument="init_from")
         return load_chat_splits(self.cfg.data)
 
     def make_tokenizers(self, splits: dict) -> ChatTokenizer:
@@ -148,7 +180,7 @@ class ChatTask(Task):
         if init_from is not None:
             tok = base_tokenizer(init_from)
             base_size = tok.vocab_size
-            added = add_chat_tokens(tok)
+            added = add_chat_tokens(tok, tools=needs_tools(splits))
             if added:
                 notes.append(f"{init_from}'s tokenizer had no chat tokens: added {', '.join(added)} as ids "
                              f"{base_size}..{tok.vocab_size - 1} (existing ids unchanged)")
@@ -221,7 +253,7 @@ class ChatTask(Task):
                                                                        ("test", test_ex))},
                 "train_tokens": int(sum(map(len, train_ex.inputs))),
                 "train_answer_tokens": int(sum(sum(t != -100 for t in y) for y in train_ex.targets))}
-        return ChatState(cfg, meta, tok, chat_tokens(tok).end, train_ex, val_ex, test_ex)
+        return ChatState(cfg, meta, tok, chat_tokens(tok).end, train_ex, val_ex, test_ex, splits)
 
     def build_model(self, state: ChatState):
         from qkv.models.io import load_model
@@ -233,15 +265,22 @@ class ChatTask(Task):
         return GPT(state.cfg.model)
 
     def batches(self, state: ChatState, rows: int, rank: int, world: int):
+        if state.cfg.train.objective == "reinforce":
+            return IndexBatches(len(rl_prompts(state)), rows, key="conversation",
+                                seed=state.cfg.train.seed, rank=rank, world_size=world)
         return ChatBatches(state.train_ex.inputs, state.train_ex.targets, rows, state.pad_id,
                            pool_batches=state.cfg.data.pool_batches, seed=state.cfg.train.seed, rank=rank,
                            world_size=world)
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, state: ChatState, model, batch):
+        if state.cfg.train.objective == "reinforce":
+            return chat_reinforce(ChatCompleter(model, state.tok), state, batch)
         return chat_loss(model, batch)
 
     def loss_terms(self, batch) -> int:
+        if "conversation" in batch:
+            return len(batch["conversation"])
         return int((batch["targets"] != -100).sum())
 
     def evaluate(self, state: ChatState, model, full: bool, train_means: dict) -> dict:
@@ -249,8 +288,13 @@ class ChatTask(Task):
         out["val_loss"], _ = answer_loss(model, state.val_ex, state.pad_id)
         out["val_ppl"] = perplexity(out["val_loss"])
         em_convs = state.val_ex.conversations[: state.cfg.data.em_conversations]
-        if full and em_convs:
+        if full and em_convs and state.cfg.data.source != "skills":
             out.update(em_metrics(model, state.tok, em_convs, "val"))
+        # reinforce: the mean reward of the training samples, and the share of prompts whose samples disagreed
+        out.update({f"train_{k}": train_means[k] for k in ("reward", "useful_prompts") if k in train_means})
+        if full and state.cfg.data.source == "skills":
+            out.update(skill_metrics(ChatCompleter(model, state.tok), state.splits, state.cfg.data.em_conversations,
+                                     state.cfg.sample.max_new_tokens))
         return out
 
     # ------------------------------------------------------------------------------------------ finishing
@@ -260,23 +304,26 @@ class ChatTask(Task):
         if last:
             lines.append(f"val answer loss {last['val_loss']:.4f} (NLL per assistant token) | "
                          f"ppl {last['val_ppl']:.3f}")
+        last = last_eval(result, "phrasings_em")
+        if last:
+            lines.append(f"held-out phrasings: exact match {last['phrasings_em']:.1%} (mean over skills), centred "
+                         f"{last['phrasings_core']:.3f} | held-out values: {last.get('values_em', float('nan')):.1%}, "
+                         f"centred {last.get('values_core', float('nan')):.3f}")
         tests = state.test_ex.conversations
-        if tests:
+        if tests and state.cfg.data.source != "skills":
             em = em_metrics(model, state.tok, tests, "test")
             shown = " | ".join(f"{k.split('_')[-1]} {v:.1%}" for k, v in em.items())
             lines.append(f"test exact match ({len(tests)} unseen conversations, greedy): {shown}")
         return lines
 
     def samples(self, state: ChatState, model):
-        from qkv.generation.chat import greedy_reply
-
         tests = state.test_ex.conversations
         if not tests:
             return
         yield "--- sample replies (test questions) " + "-" * 35 + "\n"
         for conv in tests[:3]:
             k = next(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
-            reply = greedy_reply(model, state.tok, conv.messages[:k], state.cfg.sample.max_new_tokens)
+            reply = ChatCompleter(model, state.tok).replies([conv.messages[:k]], state.cfg.sample.max_new_tokens)[0]
             yield (f"user: {conv.messages[k - 1]['content']}\nbot:  {reply}   "
                    f"(reference: {conv.messages[k]['content']})\n")
         yield "-" * 71 + "\n"
@@ -284,6 +331,39 @@ class ChatTask(Task):
     def next_command(self) -> str:
         run = self.ctx.run_dir
         return f"talk to it: qkv chat {run}   (or: qkv chat {run} --prompt \"What is 17 + 25?\")"
+
+
+def skills_table(skills: dict) -> list[str]:
+    """Exact match per skill (rows) on held-out phrasings and values (columns), the means, and a miss or two."""
+    names = list(skills)
+    order = list(next(iter(skills.values()))["per_skill"]) if skills else []
+    lines = ["exact match (greedy, final answer) " + "".join(f"{n:>12}" for n in names)]
+    for skill in order:
+        lines.append(f"  {skill:<33}" + "".join(
+            f"{skills[n]['per_skill'].get(skill, float('nan')):>12.1%}" for n in names))
+    lines.append(f"  {'mean over skills':<33}" + "".join(f"{skills[n]['mean']:>12.1%}" for n in names))
+    lines.append(f"  {'centred mean (ChatCORE-style)':<33}" + "".join(f"{skills[n]['core']:>12.3f}" for n in names))
+    for n in names:
+        for skill, missed in skills[n]["misses"].items():
+            lines += [f"  miss ({n}, {skill}): {q!r} -> {reply!r}, expected {ref!r}" for q, reply, ref in missed[:1]]
+    return lines
+
+
+def rl_prompts(state: ChatState) -> list:
+    """The reinforcement prompts: the skills source's ``rl`` split when it has one (`data.rl_size`), else the
+    training conversations."""
+    return (state.splits or {}).get("rl") or state.train_ex.conversations
+
+
+def chat_reinforce(completer: ChatCompleter, state: ChatState, batch: dict):
+    """REINFORCE over the batch's questions (`rl_prompts`), rewarded by their final answers
+    (`qkv.training.reinforce`, `qkv.evaluation.skills.answer_reward`): the prompt is the conversation up to its last
+    assistant turn."""
+    prompts_of = rl_prompts(state)
+    chosen = [prompts_of[i] for i in batch["conversation"].tolist()]
+    prompts = [c.messages[:-1] for c in chosen]
+    references = [c.messages[-1]["content"] for c in chosen]
+    return reinforce_loss(completer, prompts, lambda groups: answer_reward(groups, references), state.cfg.rl)
 
 
 class ChatRun(LMRun):
@@ -403,6 +483,12 @@ class ChatRun(LMRun):
         if not loss_ex.inputs:
             raise QKVError(f"{source}: no conversation fits the context ({T} tokens)")
         loss, n_tok = answer_loss(self.model, loss_ex, pad_id)
+        if not data and d.source == "skills":  # exact match per skill, held-out phrasings and held-out values
+            completer = ChatCompleter(self.model, tok)
+            skills = {name: skill_scores(completer, splits[split][:max_pairs], self.config.sample.max_new_tokens)
+                      for name, split in (("phrasings", "test"), ("values", "values")) if splits[split]}
+            return {"source": d.source, "conversations": len(loss_ex.inputs), "answer_tokens": n_tok, "loss": loss,
+                    "perplexity": perplexity(loss), "skills": skills, "dropped": loss_ex.dropped}
         em = reply_accuracy(self.model, tok, em_ex.conversations)
         return {"source": source, "conversations": len(loss_ex.inputs), "answer_tokens": n_tok, "loss": loss,
                 "perplexity": perplexity(loss), "em_conversations": len(em_ex.conversations),
@@ -413,9 +499,11 @@ class ChatRun(LMRun):
     def report(self, r: dict) -> str:
         fmt = lambda v, n: "n/a" if v is None else f"{v:.1%} of {n}"  # noqa: E731
         lines = [f"{r['source']}: answer loss {r['loss']:.4f} nats/token | perplexity {r['perplexity']:.3f} "
-                 f"({r['answer_tokens']:,} assistant tokens in {r['conversations']:,} conversations)",
-                 f"exact match (greedy): single-turn {fmt(r['em_single'], r['n_single'])} | "
-                 f"follow-up {fmt(r['em_followup'], r['n_followup'])}"]
+                 f"({r['answer_tokens']:,} assistant tokens in {r['conversations']:,} conversations)"]
+        if "skills" in r:
+            return "\n".join(lines + skills_table(r["skills"]))
+        lines.append(f"exact match (greedy): single-turn {fmt(r['em_single'], r['n_single'])} | "
+                     f"follow-up {fmt(r['em_followup'], r['n_followup'])}")
         lines += [f"  miss ({e['turn']}): {e['question']!r} -> {e['reply']!r}, expected {e['reference']!r}"
                   for e in r["errors"]]
         if r["dropped"]:

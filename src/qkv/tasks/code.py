@@ -32,10 +32,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
-from qkv.data.batching import EpochBatches
+from qkv.data.batching import IndexBatches
 from qkv.data.chat import ChatBatches
 from qkv.data.programs import SPLITS, Problem, ProgramSpec, humaneval_problems, program_splits, trim_completion
 from qkv.errors import QKVError
@@ -173,22 +172,6 @@ def check_init_from(ctx, task: str, objective: str) -> None:
                            f"{a_(task)} run")
 
 
-class ProblemBatches(EpochBatches):
-    """Endless batches of training-problem indices ({"problem": (B,)}), shuffled per epoch; resumable exactly."""
-
-    def __init__(self, n_problems: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if n_problems <= 0:
-            raise QKVError("no problems to reinforce on")
-        self.batch_size, self.n_examples, self.pool = batch_size, n_problems, batch_size * 50
-        self._start(seed, rank, world_size)
-
-    def _pool_batches(self, pool: np.ndarray) -> list[np.ndarray]:
-        return [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-
-    def _collate(self, idx: np.ndarray) -> dict:
-        return {"problem": torch.as_tensor(idx, dtype=torch.long)}
-
-
 def test_rewards(problems: Sequence[Problem], groups: list[list[str]], workers: int | None) -> list[list[float]]:
     """Each completion's reward: the share of its problem's hidden tests it passes, run in the sandbox."""
     from qkv.evaluation.sandbox import run_programs
@@ -296,7 +279,8 @@ class CodeTask(TranslateTask):
 
     def batches(self, state: TranslateState, rows: int, rank: int, world: int):
         if state.cfg.train.objective == "reinforce":
-            return ProblemBatches(len(rl_problems(state.cfg.data)), rows, seed=state.cfg.train.seed, rank=rank,
+            return IndexBatches(len(rl_problems(state.cfg.data)), rows, key="problem", seed=state.cfg.train.seed,
+                                rank=rank,
                                   world_size=world)
         return super().batches(state, rows, rank, world)
 
@@ -426,7 +410,8 @@ class CodeGPTTask(Task):
 
     def batches(self, state: CodeGPTState, rows: int, rank: int, world: int):
         if state.cfg.train.objective == "reinforce":
-            return ProblemBatches(len(rl_problems(state.cfg.data)), rows, seed=state.cfg.train.seed, rank=rank,
+            return IndexBatches(len(rl_problems(state.cfg.data)), rows, key="problem", seed=state.cfg.train.seed,
+                                rank=rank,
                                   world_size=world)
         return ChatBatches(state.train.inputs, state.train.targets, rows, state.tok.pad_id,
                            pool_batches=state.cfg.data.pool_batches, seed=state.cfg.train.seed, rank=rank,

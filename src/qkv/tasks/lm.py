@@ -4,9 +4,15 @@
 model.safetensors, tokenizer.json, data/{train,val}.bin and data/meta.json (the token ids, memory-mapped),
 the trainer state, metrics.jsonl and loss.png (`qkv.runs`).
 
-Evaluation: the full pass over the validation split (the headline: loss, perplexity, bits/char;
-`qkv.evaluation.perplexity`) and nanoGPT's sampled estimate beside it. ``init_from`` starts from another
-GPT run's weights and tokenizer (the model's shape comes from that run).
+Evaluation: the full pass over the validation split (the headline: loss, perplexity, bits/char and, where the
+meta has the split's UTF-8 bytes per token, bits/byte; `qkv.evaluation.perplexity`) and nanoGPT's sampled estimate
+beside it. The data meta also holds the bigram baseline of the same split (`qkv.evaluation.bigram`; vocabularies
+up to 8,192). ``init_from`` starts from another GPT run's weights and tokenizer (the model's shape comes from that
+run); ``data.tokenizer_file`` takes a tokenizer as it is (a tokenizer stage's tokenizer.json).
+
+The split: the last `val_fraction` of the tokens (nanoGPT's), or for ``english`` whole held-out documents
+(`qkv.data.english`), each side encoded on its own. A BPE tokenizer learns from the training side only; a character
+one from both (its vocabulary must hold every character it will encode).
 """
 
 from __future__ import annotations
@@ -21,9 +27,18 @@ import torch
 from torch import nn
 
 from qkv.config import from_dict
-from qkv.data.text import RandomWindows, TextDataConfig, load_corpus, read_tokens, split_ids, write_tokens
+from qkv.data.text import (
+    RandomWindows,
+    TextDataConfig,
+    load_corpus,
+    load_split,
+    read_tokens,
+    split_ids,
+    write_tokens,
+)
 from qkv.errors import QKVError
-from qkv.evaluation.perplexity import bits_per_char, full_pass_loss, perplexity, sampled_loss
+from qkv.evaluation.bigram import MAX_VOCAB, bigram_loss
+from qkv.evaluation.perplexity import bits_per_byte, bits_per_char, full_pass_loss, perplexity, sampled_loss
 from qkv.generation.lm import TokenStream
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
@@ -34,6 +49,7 @@ from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
 
 LESSON_TEXT = "ROMEO: But soft, what light"  # what a text-reading topic shows when the run's own prompt will not do
+BIGRAM_ALPHA = 0.1  # the add-alpha smoothing of the bigram baseline in data/meta.json
 
 
 @dataclass
@@ -53,6 +69,18 @@ def base_tokenizer(init_from: Path):
     if cfg["model_type"] != "gpt":
         raise QKVError(f"init_from {init_from}: a {cfg['model_type']} run; this needs a GPT run")
     return load_tokenizer(init_from / TOKENIZER_FILE)
+
+
+def tokenizer_from_file(path: str | Path) -> Tokenizer:
+    """The tokenizer of ``data.tokenizer_file``: a tokenizer.json, or a folder holding one; QKVError if neither."""
+    from qkv.tokenizers import load_tokenizer
+
+    p = Path(path).expanduser()
+    file = p / TOKENIZER_FILE if p.is_dir() else p
+    if not file.is_file():
+        raise QKVError(f"data.tokenizer_file {path}: no such file" + (f" ({p} holds no {TOKENIZER_FILE})"
+                                                                      if p.is_dir() else ""))
+    return load_tokenizer(file)
 
 
 def base_model_config(init_from: Path) -> GPTConfig:
@@ -75,31 +103,58 @@ class LMTask(Task):
     fitted_model_fields = ("vocab_size",)
 
     # ------------------------------------------------------------------------------------------ preparing
-    def read_data(self) -> str | None:
-        """The corpus text (main process of a fresh run; the others read the token ids the main one writes)."""
+    def read_data(self) -> str | tuple[str, str] | None:
+        """The corpus text, or (train, validation) texts for a corpus split by documents (main process of a fresh
+        run; the others read the token ids the main one writes)."""
         if not self.ctx.resume and self.ctx.dist.is_main:
-            return load_corpus(self.cfg.data.source, self.cfg.data.max_chars)
+            d = self.cfg.data
+            return load_split(d.source, d.val_fraction, d.max_chars) or load_corpus(d.source, d.max_chars)
         return None
 
-    def make_tokenizers(self, text: str) -> Tokenizer:
-        """Train the tokenizer (or take the base run's), tokenize the corpus once, write the ids and meta."""
+    def tokenizer_for(self, text: str) -> Tokenizer:
+        """The base run's tokenizer (init_from), data.tokenizer_file's, or one trained on `text`."""
         from qkv.tokenizers import train_bpe, train_char
 
         d = self.cfg.data
+        if d.tokenizer_file is not None and self.ctx.init_from is not None:
+            raise QKVError("data.tokenizer_file and init_from both give the tokenizer; keep one")
         if self.ctx.init_from is not None:
-            tok = base_tokenizer(self.ctx.init_from)
+            return base_tokenizer(self.ctx.init_from)
+        if d.tokenizer_file is not None:
+            return tokenizer_from_file(d.tokenizer_file)
+        return train_char(text) if d.tokenizer == "char" else train_bpe(text, vocab_size=d.vocab_size)
+
+    def make_tokenizers(self, data: str | tuple[str, str]) -> Tokenizer:
+        """Get the tokenizer, tokenize the corpus once, write the ids and meta (bytes per token of each side, the
+        bigram baseline). A (train, val) pair of texts is encoded side by side; one text is cut by tokens."""
+        d = self.cfg.data
+        if isinstance(data, tuple):  # held-out documents
+            train_text, val_text = data
+            tok = self.tokenizer_for(train_text if d.tokenizer == "bpe" else train_text + "\n\n" + val_text)
+            train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
+            val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
+            chars = len(train_text) + len(val_text)
+            train_bytes, val_bytes = len(train_text.encode("utf-8")), len(val_text.encode("utf-8"))
         else:
-            tok = train_char(text) if d.tokenizer == "char" else train_bpe(text, vocab_size=d.vocab_size)
-        ids = np.asarray(tok.encode(text), dtype=np.int64)
-        cut = split_ids(len(ids), d.val_fraction)
+            tok = self.tokenizer_for(data)
+            ids = np.asarray(tok.encode(data), dtype=np.int64)
+            cut = split_ids(len(ids), d.val_fraction)
+            train_ids, val_ids, chars = ids[:cut], ids[cut:], len(data)
+            val_bytes = len(tok.decode(val_ids.tolist()).encode("utf-8"))
+            train_bytes = len(data.encode("utf-8")) - val_bytes
+        n_train, n_val = len(train_ids), len(val_ids)
         data_dir = self.ctx.run_dir / DATA_DIR
         data_dir.mkdir(parents=True, exist_ok=True)
-        write_tokens(data_dir / TOKENS_FILES["train"], ids[:cut], tok.vocab_size)
-        write_tokens(data_dir / TOKENS_FILES["val"], ids[cut:], tok.vocab_size)
-        atomic_write_json(data_dir / DATA_META_FILE, {
-            "source": d.source, "chars": len(text), "tokens": int(len(ids)), "train_tokens": int(cut),
-            "val_tokens": int(len(ids) - cut), "chars_per_token": len(text) / max(1, len(ids)),
-            "vocab_size": tok.vocab_size})
+        write_tokens(data_dir / TOKENS_FILES["train"], train_ids, tok.vocab_size)
+        write_tokens(data_dir / TOKENS_FILES["val"], val_ids, tok.vocab_size)
+        meta = {"source": d.source, "chars": chars, "tokens": n_train + n_val, "train_tokens": n_train,
+                "val_tokens": n_val, "chars_per_token": chars / max(1, n_train + n_val), "vocab_size": tok.vocab_size,
+                "split": "documents" if isinstance(data, tuple) else "tokens",
+                "bytes_per_token": val_bytes / max(1, n_val), "train_bytes_per_token": train_bytes / max(1, n_train)}
+        if tok.vocab_size <= MAX_VOCAB and n_train >= 2 and n_val >= 2:
+            meta["bigram_val_loss"] = bigram_loss(train_ids, val_ids, tok.vocab_size, BIGRAM_ALPHA)
+            meta["bigram_alpha"] = BIGRAM_ALPHA
+        atomic_write_json(data_dir / DATA_META_FILE, meta)
         tok.save(self.ctx.run_dir / TOKENIZER_FILE)
         return tok
 
@@ -163,6 +218,8 @@ class LMTask(Task):
             out["val_loss"] = loss
             out["val_ppl"] = perplexity(loss)
             out["val_bpc"] = bits_per_char(loss, state.meta["chars_per_token"])
+            if state.meta.get("bytes_per_token"):  # runs made before it was recorded have no val_bpb
+                out["val_bpb"] = bits_per_byte(loss, state.meta["bytes_per_token"])
         return out
 
     # ------------------------------------------------------------------------------------------ finishing
@@ -170,8 +227,13 @@ class LMTask(Task):
         lines = super().summary(state, model, result)
         last = last_eval(result, "val_loss")
         if last:
+            bpb = f" | {last['val_bpb']:.3f} bits/byte" if "val_bpb" in last else ""
             lines.append(f"val loss {last['val_loss']:.4f} (full pass) | ppl {last['val_ppl']:.2f} | "
-                         f"{last['val_bpc']:.3f} bits/char")
+                         f"{last['val_bpc']:.3f} bits/char{bpb}")
+        bigram = state.meta.get("bigram_val_loss")
+        if bigram is not None:
+            lines.append(f"bigram baseline (add-{state.meta['bigram_alpha']:g} counts of the training split): "
+                         f"val loss {bigram:.4f}")
         return lines
 
     def samples(self, state: LMState, model) -> Iterator[str]:
@@ -336,12 +398,14 @@ class LMRun(Run):
 
     # ------------------------------------------------------------------------------------------ evaluation
     def evaluate(self, data: str | None = None, max_tokens: int | None = None) -> dict:
-        """Full-pass loss, perplexity and bits/char on the run's validation split, or on `data` (a dataset
-        name, text file or folder, tokenized with the run's tokenizer)."""
+        """Full-pass loss, perplexity, bits/char and bits/byte on the run's validation split, or on `data` (a dataset
+        name, text file or folder, tokenized with the run's tokenizer); no bits/byte for the split of a run made
+        before its bytes per token were recorded."""
         if data:
             text = load_corpus(data)
             tokens = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
             chars_per_token, source = len(text) / max(1, len(tokens)), data
+            bytes_per_token = len(text.encode("utf-8")) / max(1, len(tokens))
         else:
             meta, val = self.meta, self.path / DATA_DIR / TOKENS_FILES["val"]
             if not meta or not val.is_file():
@@ -349,18 +413,23 @@ class LMRun(Run):
                                "folder or dataset name)")
             tokens = read_tokens(val, meta["vocab_size"])
             chars_per_token, source = meta["chars_per_token"], f"{meta['source']} (validation split)"
+            bytes_per_token = meta.get("bytes_per_token")  # None in runs made before it was recorded
         if max_tokens is not None and max_tokens <= 0:
             raise QKVError(f"max_tokens must be positive, got {max_tokens}")
         if len(tokens) < 2:
             raise QKVError(f"{source}: fewer than 2 tokens to score")
         loss = full_pass_loss(self.model, tokens, self.model.config.max_seq_len, max_tokens)
         n = min(len(tokens) - 1, max_tokens or len(tokens))
-        return {"source": source, "tokens": n, "loss": loss, "perplexity": perplexity(loss),
-                "bits_per_char": bits_per_char(loss, chars_per_token)}
+        out = {"source": source, "tokens": n, "loss": loss, "perplexity": perplexity(loss),
+               "bits_per_char": bits_per_char(loss, chars_per_token)}
+        if bytes_per_token:
+            out["bits_per_byte"] = bits_per_byte(loss, bytes_per_token)
+        return out
 
     def report(self, r: dict) -> str:
+        bpb = f" | {r['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in r else ""
         return (f"{r['source']}: {r['tokens']:,} tokens | loss {r['loss']:.4f} nats/token | perplexity "
-                f"{r['perplexity']:.3f} | {r['bits_per_char']:.4f} bits/char")
+                f"{r['perplexity']:.3f} | {r['bits_per_char']:.4f} bits/char{bpb}")
 
 
 LMTask.run_class = LMRun
