@@ -26,7 +26,15 @@ from qkv.errors import QKVError
 from qkv.report.card import Card, Pairs, Pre, Section, Table, Text
 from qkv.report.render import to_html, to_markdown
 from qkv.report.sections import duration, now
-from qkv.runs import METRICS_FILE, REPORT_HTML_FILE, REPORT_MD_FILE, atomic_write_bytes, load_json
+from qkv.runs import (
+    DATA_META_FILE,
+    METRICS_FILE,
+    REPORT_HTML_FILE,
+    REPORT_MD_FILE,
+    WEIGHTS_FILE,
+    atomic_write_bytes,
+    load_json,
+)
 from qkv.tasks.capabilities import Capability
 
 BASE_PROMPT = "The Python interpreter"
@@ -75,7 +83,7 @@ def stage_scores(out: Path, stages: list[str], max_questions: int) -> dict:
 
     scores = {}
     for stage in stages:
-        if stage == "tokenizer" or not (out / stage / "model.safetensors").exists():
+        if stage == "tokenizer" or not (out / stage / WEIGHTS_FILE).exists():
             continue
         run = load_run(out / stage)
         chat = Capability.CHAT in run.capabilities
@@ -121,7 +129,7 @@ def rl_gain(scores: dict, skill: str = "arithmetic") -> str | None:
     if not before or len(before) != len(after):
         return None
     b = paired_bootstrap([float(x) for x in before], [float(x) for x in after])
-    return (f"RL on held-out {skill} phrasings: {sum(before) / len(before):.1%} -> {sum(after) / len(after):.1%} "
+    return (f"RL on held-out {skill} phrasings: {sum(before) / len(before):.1%} → {sum(after) / len(after):.1%} "
             f"({b['delta'] * 100:+.1f} points, paired bootstrap 95% CI [{b['ci'][0] * 100:+.1f}, "
             f"{b['ci'][1] * 100:+.1f}], p = {b['p']:.3f}; {len(before)} questions)")
 
@@ -173,7 +181,7 @@ def write_pipeline_report(out: Path, cfg, state: dict) -> tuple[Path, Path]:
     total = sum(s["seconds"] for s in state["stages"])
     times.append(["total", "", duration(total), "", ""])
     columns, rows = metric_rows(out, scores)
-    tok_meta = out / "tokenizer" / "meta.json"
+    tok_meta = out / "tokenizer" / DATA_META_FILE
     blocks = [Table(["metric", *columns], rows)]
     gain = rl_gain(scores)
     if gain:

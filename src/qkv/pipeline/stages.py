@@ -29,7 +29,15 @@ from pathlib import Path
 
 from qkv.config import from_dict, load_toml, merge
 from qkv.errors import QKVError
-from qkv.runs import CONFIG_FILE, STATE_FILE, TOKENIZER_FILE, WEIGHTS_FILE, atomic_write_json, load_json
+from qkv.runs import (
+    CONFIG_FILE,
+    DATA_META_FILE,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_write_json,
+    load_json,
+)
 
 STAGES = ("tokenizer", "base", "sft", "rl")
 RUN_STAGES = {"base": "lm", "sft": "chat", "rl": "chat"}  # each run stage's task
@@ -154,7 +162,7 @@ def train_tokenizer(t: TokenizerStage, folder: Path) -> dict:
     meta = {"source": t.source, "vocab_size": tok.vocab_size, "train_chars": len(train), "val_chars": len(val),
             "val_bytes": val_bytes, "val_tokens": val_tokens, "bytes_per_token": val_bytes / max(1, val_tokens)}
     tok.save(folder / TOKENIZER_FILE)
-    atomic_write_json(folder / "meta.json", meta)
+    atomic_write_json(folder / DATA_META_FILE, meta)
     return meta
 
 
