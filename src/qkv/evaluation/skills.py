@@ -74,16 +74,21 @@ def skill_scores(completer, conversations: Sequence, max_new_tokens: int, keep: 
             "core": sum(centred(a, s) for s, a in per_skill.items()) / len(per_skill) if per_skill else None}
 
 
+HELD_OUT = (("phrasings", "test"), ("values", "values"))  # (name in reports, split of the skills source)
+
+
+def held_out_scores(completer, splits: dict, limit: int | None, max_new_tokens: int) -> dict:
+    """`skill_scores` of the held-out phrasings ("phrasings", the test split) and values ("values"), each on its
+    first `limit` conversations (None: all); a split with none is left out."""
+    chosen = {name: splits.get(split, [])[:limit] for name, split in HELD_OUT}
+    return {name: skill_scores(completer, convs, max_new_tokens) for name, convs in chosen.items() if convs}
+
+
 def skill_metrics(completer, splits: dict, limit: int, max_new_tokens: int) -> dict:
-    """Flat metrics for the training log and the report: ``{split}_em_{skill}``, ``{split}_em`` (mean over
-    skills) and ``{split}_core`` for the held-out phrasings ("phrasings", the test split) and values ("values"),
-    each on its first `limit` conversations."""
+    """`held_out_scores` as flat metrics for the training log: ``{name}_em_{skill}``, ``{name}_em`` (mean over
+    skills) and ``{name}_core``."""
     out = {}
-    for name, split in (("phrasings", "test"), ("values", "values")):
-        convs = splits.get(split, [])[:limit]
-        if not convs:
-            continue
-        s = skill_scores(completer, convs, max_new_tokens)
+    for name, s in held_out_scores(completer, splits, limit, max_new_tokens).items():
         out.update({f"{name}_em_{k}": v for k, v in s["per_skill"].items()})
         out[f"{name}_em"], out[f"{name}_core"] = s["mean"], s["core"]
     return out

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 
 from qkv.data.chat_template import chat_tokens, render, tool_text, tool_tokens
-from qkv.generation.completion import GPTCompleter, _no_dropout
+from qkv.generation.completion import GPTCompleter
 from qkv.generation.lm import Piece, TokenStream
 
 MAX_EXPRESSION = 64  # characters
@@ -109,8 +109,7 @@ class ChatCompleter(GPTCompleter):
 
     def replies(self, prompts: Sequence, max_new_tokens: int) -> list[str]:
         """The greedy reply to each prompt, in the content form."""
-        with _no_dropout(self.model):
-            return [self._decode(p, 1, 0.0, max_new_tokens, None)[0].text for p in prompts]
+        return [s.text for s in self.greedy(prompts, max_new_tokens)]
 
 
 class ToolStream:

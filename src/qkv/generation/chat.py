@@ -35,12 +35,10 @@ def reply_stream(model: nn.Module, tok, prompt_ids: Sequence[int], max_new_token
 
     ct = chat_tokens(tok)
     budget = max(0, min(max_new_tokens, model.config.max_seq_len - len(prompt_ids)))
-    stops = (ct.end, ct.user, ct.assistant, ct.system)
+    stops, sampling = (ct.end, ct.user, ct.assistant, ct.system), sampling or TokenSampling(temperature=0.0)
     if tool_tokens(tok) is not None:  # a model that calls the calculator (`qkv.generation.calculator`)
-        return ToolStream(model, tok, prompt_ids, budget, sampling or TokenSampling(temperature=0.0), generator,
-                          stops, top)
-    return TokenStream(model, tok, prompt_ids, budget, sampling or TokenSampling(temperature=0.0),
-                       generator=generator, stop_ids=(ct.end, ct.user, ct.assistant, ct.system), top=top)
+        return ToolStream(model, tok, prompt_ids, budget, sampling, generator, stops, top)
+    return TokenStream(model, tok, prompt_ids, budget, sampling, generator=generator, stop_ids=stops, top=top)
 
 
 def greedy_reply(model: nn.Module, tok, messages: Sequence[dict], max_new_tokens: int) -> str:

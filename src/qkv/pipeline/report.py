@@ -13,27 +13,23 @@ nanochat's report (deleted from its repository in 2026-07) is the model; this on
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from qkv import hardware
 from qkv.errors import QKVError
 from qkv.report.card import Card, Pairs, Pre, Section, Table, Text
 from qkv.report.render import to_html, to_markdown
-from qkv.report.sections import duration, now
+from qkv.report.sections import duration, machine_rows, now
 from qkv.runs import (
     DATA_META_FILE,
-    METRICS_FILE,
     REPORT_HTML_FILE,
     REPORT_MD_FILE,
     WEIGHTS_FILE,
     atomic_write_bytes,
     load_json,
+    read_metrics,
 )
 from qkv.tasks.capabilities import Capability
 
@@ -61,15 +57,8 @@ def bloat() -> list[tuple[str, str]]:
 
 
 def _last(run_dir: Path, key: str) -> dict | None:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
-    found = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if key in rec:
-            found = rec
-    return found
+    """The last metrics.jsonl record of `run_dir` that holds `key` (None if none does)."""
+    return next((r for r in reversed(read_metrics(run_dir)) if key in r), None)
 
 
 def _pct(v) -> str:
@@ -171,11 +160,7 @@ def write_pipeline_report(out: Path, cfg, state: dict) -> tuple[Path, Path]:
     """Evaluate the stages and write OUT/report.html and OUT/report.md; (html path, md path)."""
     stages = [s["name"] for s in state["stages"]]
     scores = stage_scores(out, stages, cfg.report.max_questions)
-    units = hardware.cpu_bf16_units()
-    machine = [("CPU", hardware.cpu_model()), ("bf16 units", ", ".join(units) or "none"),
-               ("cores", str(os.cpu_count())), ("torch threads", str(torch.get_num_threads())),
-               ("software", f"torch {torch.__version__}, Python {platform.python_version()}"),
-               ("written", now())]
+    machine = [*machine_rows(), ("torch threads", str(torch.get_num_threads())), ("written", now())]
     times = [[STAGE_TITLE[s["name"]], s["status"], duration(s["seconds"]), str(s.get("attempts", 0)),
               s.get("outcome", "")] for s in state["stages"]]
     total = sum(s["seconds"] for s in state["stages"])

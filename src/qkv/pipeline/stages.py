@@ -87,7 +87,6 @@ class PipelineConfig:
 def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
     """The typed pipeline config of a TOML file (dotted `overrides` on top); every run stage's section checked
     as its task's config now, so a typo fails before anything runs."""
-    from qkv.tasks import get_task
 
     raw = merge(load_toml(path), overrides or {})
     cfg = from_dict(PipelineConfig, raw)
@@ -99,7 +98,6 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
             if section.get("task", task) != task:
                 raise QKVError(f"{path}: [{stage}] is a {task} run, not task = {section['task']!r}")
             run_config(cfg, stage, Path(cfg.out))  # raises on unknown keys or bad values
-            get_task(task)
     if cfg.rl and not cfg.sft:
         raise QKVError(f"{path}: [rl] fine-tunes the [sft] stage; give both")
     return cfg
@@ -145,17 +143,15 @@ def _write_state(out: Path, state: dict) -> None:
 # ------------------------------------------------------------------------------------------------ running
 def train_tokenizer(t: TokenizerStage, folder: Path) -> dict:
     """The tokenizer stage: BPE on the training documents, its compression on the held-out ones (bytes per token)."""
-    from qkv.data.text import load_corpus
+    from qkv.data.text import load_corpus, load_split
     from qkv.tokenizers import train_bpe
 
-    if t.source == "english":
-        from qkv.data.english import english_split
-
-        train, val = english_split(t.val_fraction, t.max_chars)
-    else:
+    split = load_split(t.source, t.val_fraction, t.max_chars)  # the base stage's split: whole documents held out
+    if split is None:  # a corpus split by tokens: its last val_fraction, cut here by characters
         text = load_corpus(t.source, t.max_chars)
         cut = int(len(text) * (1 - t.val_fraction))
-        train, val = text[:cut], text[cut:]
+        split = text[:cut], text[cut:]
+    train, val = split
     tok = train_bpe(train, vocab_size=t.vocab_size)
     val_bytes, val_tokens = len(val.encode("utf-8")), len(tok.encode(val))
     folder.mkdir(parents=True, exist_ok=True)

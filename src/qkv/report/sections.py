@@ -242,8 +242,8 @@ def config_section(saved: dict) -> Section:
     return Section("config", "Config", blocks)
 
 
-def machine_section(saved: dict, metrics: list[dict], run_dir: Path) -> Section:
-    from qkv.training.precision import resolve_precision
+def machine_rows() -> list[tuple[str, str]]:
+    """This machine: the CPU, its bf16 units, cores, the GPU if any, the software (every report's first rows)."""
     from qkv.version import version
 
     units = hardware.cpu_bf16_units()
@@ -252,6 +252,13 @@ def machine_section(saved: dict, metrics: list[dict], run_dir: Path) -> Section:
     if torch.cuda.is_available():
         rows.append(("GPU", torch.cuda.get_device_name(0)))
     rows.append(("software", f"qkv {version()}, torch {torch.__version__}, Python {platform.python_version()}"))
+    return rows
+
+
+def machine_section(saved: dict, metrics: list[dict], run_dir: Path) -> Section:
+    from qkv.training.precision import resolve_precision
+
+    rows = machine_rows()
     train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
     setting = train.get("precision")
     if setting:

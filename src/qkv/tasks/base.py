@@ -160,6 +160,14 @@ class Task:
         return f"evaluate it: qkv eval {self.ctx.run_dir}"
 
 
+def fine_tunes(ctx, objective: str, run_kind: str) -> None:
+    """An objective that fine-tunes a trained run (translation's MRT, REINFORCE) needs one: a fresh run without
+    ``--init-from`` is a one-line error. Call it when the objective is one of those."""
+    if ctx.init_from is None and not ctx.resume:
+        raise QKVError(f'train.objective = "{objective}" fine-tunes a trained {run_kind} run: give it as --init-from',
+                       argument="init_from")
+
+
 def last_eval(result: TrainResult, key: str) -> dict | None:
     """The last evaluation record of a training run that holds `key` (None if there is none)."""
     return next((e for e in reversed(result.evals) if key in e), None)

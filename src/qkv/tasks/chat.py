@@ -53,17 +53,17 @@ from qkv.data.chat_template import add_chat_tokens, chat_tokens, uses_tools
 from qkv.errors import QKVError
 from qkv.evaluation.chat import answer_loss, reply_accuracy
 from qkv.evaluation.perplexity import perplexity
-from qkv.evaluation.skills import answer_reward, skill_metrics, skill_scores
+from qkv.evaluation.skills import answer_reward, held_out_scores, skill_metrics
 from qkv.generation.calculator import ChatCompleter
 from qkv.generation.sampling import TokenSampling
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.runs import TOKENIZER_FILE
-from qkv.tasks.base import State, Task, last_eval
+from qkv.tasks.base import State, Task, fine_tunes, last_eval
 from qkv.tasks.capabilities import Capability, TrainingExample
 from qkv.tasks.lm import LMRun, base_model_config, base_tokenizer
 from qkv.tokenizers.base import Tokenizer
 from qkv.training.config import TrainConfig
-from qkv.training.reinforce import ReinforceConfig, reinforce_loss
+from qkv.training.reinforce import ReinforceConfig, check_objective, reinforce_loss
 
 
 @dataclass
@@ -75,8 +75,7 @@ class ChatTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.objective not in ("xent", "reinforce"):
-            raise ValueError(f"unknown objective {self.objective!r}; choose xent or reinforce")
+        check_objective(self.objective)
 
 
 @dataclass
@@ -167,9 +166,8 @@ class ChatTask(Task):
     # ------------------------------------------------------------------------------------------ preparing
     def read_data(self) -> dict:
         """The train, val and test conversations (and the skills source's held-out values)."""
-        if self.cfg.train.objective == "reinforce" and self.ctx.init_from is None and not self.ctx.resume:
-            raise QKVError('train.objective = "reinforce" fine-tunes a trained chat run: give it as --init-from',
-                           argument="init_from")
+        if self.cfg.train.objective == "reinforce":
+            fine_tunes(self.ctx, "reinforce", "chat")
         return load_chat_splits(self.cfg.data)
 
     def make_tokenizers(self, splits: dict) -> ChatTokenizer:
@@ -321,9 +319,10 @@ class ChatTask(Task):
         if not tests:
             return
         yield "--- sample replies (test questions) " + "-" * 35 + "\n"
+        completer = ChatCompleter(model, state.tok)
         for conv in tests[:3]:
             k = next(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
-            reply = ChatCompleter(model, state.tok).replies([conv.messages[:k]], state.cfg.sample.max_new_tokens)[0]
+            reply = completer.replies([conv.messages[:k]], state.cfg.sample.max_new_tokens)[0]
             yield (f"user: {conv.messages[k - 1]['content']}\nbot:  {reply}   "
                    f"(reference: {conv.messages[k]['content']})\n")
         yield "-" * 71 + "\n"
@@ -478,17 +477,16 @@ class ChatRun(LMRun):
         if max_pairs is not None:
             loss_convs, em_convs = loss_convs[:max_pairs], em_convs[:max_pairs]
         loss_ex = encode(loss_convs, tok, T, too_long=d.too_long)
-        # with data both figures score the same conversations: encode (and count what is dropped) once
-        em_ex = loss_ex if data else encode(em_convs, tok, T, too_long=d.too_long)
         if not loss_ex.inputs:
             raise QKVError(f"{source}: no conversation fits the context ({T} tokens)")
         loss, n_tok = answer_loss(self.model, loss_ex, pad_id)
         if not data and d.source == "skills":  # exact match per skill, held-out phrasings and held-out values
-            completer = ChatCompleter(self.model, tok)
-            skills = {name: skill_scores(completer, splits[split][:max_pairs], self.config.sample.max_new_tokens)
-                      for name, split in (("phrasings", "test"), ("values", "values")) if splits[split]}
+            skills = held_out_scores(ChatCompleter(self.model, tok), splits, max_pairs,
+                                     self.config.sample.max_new_tokens)
             return {"source": d.source, "conversations": len(loss_ex.inputs), "answer_tokens": n_tok, "loss": loss,
                     "perplexity": perplexity(loss), "skills": skills, "dropped": loss_ex.dropped}
+        # with data both figures score the same conversations: encode (and count what is dropped) once
+        em_ex = loss_ex if data else encode(em_convs, tok, T, too_long=d.too_long)
         em = reply_accuracy(self.model, tok, em_ex.conversations)
         return {"source": source, "conversations": len(loss_ex.inputs), "answer_tokens": n_tok, "loss": loss,
                 "perplexity": perplexity(loss), "em_conversations": len(em_ex.conversations),

@@ -47,13 +47,13 @@ from qkv.generation.seq2seq import SequenceDecoding
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import Seq2SeqConfig
 from qkv.runs import TOKENIZER_FILE, read_config
-from qkv.tasks.base import State, Task, a_, last_eval, task_of
+from qkv.tasks.base import State, Task, a_, fine_tunes, last_eval, task_of
 from qkv.tasks.capabilities import Capability, TrainingExample
 from qkv.tasks.lm import LMRun
 from qkv.tasks.text_to_text import TextToTextRun
 from qkv.tasks.translate import TranslateState, TranslateTask, TranslateTrainConfig, TranslationData
 from qkv.tokenizers.base import Tokenizer
-from qkv.training.reinforce import ReinforceConfig, reinforce_loss
+from qkv.training.reinforce import ReinforceConfig, check_objective, reinforce_loss
 
 EVAL_SPLITS = ("val", "compositions", "k3", "length", "humaneval")
 SPLIT_NAMES = {"val": "validation (k ≤ 3)", "compositions": "held-out compositions (k = 2)",
@@ -96,8 +96,7 @@ class CodeTrainConfig(TranslateTrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.objective not in ("xent", "reinforce"):
-            raise ValueError(f"unknown objective {self.objective!r}; choose xent or reinforce")
+        check_objective(self.objective)
         if self.alignment_weight:
             raise ValueError("code trains with alignment_weight = 0 (guided alignment is translation's)")
 
@@ -162,9 +161,8 @@ def code_tokenizer(train: Sequence[Problem], vocab_size: int) -> Tokenizer:
 
 def check_init_from(ctx, task: str, objective: str) -> None:
     """REINFORCE fine-tunes a trained run of the same task; a base of another task is a one-line error."""
-    if objective == "reinforce" and ctx.init_from is None and not ctx.resume:
-        raise QKVError('train.objective = "reinforce" fine-tunes a trained code run: give it as --init-from',
-                       argument="init_from")
+    if objective == "reinforce":
+        fine_tunes(ctx, "reinforce", "code")
     if ctx.init_from is not None:
         saved = read_config(ctx.init_from)
         if task_of(saved) != task:

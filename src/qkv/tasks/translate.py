@@ -51,7 +51,7 @@ from qkv.evaluation.translation import TOK_LC_LABEL, chrf_pp, corpus_loss, sacre
 from qkv.generation.seq2seq import SequenceDecoding, translate_lines
 from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.runs import CONFIG_FILE, TGT_TOKENIZER_FILE, TOKENIZER_FILE, atomic_write_bytes, read_config
-from qkv.tasks.base import State, Task, a_, last_eval, task_of
+from qkv.tasks.base import State, Task, a_, fine_tunes, last_eval, task_of
 from qkv.tasks.guided_alignment import Guide, attach_links, guide_of, guided_loss, training_alignments
 from qkv.tasks.mrt import LOGGED as MRT_LOGGED
 from qkv.tasks.mrt import MRTConfig, mrt_loss
@@ -152,9 +152,8 @@ class TranslateTask(Task):
     # ------------------------------------------------------------------------------------------ preparing
     def read_data(self) -> TranslationData:
         cfg, ctx = self.cfg, self.ctx
-        if cfg.train.objective == "mrt" and ctx.init_from is None and not ctx.resume:
-            raise QKVError('train.objective = "mrt" fine-tunes a trained translation run: give that run as init_from',
-                           argument="init_from")
+        if cfg.train.objective == "mrt":
+            fine_tunes(ctx, "mrt", "translation")
         model_cfg = self._base(ctx.init_from)[0] if ctx.init_from is not None else cfg.model
         data = TranslationData(*load_split(cfg.data, "train"), *load_split(cfg.data, "val"))
         if guide_of(cfg.train, model_cfg) is not None and ctx.dist.is_main:  # first, and once: the others read

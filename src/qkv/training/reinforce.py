@@ -73,6 +73,15 @@ class Policy(Protocol):
 BatchReward = Callable[[list[list[str]]], list[list[float]]]
 
 
+OBJECTIVES = ("xent", "reinforce")  # a task that can fine-tune by REINFORCE: train.objective, cross-entropy or this
+
+
+def check_objective(objective: str) -> None:
+    """ValueError unless `objective` is one of `OBJECTIVES` (a config's ``__post_init__``)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose {' or '.join(OBJECTIVES)}")
+
+
 def advantages(rewards: Tensor) -> Tensor:
     """A = r − the mean reward of the same prompt: rewards (P, G) -> advantages (P, G).
 

@@ -50,3 +50,4 @@ def test_skill_scores_and_metrics():
     m = skill_metrics(Oracle(splits["test"] + splits["values"], 99), splits, 12, 32)
     assert m["phrasings_em"] == 1.0 and m["values_em"] == 1.0 and m["values_core"] == 1.0
     assert m["phrasings_em_compare"] == 1.0
+    assert skill_metrics(Oracle(convs, 0), splits, 0, 32) == {}  # no question asked: no figure, not a None
