@@ -1,4 +1,5 @@
-"""What this machine's CPU can do: its feature flags, its bf16 matrix units and its model name.
+"""What this machine's CPU can do: its feature flags, its bf16 matrix units and its model name; and how much
+memory this process has used at its peak (what training logs per process).
 
 A low, neutral module: training reads it to pick a precision (`qkv.training.precision`), decoding to refuse
 bf16 weights a CPU would only emulate (`qkv.generation.inference`), the optimizer to choose Muon's iteration
@@ -39,3 +40,41 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     import platform
 
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def peak_memory_mb(device) -> float | None:
+    """This process's peak memory in MiB since the last `reset_peak_memory`: the GPU's `max_memory_allocated` on
+    CUDA, else the resident set's high-water mark (VmHWM in /proc/self/status, or getrusage's ru_maxrss);
+    None where neither can be read."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            line = next((ln for ln in f if ln.startswith("VmHWM:")), "")
+        if line:
+            return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    except (ImportError, OSError):
+        return None
+
+
+def reset_peak_memory(device) -> None:
+    """Start a new peak: torch's counter on CUDA; on Linux, writing 5 to /proc/self/clear_refs resets VmHWM to
+    the current resident size (where the kernel allows it; elsewhere the peak stays the process's)."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
+            f.write("5")
+    except OSError:
+        pass

@@ -6,7 +6,12 @@
     RUN/tokenizer_tgt.json      translation with separate vocabularies: the target tokenizer
     RUN/ema.safetensors         diffusion: the weight average that sampling uses, stamped with its step
     RUN/optimizer.safetensors   optimizer moments, data-sampler and RNG states, stamped with their step
-    RUN/trainer_state.json      step, the clock of the time schedule, Python/NumPy RNG (written last)
+                                (under FSDP only the data-sampler and RNG states)
+    RUN/checkpoint-0000500/     FSDP: the sharded checkpoint of step 500, weights ("model.*") and Adam moments
+                                ("optim.*"), one safetensors file per process (torch.distributed.checkpoint's
+                                Hugging Face storage: each header holds its shards' offsets as JSON)
+    RUN/trainer_state.json      step, the clock of the time schedule, Python/NumPy RNG, and under FSDP the name
+                                of the sharded checkpoint it belongs to (written last: the commit point)
     RUN/metrics.jsonl           one JSON line per logged step and per evaluation
     RUN/loss.png                the loss curves
     RUN/samples.png             diffusion: the grid sampled when training ends
@@ -16,7 +21,8 @@
     RUN/autoencoder/            latent diffusion: the autoencoder's own run directory
 
 Every file is written atomically (a temporary file in the same folder, fsync, rename): a reader, or a
-crash, sees the old file or the new one, never half of one. Nothing is pickled. This module is the only
+crash, sees the old file or the new one, never half of one; a sharded checkpoint is a new folder per save, which
+trainer_state.json names once every shard is on disk. Nothing is pickled. This module is the only
 place that spells these names; it imports nothing heavier than the standard library at import time, so
 the tokenizers and the data readers may use it. ``qkv.load_run(RUN)`` (in `qkv.tasks`, which knows the
 tasks) rebuilds a run from these files.
@@ -47,6 +53,7 @@ DATA_DIR = "data"
 TOKENS_FILES = {"train": "train.bin", "val": "val.bin"}
 DATA_META_FILE = "meta.json"
 AUTOENCODER_DIR = "autoencoder"
+SHARDED_PREFIX = "checkpoint-"  # + the step, 7 digits: a sharded checkpoint's folder
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -157,3 +164,68 @@ def file_step(path: str | Path) -> int:
             return int((f.metadata() or {}).get("step", -1))
     except (SafetensorError, OSError, ValueError) as e:
         raise QKVError(f"{path}: unreadable checkpoint file ({e})") from None
+
+
+# ------------------------------------------------------------------------------------------------ sharded (FSDP)
+def sharded_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"{SHARDED_PREFIX}{step:07d}"
+
+
+def sharded_checkpoint(run_dir: str | Path) -> Path | None:
+    """The sharded checkpoint trainer_state.json names (an FSDP run's weights), or None (a DDP run, none yet)."""
+    state = Path(run_dir) / STATE_FILE
+    if not state.is_file():
+        return None
+    name = load_json(state).get("sharded")
+    if not name:
+        return None
+    path = Path(run_dir) / name
+    if not path.is_dir():
+        raise QKVError(f"{run_dir}: {STATE_FILE} names the sharded checkpoint {name}, which is missing")
+    return path
+
+
+def stale_sharded_dirs(run_dir: str | Path, keep: Path) -> list[Path]:
+    """Every sharded checkpoint folder of `run_dir` but `keep` (older saves, or a save a crash interrupted)."""
+    return [p for p in Path(run_dir).glob(f"{SHARDED_PREFIX}*") if p.is_dir() and p.name != keep.name]
+
+
+def has_weights(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds trained weights: model.safetensors, or a sharded checkpoint."""
+    run_dir = Path(run_dir)
+    return (run_dir / WEIGHTS_FILE).is_file() or (
+        (run_dir / STATE_FILE).is_file() and bool(_quiet_state(run_dir).get("sharded")))
+
+
+def _quiet_state(run_dir: Path) -> dict:
+    try:
+        return load_json(run_dir / STATE_FILE)
+    except QKVError:
+        return {}
+
+
+def save_sharded_tensors(folder: str | Path, tensors: dict) -> None:
+    """Every process writes its own shards of `tensors` (DTensors, or plain tensors every process holds alike)
+    into `folder` with torch.distributed.checkpoint: one safetensors file per process, no pickle."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(folder), save_distributed=True))
+
+
+def load_sharded_tensors(folder: str | Path, tensors: dict, *, collective: bool) -> None:
+    """Fill `tensors` (DTensors shaped for this process count, or whole tensors) in place from a sharded
+    checkpoint written at any process count: torch.distributed.checkpoint reads the slices each one needs.
+    Only safetensors headers (JSON) and tensor bytes are read: nothing is unpickled. ``collective``: every
+    process of the group calls this together (training); else this process reads alone (inference)."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+            dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(folder)), no_dist=not collective)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        lines = str(e).strip().splitlines()
+        why = lines[-1][:200] if lines else type(e).__name__
+        raise QKVError(f"{folder}: cannot read the sharded checkpoint ({why})") from None

@@ -1,4 +1,5 @@
-"""Data parallel training under torchrun, for every task: 2 processes (gloo, CPU) train what 1 process trains.
+"""Data parallel training under torchrun, for every task: 2 processes (gloo, CPU) train what 1 process trains
+(DDP for every task; FSDP for the diffusion, captioning and speech models).
 
 Each task's tiny run is trained once in-process and once with ``torchrun --nproc_per_node=2``, with the same
 global batch (``train.batch_size`` is the batch of a step, shared by the processes). The per-step losses,
@@ -85,20 +86,26 @@ def _args(task: str, folder: Path) -> list[str]:
 
 
 def _metrics(run: Path) -> list[dict]:
-    timing = {"tokens_per_s", "elapsed_s", "eval_s"}
+    timing = {"tokens_per_s", "elapsed_s", "eval_s", "peak_mem_mb", "peak_mem_mb_per_rank"}  # per process, not learned
     return [{k: v for k, v in json.loads(x).items() if k not in timing}
             for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("task", list(RUNS))
-def test_two_processes_train_what_one_trains(task, tmp_path, monkeypatch, capsys):
+# FSDP too, for the models whose path differs (tests/e2e/test_fsdp.py has the LM and translation): diffusion's
+# weight average reads the sharded weights after every step, and the captioner is a subclass FSDP wraps
+SHARDED = ["diffusion", "caption", "speech"]
+
+
+@pytest.mark.parametrize(("task", "parallel"), [(t, "ddp") for t in RUNS] + [(t, "fsdp") for t in SHARDED])
+def test_two_processes_train_what_one_trains(task, parallel, tmp_path, monkeypatch, capsys):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*_args(task, tmp_path), "--out", str(one)]) == 0
     capsys.readouterr()
 
     env = {**os.environ, "QKV_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2",
            "PYTHONUNBUFFERED": "1"}
-    cmd = [*torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", *_args(task, tmp_path), "--out", str(two)]
+    cmd = [*torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", *_args(task, tmp_path), "--out", str(two),
+           "--train.parallel", parallel]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -119,6 +126,8 @@ def test_two_processes_train_what_one_trains(task, tmp_path, monkeypatch, capsys
                 assert rb[k] == v, f"step {ra['step']}, {k}"
     losses = [r["loss"] for r in a if "loss" in r]
     assert len(losses) == 6 and losses[-1] != losses[0]  # it trained: not a comparison of two untouched models
+    if parallel == "fsdp":  # the weights are sharded: one file, from them
+        assert main(["convert", "--consolidate", str(two)]) == 0
     wa, wb = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert wa.keys() == wb.keys()
     for k in wa:

@@ -126,10 +126,15 @@ def write_report_or_note(run_dir: Path, samples: bool) -> Path | None:
 def print_run_files(run_dir: Path, n_params: int, plot, next_step: str, weights_note: str = "",
                     report: Path | None = None) -> None:
     """The closing lines of every `qkv train`: where the run's files are and what to run next."""
-    from qkv.runs import METRICS_FILE, WEIGHTS_FILE
+    from qkv.runs import METRICS_FILE, WEIGHTS_FILE, sharded_checkpoint
 
     print(f"run dir: {run_dir}  ({n_params:,} parameters)")
-    print(f"  weights: {run_dir / WEIGHTS_FILE}{weights_note}")
+    sharded = sharded_checkpoint(run_dir) if not (run_dir / WEIGHTS_FILE).is_file() else None
+    if sharded is not None:
+        print(f"  weights: {sharded}/ (sharded; qkv convert --consolidate {run_dir} writes {WEIGHTS_FILE})"
+              f"{weights_note}")
+    else:
+        print(f"  weights: {run_dir / WEIGHTS_FILE}{weights_note}")
     print(f"  metrics: {run_dir / METRICS_FILE}")
     if plot:
         print(f"  plot:    {plot}")

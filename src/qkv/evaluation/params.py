@@ -177,6 +177,9 @@ class ParamReport:
             f"training state, weights + grads + AdamW m, v (no activations): "
             f"{human_bytes(mem['train_fp32'])} fp32, {human_bytes(mem['train_bf16_mixed'])} bf16-mixed "
             f"(16 bytes per parameter either way)",
+            "  per process: the same under DDP; under FSDP (train.parallel = \"fsdp\") "
+            + ", ".join(f"{human_bytes(mem['train_fp32'] / n)} on {n}" for n in (2, 4, 8))
+            + " processes, plus one gathered block",
             f"KV cache (fp32): {human_bytes(kv)} per token, "
             f"{human_bytes(self.kv_cache_bytes_full_context_fp32)} for a full {T}-token context",
         ])

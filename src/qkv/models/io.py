@@ -1,4 +1,5 @@
-"""A model in a run directory: ``config.json`` names its type and config, ``model.safetensors`` its weights.
+"""A model in a run directory: ``config.json`` names its type and config, ``model.safetensors`` its weights (an FSDP
+run: its sharded checkpoint, `qkv.training.checkpoint`).
 
 ``config.json`` holds ``{"model_type": "gpt", "model": {...GPTConfig...}, ...}`` plus whatever else the
 run recorded (``task``, ``train``, ``data`` sections; `qkv.runs` owns the file names and the writes).
@@ -25,12 +26,17 @@ from qkv.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from qkv.models.transcriber import Transcriber, TranscriberConfig
 from qkv.runs import (
     CONFIG_FILE,
+    STATE_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     atomic_save_tensors,
     atomic_write_json,
+    file_step,
+    load_json,
+    load_sharded_tensors,
     load_tensors,
     read_config,
+    sharded_checkpoint,
 )
 
 # model_type -> (config class, model class)
@@ -45,14 +51,12 @@ LEGACY_NAMES: dict[str, dict[str, str]] = {"gpt": {"tie_weights": "tie_embedding
 
 
 def model_type_of(model: nn.Module) -> str:
-    """The model_type of `model`'s own class (a Captioner is a Seq2Seq subclass, and a "captioner"), else of the
-    registered class it derives from (a wrapper's)."""
-    for name, (_, cls) in MODEL_TYPES.items():
-        if type(model) is cls:
-            return name
-    for name, (_, cls) in MODEL_TYPES.items():
-        if isinstance(model, cls):
-            return name
+    """The model_type of the most derived registered class `model` is an instance of: its own class (a Captioner
+    is a Seq2Seq subclass, and a "captioner"), or the class a wrapper derives from (FSDP's FSDPCaptioner)."""
+    for cls in type(model).__mro__:
+        for name, (_, registered) in MODEL_TYPES.items():
+            if cls is registered:
+                return name
     raise TypeError(f"unknown model class {type(model).__name__}")
 
 
@@ -108,16 +112,19 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
 
 
 def save_run(run_dir: str | Path, model: nn.Module, tokenizer=None, extra_config: dict | None = None,
-             metadata: dict[str, str] | None = None) -> Path:
+             metadata: dict[str, str] | None = None, weights: bool = True) -> Path:
     """Write config.json, model.safetensors and (if given) tokenizer.json, each atomically.
 
-    `metadata` goes into the safetensors header (the trainer stamps the step there).
+    `metadata` goes into the safetensors header (the trainer stamps the step there). ``weights=False``: no
+    model.safetensors (an FSDP run's weights are in its sharded checkpoint).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = {"model_type": model_type_of(model), "model": to_dict(model.config)}
     cfg.update(extra_config or {})
-    atomic_save_tensors(run_dir / WEIGHTS_FILE, weights_to_save(model), metadata={"format": "pt", **(metadata or {})})
+    if weights:
+        atomic_save_tensors(run_dir / WEIGHTS_FILE, weights_to_save(model),
+                            metadata={"format": "pt", **(metadata or {})})
     if tokenizer is not None:
         tokenizer.save(run_dir / TOKENIZER_FILE)
     atomic_write_json(run_dir / CONFIG_FILE, cfg)
@@ -125,11 +132,42 @@ def save_run(run_dir: str | Path, model: nn.Module, tokenizer=None, extra_config
 
 
 def load_model(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly. Returns (model, config)."""
+    """Rebuild the model from ``config.json`` and load its weights strictly: ``model.safetensors``, or an FSDP
+    run's sharded checkpoint (whichever is newer, when ``qkv convert --consolidate`` wrote the first from an
+    older step). Returns (model, config)."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     model = build_model(cfg["model_type"], cfg["model"], device)
     path = run_dir / WEIGHTS_FILE
-    load_weights(model, load_tensors(path, device=str(device or "cpu")), source=str(path))
+    sharded = sharded_checkpoint(run_dir)
+    if sharded is not None and (not path.is_file() or file_step(path) < load_json(run_dir / STATE_FILE)["step"]):
+        load_weights(model, read_sharded_weights(sharded, model), source=str(sharded))
+    else:
+        load_weights(model, load_tensors(path, device=str(device or "cpu")), source=str(path))
     model.eval()
     return model, cfg
+
+
+def read_sharded_weights(folder: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole weights of `model` from a sharded checkpoint, read by this process alone (every shard's slice
+    of every tensor), as a dict `load_weights` checks."""
+    expected = weights_to_save(model)
+    tensors = {f"model.{k}": torch.empty_like(t) for k, t in expected.items()}
+    load_sharded_tensors(folder, tensors, collective=False)
+    return {k[len("model."):]: t for k, t in tensors.items()}
+
+
+def consolidate(run_dir: str | Path) -> tuple[Path, int, Path]:
+    """An FSDP run's sharded weights -> RUN/model.safetensors, stamped with the checkpoint's step, on one process.
+    Returns (the file, the parameter count, the sharded folder it came from)."""
+    run_dir = Path(run_dir)
+    read_config(run_dir)
+    sharded = sharded_checkpoint(run_dir)
+    if sharded is None:
+        raise QKVError(f"{run_dir}: no sharded checkpoint to consolidate (trained with parallel = 'ddp'? its weights "
+                       f"are already {WEIGHTS_FILE})")
+    model, _ = load_model(run_dir)
+    step = load_json(run_dir / STATE_FILE)["step"]
+    path = run_dir / WEIGHTS_FILE
+    atomic_save_tensors(path, weights_to_save(model), metadata={"format": "pt", "step": str(step)})
+    return path, sum(p.numel() for p in model.parameters()), sharded

@@ -26,8 +26,8 @@ from qkv.runs import (
     DATA_META_FILE,
     REPORT_HTML_FILE,
     REPORT_MD_FILE,
-    WEIGHTS_FILE,
     atomic_write_bytes,
+    has_weights,
     load_json,
     read_metrics,
 )
@@ -72,7 +72,7 @@ def stage_scores(out: Path, stages: list[str], max_questions: int) -> dict:
 
     scores = {}
     for stage in stages:
-        if stage == "tokenizer" or not (out / stage / WEIGHTS_FILE).exists():
+        if stage == "tokenizer" or not has_weights(out / stage):
             continue
         run = load_run(out / stage)
         chat = Capability.CHAT in run.capabilities

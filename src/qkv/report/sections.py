@@ -32,7 +32,8 @@ from qkv.errors import QKVError
 from qkv.report.card import Pairs, Picture, Pre, Section, Table, Text
 from qkv.runs import PLOT_FILE, SAMPLES_FILE, STATE_FILE, load_json
 
-STEP_KEYS = {"step", "loss", "lr", "tokens_per_s", "elapsed_s"}  # a training-step line of metrics.jsonl
+STEP_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}  # a training-step line of metrics.jsonl
+MEMORY_KEYS = ("peak_mem_mb", "peak_mem_mb_per_rank")  # logged with each evaluation; the training section shows them
 # the headline of a card, where a run logs them: the word and character error rates (a transcriber)
 HEADLINE = (("val_wer", "WER"), ("val_cer", "CER"))
 # what a section catches and shows as a note: a user-level problem, or a file that is gone (never a bug)
@@ -97,6 +98,9 @@ def training_section(run_dir: Path, out_dir: Path, metrics: list[dict]) -> Secti
         if steps:
             rows += [("last training loss", f"{steps[-1]['loss']:.4f} (step {steps[-1]['step']})"),
                      ("tokens_per_s (last logged)", f"{steps[-1].get('tokens_per_s', 0):,.0f}")]
+        memory = memory_row(metrics)
+        if memory:
+            rows.append(memory)
         sec.blocks.append(Pairs(rows))
     if steps:
         png = drawn(lambda path: plot_losses(run_dir, path), PLOT_FILE)
@@ -108,6 +112,20 @@ def training_section(run_dir: Path, out_dir: Path, metrics: list[dict]) -> Secti
         sec.blocks.append(Picture((run_dir / SAMPLES_FILE).read_bytes(), SAMPLES_FILE,
                                   f"the picture qkv train saved when it ended ({SAMPLES_FILE})", link))
     return sec
+
+
+def memory_row(metrics: list[dict]) -> tuple[str, str] | None:
+    """("peak memory per process", "rank 0: 412 MiB, rank 1: 405 MiB (…)"): what the last evaluation logged (the
+    peak of the training steps before it: resident memory on a CPU, allocated on a GPU) and the largest of any;
+    None for a run that logged none."""
+    logged = [r for r in metrics if isinstance(r.get("peak_mem_mb_per_rank"), list)]
+    if not logged:
+        return None
+    shown = ", ".join(f"rank {i}: {mb:,.0f} MiB" for i, mb in enumerate(logged[-1]["peak_mem_mb_per_rank"]))
+    largest = max(float(r.get("peak_mem_mb", 0.0)) for r in logged)
+    return "peak memory per process", (f"{shown} (training steps before step {logged[-1].get('step')}; the largest "
+                                       f"of any evaluation: {largest:,.0f} MiB; resident on a CPU, allocated on a "
+                                       "GPU)")
 
 
 def headline(metrics: list[dict]) -> str | None:
@@ -131,7 +149,7 @@ def evaluations_section(metrics: list[dict], run=None, evaluated: tuple[dict, fl
     if records:
         first = ["step"]
         last = [k for k in ("elapsed_s", "eval_s") if any(k in r for r in records)]
-        keys = list(dict.fromkeys(k for r in records for k in r if k not in (*first, *last)))
+        keys = list(dict.fromkeys(k for r in records for k in r if k not in (*first, *last, *MEMORY_KEYS)))
         columns = first + keys + last
         sec.blocks.append(Text(f"Every evaluation qkv train logged ({len(records)} in metrics.jsonl):"))
         sec.blocks.append(Table(columns, [[fmt(r[k]) if k in r else "" for k in columns] for r in records]))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qkv.errors import QKVError
 from qkv.pipeline.stages import STATE as PIPELINE_FILE
-from qkv.runs import CONFIG_FILE, WEIGHTS_FILE
+from qkv.runs import CONFIG_FILE, WEIGHTS_FILE, has_weights
 from qkv.server.workers import ModelWorker
 from qkv.tasks import Run, load_run
 from qkv.tasks.base import a_
@@ -98,9 +98,9 @@ class Stage:
 
 
 def is_finished_run(path: Path) -> bool:
-    """A run directory with its weights: training wrote config.json and model.safetensors (a stage still being
-    trained may have only the first, a pipeline's tokenizer folder neither)."""
-    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+    """A run directory with its weights: training wrote config.json and model.safetensors or a sharded checkpoint
+    (a stage still being trained may have only the first, a pipeline's tokenizer folder neither)."""
+    return (path / CONFIG_FILE).is_file() and has_weights(path)
 
 
 def read_pipeline(folder: Path) -> tuple[list[tuple[str, Path]], str | None] | None:

@@ -136,9 +136,11 @@ class Task:
         """Every run-config section but the model's (written from the model itself), and the data meta."""
         return {k: v for k, v in to_dict(state.cfg).items() if k != "model"} | {"data_meta": state.meta}
 
-    def save(self, state: State, model: nn.Module, step: int) -> None:
-        """A checkpoint: config.json and model.safetensors, stamped with the step (tokenizers are written once)."""
-        save_run(self.ctx.run_dir, model, extra_config=self.saved_config(state), metadata={"step": str(step)})
+    def save(self, state: State, model: nn.Module, step: int, weights: bool = True) -> None:
+        """A checkpoint: config.json and model.safetensors, stamped with the step (tokenizers are written once).
+        ``weights=False``: config.json only (under FSDP the trainer writes the weights, sharded)."""
+        save_run(self.ctx.run_dir, model, extra_config=self.saved_config(state), metadata={"step": str(step)},
+                 weights=weights)
 
     # ------------------------------------------------------------------------------------------ finishing
     def after_training(self, state: State, model: nn.Module) -> None:

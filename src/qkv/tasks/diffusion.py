@@ -339,8 +339,8 @@ class DiffusionTask(Task):
                 out.update({k: v for k, v in scores.items() if isinstance(v, float)})
         return out
 
-    def save(self, state: DiffusionState, model, step: int) -> None:
-        super().save(state, model, step)
+    def save(self, state: DiffusionState, model, step: int, weights: bool = True) -> None:
+        super().save(state, model, step, weights)
         atomic_save_tensors(self.ctx.run_dir / EMA_FILE, state.ema.state_dict(), metadata={"step": str(step)})
 
     def after_training(self, state: DiffusionState, model) -> None:

@@ -7,7 +7,8 @@ It owns, for every task:
 
 - refusing to overwrite a trained run, and refusing a resume whose config differs from the run's (the same
   one-line error from Python as from `qkv train --resume`);
-- DDP under torchrun: joining the process group, and leaving it however training ends;
+- DDP or FSDP under torchrun: joining the process group (FSDP: a group of one without torchrun), and leaving
+  it however training ends; refusing a process count that cannot share the global batch equally;
 - the per-process thread split: on a CPU each of N processes gets cores / N torch threads (two processes
   each spinning on every core slow each other down 10×, docs/design.md);
 - the tokenizers: built and written by the main process, read by the others after a barrier;
@@ -26,7 +27,7 @@ import torch
 
 from qkv.config import from_dict, to_dict
 from qkv.errors import QKVError
-from qkv.runs import WEIGHTS_FILE, read_config
+from qkv.runs import has_weights, read_config
 from qkv.tasks.base import Context, Trained, a_, config_sections, get_task, task_of
 from qkv.training import distributed
 from qkv.training.trainer import Trainer
@@ -43,11 +44,13 @@ def run_task(cfg, run_dir: str | Path, *, resume: bool = False, init_from: str |
     run_dir = Path(run_dir)
     if resume:
         check_resume(cfg, run_dir)
-    elif (run_dir / WEIGHTS_FILE).exists():
+    elif has_weights(run_dir):
         raise QKVError(f"{run_dir} already holds a trained model; resume it, or train into another directory")
     if init_from is not None and not task_cls.supports_init_from:
         raise QKVError(f"starting from another run (init_from) is not supported for the {cfg.task} task")
-    dist_info, device = distributed.setup(cfg.train.device)
+    if not getattr(getattr(cfg, "data", None), "batch_tokens", None):  # token-budget batches vary in rows anyway
+        check_world_size(cfg.train)
+    dist_info, device = distributed.setup(cfg.train.device, cfg.train.parallel)
     ctx = Context(run_dir, dist_info, device, resume, Path(init_from) if init_from and not resume else None,
                   fit_vocab, **({"log": log} if log is not None else {}))
     try:
@@ -84,8 +87,24 @@ def train_task(task, log=None) -> Trained:
                       on_step=partial(task.on_step, state) if task.on_step is not None else None,
                       loss_terms=task.loss_terms)
     result = trainer.fit()
+    model = trainer.model  # under FSDP, a whole copy of the sharded model it trained
     task.after_training(state, model)
+    # no process leaves the group while another may still be receiving from it (gloo aborts a peer that does)
+    distributed.barrier(dist_info)
     return Trained(task, state, model, result, dist_info.is_main)
+
+
+def check_world_size(train_cfg) -> None:
+    """Under torchrun, every process must get the same share of every micro-batch: QKVError unless the process
+    count divides train.batch_size / train.grad_accum."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rows = train_cfg.batch_size // train_cfg.grad_accum
+    if world > 1 and rows % world:
+        raise QKVError(f"train.batch_size {train_cfg.batch_size} (÷ grad_accum {train_cfg.grad_accum} = {rows} rows "
+                       f"a micro-batch) cannot be shared equally by {world} processes; make it a multiple of "
+                       f"{world * train_cfg.grad_accum}")
 
 
 def split_threads(train_cfg, dist_info, device, ctx: Context | None = None) -> int:

@@ -37,6 +37,10 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the model; falls back to eager with a message if it fails
     threads: int | None = None  # torch CPU threads (default: torch's choice; 1 per process under torchrun)
+    # how processes under torchrun share the work (qkv.training.sharding): "ddp" = every process holds the whole
+    # model; "fsdp" = each holds 1/N of every weight, gradient and Adam moment (FSDP2), checkpoints are sharded
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    reshard_after_forward: bool = True  # fsdp: free gathered weights after each block's forward (less memory)
     progress: bool = True  # show a progress bar
 
     def __post_init__(self):
@@ -57,5 +61,9 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adamw or muon")
         if not 0.0 <= self.muon_momentum < 1.0:
             raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"unknown parallel {self.parallel!r}; choose ddp or fsdp")
+        if self.parallel == "fsdp" and self.optimizer == "muon":
+            raise ValueError("optimizer = 'muon' needs whole weight matrices; use it with parallel = 'ddp'")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive, got {self.threads}")

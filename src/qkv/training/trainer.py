@@ -15,14 +15,20 @@ It is handed:
 - a batch source (`BatchSource`: ``next_batch()`` -> a batch dict (`qkv.data.batch`), ``state_dict()``,
   ``load_state_dict()``, optionally ``peek_batch()``);
 - an optional ``evaluate(model, full, train_means) -> metrics`` (``full``: also the slow figures);
-- a ``save_model(model, step)`` that writes weights, config and tokenizer;
+- a ``save_model(model, step, weights=True)`` that writes weights and config (``weights=False`` under FSDP,
+  whose weights the sharded checkpoint holds);
 - an optional ``on_step(model, step)``, run after every optimizer step (diffusion updates its weight
   average there).
 
 It owns the rest: the optimizer (AdamW, or Muon with AdamW) and the schedule, gradient accumulation and
-clipping, autocast, torch.compile, DDP, the time budget, NaN detection, progress bar, ``metrics.jsonl``,
-``loss.png`` and crash-safe checkpoints with exact resume — also under a time budget: the schedule's clock
-(elapsed time and the moment warm-up ended) is saved with every checkpoint.
+clipping, autocast, torch.compile, DDP or FSDP (``train.parallel``, `qkv.training.sharding`), the time budget,
+NaN detection, progress bar, ``metrics.jsonl``, ``loss.png``, per-process peak memory, and crash-safe
+checkpoints with exact resume — also under a time budget: the schedule's clock (elapsed time and the moment
+warm-up ended) is saved with every checkpoint. Under FSDP the weights and moments go to a sharded checkpoint
+(`qkv.training.checkpoint`), which resumes at any process count.
+
+Under FSDP the task's code never sees a shard: ``evaluate`` gets a whole copy (`sharding.replica`), ``on_step``
+runs with the weights gathered in place (`sharding.gathered`), and after training ``Trainer.model`` is a whole copy.
 """
 
 from __future__ import annotations
@@ -40,15 +46,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from qkv import hardware
 from qkv.data.batch import to_device
 from qkv.errors import QKVError
 from qkv.runs import METRICS_FILE, append_jsonl, atomic_write_bytes
-from qkv.training import distributed
+from qkv.training import distributed, sharding
 from qkv.training.checkpoint import (
     data_state_of,
+    drop_stale_shards,
+    load_sharded_state,
     load_trainer_state,
     restore_optimizer,
     rng_state,
+    save_sharded_state,
     save_trainer_state,
     set_rng_state,
 )
@@ -119,10 +129,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self, raw: nn.Module, optimizer, step: int, clock: dict) -> None:
-        if not self.dist.is_main or self.run_dir is None or self.save_model is None:
+        if self.run_dir is None or self.save_model is None:
             return
-        self.save_model(raw, step)  # weights first, then the state that points at them
-        save_trainer_state(self.run_dir, step, optimizer, self.data.state_dict(), clock)
+        if self.sharded:  # every process writes its shards; then the main process, the state that points at them
+            shards = save_sharded_state(self.run_dir, step, raw, optimizer, self.dist)
+            if self.dist.is_main:
+                self.save_model(raw, step, weights=False)
+                save_trainer_state(self.run_dir, step, None, self.data.state_dict(), {**clock, "sharded": shards})
+                drop_stale_shards(self.run_dir, shards)
+            return
+        if self.dist.is_main:
+            self.save_model(raw, step)  # weights first, then the state that points at them
+            save_trainer_state(self.run_dir, step, optimizer, self.data.state_dict(), clock)
 
     def _write_metrics(self, record: dict) -> None:
         if self.dist.is_main and self.run_dir is not None:
@@ -144,23 +162,26 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         raw = self.model.to(self.device)
+        precision = resolve_precision(cfg.precision, self.device)
+        model = self._wrap(raw, precision.dtype)  # sharded first: the optimizer holds the shards
         optimizer = build_optimizer(raw, cfg, self.device.type)
-        loop = self._start(optimizer)
-        model = self._wrap(raw)
-        autocast, scaler = self._precision(optimizer)
+        loop = self._start(raw, optimizer)
+        autocast, scaler = self._precision(precision, optimizer)
         loop.t_start = loop.t_log = time.perf_counter()  # compiling is not training time
+        hardware.reset_peak_memory(self.device)  # peak memory counts the training steps, from here
         bar = self._progress_bar(loop)
         model.train()
         try:
             while loop.step < cfg.max_steps:
                 lr = self._learning_rate(optimizer, loop)
                 loss = self._forward_backward(model, autocast, scaler, loop)
-                self._optimizer_step(raw, optimizer, scaler)
+                grad_norm = self._optimizer_step(raw, optimizer, scaler)
                 loop.step += 1
                 if self.on_step is not None:
-                    self.on_step(raw, loop.step)
+                    with sharding.gathered(raw):
+                        self.on_step(raw, loop.step)
                 loop.result.losses.append((loop.step, loss))
-                out_of_time = self._log_step(loop, loss, lr, bar)
+                out_of_time = self._log_step(loop, loss, lr, grad_norm, bar)
                 last = loop.step == cfg.max_steps or out_of_time
                 if loop.step % cfg.eval_interval == 0 or last:
                     self._evaluate_and_save(model, raw, optimizer, loop, last)
@@ -170,6 +191,8 @@ class Trainer:
                     break
         finally:
             bar.close()
+        if self.sharded:  # a whole copy from here on: the task's summary and samples run on the main process only
+            self.model = sharding.replica(raw, self.device)
         loop.result.step = loop.step
         loop.result.elapsed_s = loop.elapsed()
         return loop.result
@@ -186,12 +209,17 @@ class Trainer:
                         **common)
         return tqdm(total=cfg.max_steps, initial=loop.step, unit="step", **common)
 
-    def _start(self, optimizer) -> _Loop:
+    def _start(self, raw: nn.Module, optimizer) -> _Loop:
         """The loop's state: fresh (seeded), or the checkpoint's (optimizer, data position, RNGs, clock)."""
         loop = _Loop()
         if self.resume:
             state, tensors = load_trainer_state(self.run_dir)
-            restore_optimizer(optimizer, state, tensors)
+            if self.sharded:
+                load_sharded_state(self.run_dir, state, raw, optimizer)
+            elif state.get("sharded"):
+                raise QKVError(f"{self.run_dir} was trained with parallel = 'fsdp'; resume it with fsdp")
+            else:
+                restore_optimizer(optimizer, state, tensors)
             self.data.load_state_dict(data_state_of(tensors))
             set_rng_state(tensors, state["rng"])
             loop.step, loop.elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
@@ -204,21 +232,34 @@ class Trainer:
         loop.result = TrainResult(step=loop.step)
         return loop
 
-    def _wrap(self, raw: nn.Module) -> nn.Module:
-        """The module the loop calls: `raw`, compiled if asked (and if compiling works), in DDP under torchrun."""
-        model = self._compile(raw) if self.cfg.compile else raw
-        if self.dist.enabled:
+    sharded: bool = False  # train.parallel = "fsdp": `raw` is an FSDPModule
+
+    def _wrap(self, raw: nn.Module, amp_dtype: torch.dtype | None) -> nn.Module:
+        """The module the loop calls: `raw` (sharded in place under FSDP), compiled if asked (and if compiling
+        works), in DDP under torchrun."""
+        cfg = self.cfg
+        if cfg.parallel == "fsdp":
+            units = sharding.shard(raw, reshard_after_forward=cfg.reshard_after_forward, device=self.device,
+                                   param_dtype=amp_dtype if amp_dtype == torch.bfloat16 else None)
+            self.sharded = True
+            world = self.dist.world_size
+            self.log(f"fsdp: {units + 1} units sharded {world} way(s)" if world > 1 else
+                     f"fsdp on one process: one shard holds the whole model ({units + 1} units); start it with "
+                     "torchrun --nproc_per_node N to shard it N ways")
+        model = self._compile(raw) if cfg.compile else raw
+        if self.dist.enabled and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         return model
 
-    def _precision(self, optimizer) -> tuple[Callable, torch.amp.GradScaler | None]:
+    def _precision(self, precision, optimizer) -> tuple[Callable, torch.amp.GradScaler | None]:
         """(a context manager factory for the forward passes, the fp16 gradient scaler or None)."""
-        precision = resolve_precision(self.cfg.precision, self.device)
         if self.cfg.precision != "fp32":
             self.log(precision.reason)
         amp_dtype = precision.dtype
+        if amp_dtype == torch.float16 and self.sharded:
+            raise QKVError("fp16 loss scaling does not run under parallel = 'fsdp'; use precision = 'bf16' or 'fp32'")
         scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         if scaler is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise QKVError("optimizer = 'muon' does not run with fp16 loss scaling; use precision = 'bf16' or 'fp32'")
@@ -251,9 +292,11 @@ class Trainer:
         loss_total = 0.0
         for micro, (batch, n) in enumerate(zip(batches, counts, strict=True)):
             sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-            with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
+            if self.sharded:  # FSDP: reduce-scatter the gradients only after the last micro-batch, as DDP does
+                self.model.set_requires_gradient_sync(sync)
+            with (contextlib.nullcontext() if sync or self.sharded else model.no_sync()), autocast():
                 loss, info = self.loss_fn(model, batch)
-            # weight n / total of the global mean; DDP averages the processes' gradients, hence × world.
+            # weight n / total of the global mean; DDP and FSDP average the processes' gradients, hence × world.
             # Written as a division: with equal micro-batches it is exactly loss / grad_accum
             share = total / (n * self.dist.world_size)
             scaled = loss / share
@@ -269,20 +312,21 @@ class Trainer:
             raise self._diverged(f"loss became {loss_total} at step {loop.step + 1}")
         return loss_total
 
-    def _optimizer_step(self, raw: nn.Module, optimizer, scaler) -> None:
-        """Clip the gradient norm, step the optimizer (through the fp16 scaler if any), free the gradients."""
+    def _optimizer_step(self, raw: nn.Module, optimizer, scaler) -> float:
+        """Clip the gradient norm, step the optimizer (through the fp16 scaler if any), free the gradients.
+        Returns the global gradient norm before clipping (what a sum-instead-of-mean reduction would double)."""
         if scaler:
             scaler.unscale_(optimizer)
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), self.cfg.grad_clip)
+        grad_norm = sharding.clip_grad_norm(list(raw.parameters()), self.cfg.grad_clip)
         if scaler:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
-    def _log_step(self, loop: _Loop, loss: float, lr: float, bar) -> bool:
+    def _log_step(self, loop: _Loop, loss: float, lr: float, grad_norm: float, bar) -> bool:
         """A metrics.jsonl line every log_interval steps (and at the end); the progress bar. Returns whether the
         time budget is spent."""
         cfg = self.cfg
@@ -292,8 +336,8 @@ class Trainer:
         if loop.step % cfg.log_interval == 0 or loop.step == cfg.max_steps or out_of_time:
             tps = loop.tokens_since / max(now - loop.t_log, 1e-9)
             loop.tokens_since, loop.t_log = 0, now
-            self._write_metrics({"step": loop.step, "loss": loss, "lr": lr, "tokens_per_s": round(tps, 1),
-                                 "elapsed_s": round(elapsed, 3)})
+            self._write_metrics({"step": loop.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                 "tokens_per_s": round(tps, 1), "elapsed_s": round(elapsed, 3)})
             running_means = {k: f"{t / c:.4f}" for k, (t, c) in loop.running.items() if c}  # since the last eval
             bar.set_postfix({**({"step": loop.step} if cfg.schedule_by == "time" else {}), "loss": f"{loss:.4f}",
                              **running_means, "tok_s": f"{tps:,.0f}"}, refresh=False)
@@ -304,6 +348,7 @@ class Trainer:
         """Evaluate (full every full_eval_interval steps and at the end), log it, refuse NaN weights or losses
         (the last good checkpoint is kept), then write a checkpoint and wait for every process."""
         cfg, device = self.cfg, self.device
+        memory = self._peak_memory()  # of training so far, before the evaluation gathers anything
         if self.evaluate is not None:
             model.eval()
             sums = {k: distributed.sum_across(t, self.dist, device) for k, (t, _) in sorted(loop.running.items())}
@@ -312,11 +357,13 @@ class Trainer:
             loop.running.clear()
             t_eval = time.perf_counter()
             full_eval_every = cfg.full_eval_interval or cfg.eval_interval
-            metrics = self.evaluate(raw, loop.step % full_eval_every == 0 or last, means)
+            whole = sharding.replica(raw, device).eval() if self.sharded else raw
+            metrics = self.evaluate(whole, loop.step % full_eval_every == 0 or last, means)
+            del whole
             model.train()
             # elapsed_s: the run's clock once this evaluation is done (evaluations count); eval_s: its cost
             done = time.perf_counter()
-            record = {"step": loop.step, **metrics, "elapsed_s": round(loop.elapsed(done), 3),
+            record = {"step": loop.step, **metrics, **memory, "elapsed_s": round(loop.elapsed(done), 3),
                       "eval_s": round(done - t_eval, 3)}
             loop.result.evals.append(record)
             self._write_metrics(record)
@@ -325,13 +372,25 @@ class Trainer:
             bad = [k for k, v in metrics.items() if "loss" in k and isinstance(v, float) and not math.isfinite(v)]
             if bad:  # these weights give NaN/inf: don't let them replace the last good checkpoint
                 raise self._diverged(f"{bad[0]} became {metrics[bad[0]]} at step {loop.step}")
-        if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
+        local = (p.to_local() if hasattr(p, "to_local") else p for p in raw.parameters())  # FSDP: this shard
+        bad_weights = not all(bool(torch.isfinite(t).all()) for t in local)
+        if distributed.sum_across(float(bad_weights), self.dist, device) if self.sharded else bad_weights:
             raise self._diverged(f"weights became NaN/inf at step {loop.step}")
         self._save(raw, optimizer, loop.step, {"elapsed_s": loop.step_elapsed, "warm_end_s": loop.warm_end})
         self._saved_step = loop.step
         distributed.barrier(self.dist)
+        hardware.reset_peak_memory(device)  # the next figure is the training steps' since this evaluation
 
     _saved_step: int = 0
+
+    def _peak_memory(self) -> dict:
+        """{"peak_mem_mb": the largest per-process peak, "peak_mem_mb_per_rank": [every process's]}: resident
+        memory on a CPU, `max_memory_allocated` on a GPU (`hardware.peak_memory_mb`)."""
+        mine = hardware.peak_memory_mb(self.device)
+        if mine is None:
+            return {}
+        ranks = distributed.gather_floats(mine, self.dist, self.device)
+        return {"peak_mem_mb": round(max(ranks), 1), "peak_mem_mb_per_rank": [round(x, 1) for x in ranks]}
 
     def _diverged(self, what: str) -> QKVError:
         kept = f"the last good checkpoint (step {self._saved_step}) is kept" if self._saved_step else \

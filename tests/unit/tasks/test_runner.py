@@ -19,7 +19,7 @@ from qkv.training.distributed import DistInfo
 def test_each_process_gets_its_share_of_the_cores(task, threads, expected, monkeypatch, tmp_path):
     """Rank 0 of 4 processes on a 8-thread machine trains with 2 threads (unless train.threads says), and the
     main process says so; the task's own hooks are not reached (train_task is stubbed)."""
-    monkeypatch.setattr(distributed, "setup", lambda device: (DistInfo(0, 4, 0), torch.device("cpu")))
+    monkeypatch.setattr(distributed, "setup", lambda device, parallel="ddp": (DistInfo(0, 4, 0), torch.device("cpu")))
     monkeypatch.setattr(distributed, "teardown", lambda info: None)
     seen = {}
     monkeypatch.setattr(runner, "train_task", lambda t, log=None: seen.setdefault("threads", torch.get_num_threads()))
