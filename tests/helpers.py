@@ -101,6 +101,35 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+# what differs between two runs that train the same thing: the clock and each process's memory
+PER_PROCESS = {"tokens_per_s", "elapsed_s", "eval_s", "peak_mem_mb", "peak_mem_mb_per_rank"}
+
+
+def assert_same_training(a_dir: Path, b_dir: Path, steps: int) -> None:
+    """Two runs logged the same steps, losses, gradient norms and evaluations (within float tolerance: the
+    processes sum in another order), and trained `steps` steps that moved the loss."""
+    a, b = ([{k: v for k, v in r.items() if k not in PER_PROCESS} for r in metrics(d)] for d in (a_dir, b_dir))
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) > steps
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k, v in ra.items():
+            if isinstance(v, float):
+                assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), f"step {ra['step']}, {k}: {rb[k]} vs {v}"
+            else:
+                assert rb[k] == v, f"step {ra['step']}, {k}"
+    losses = [r["loss"] for r in a if "loss" in r]
+    assert len(losses) == steps and losses[-1] != losses[0]  # it trained: not two untouched models compared
+    assert all(r["grad_norm"] > 0 for r in a if "grad_norm" in r)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+
+
 def torchrun() -> list[str]:
     exe = Path(sys.executable).parent / "torchrun"
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]

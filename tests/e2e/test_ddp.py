@@ -12,17 +12,13 @@ Each process must also get its share of the cores (`qkv.tasks.runner.split_threa
 and two processes, one torch thread each, which the main process says.
 """
 
-import json
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
-from helpers import preset, torchrun, write_text
+from helpers import assert_same_training, assert_same_weights, preset, run_or_fail, torchrun, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -85,12 +81,6 @@ def _args(task: str, folder: Path) -> list[str]:
     return ["train", "--config", str(preset), "--no-sample", *STEPS, *extra]
 
 
-def _metrics(run: Path) -> list[dict]:
-    timing = {"tokens_per_s", "elapsed_s", "eval_s", "peak_mem_mb", "peak_mem_mb_per_rank"}  # per process, not learned
-    return [{k: v for k, v in json.loads(x).items() if k not in timing}
-            for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 # FSDP too, for the models whose path differs (tests/e2e/test_fsdp.py has the LM and translation): diffusion's
 # weight average reads the sharded weights after every step, and the captioner is a subclass FSDP wraps
 SHARDED = ["diffusion", "caption", "speech"]
@@ -106,29 +96,12 @@ def test_two_processes_train_what_one_trains(task, parallel, tmp_path, monkeypat
            "PYTHONUNBUFFERED": "1"}
     cmd = [*torchrun(), "--standalone", "--nproc_per_node=2", "-m", "qkv", *_args(task, tmp_path), "--out", str(two),
            "--train.parallel", parallel]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"torchrun timed out after {time.perf_counter() - t0:.0f} s:\n{(e.stderr or b'')[-3000:]}")
+    proc = run_or_fail(cmd, cwd=tmp_path, env=env)
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     assert proc.stderr.count("torchrun: 2 processes, 1 torch thread(s) each") == 1, proc.stderr[-2000:]
     assert proc.stdout.count("trained 6 steps") == 1  # only the main process reports
 
-    a, b = _metrics(one), _metrics(two)
-    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 8
-    for ra, rb in zip(a, b, strict=True):
-        assert ra.keys() == rb.keys()
-        for k, v in ra.items():
-            if isinstance(v, float):
-                assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), f"step {ra['step']}, {k}: {rb[k]} vs {v}"
-            else:
-                assert rb[k] == v, f"step {ra['step']}, {k}"
-    losses = [r["loss"] for r in a if "loss" in r]
-    assert len(losses) == 6 and losses[-1] != losses[0]  # it trained: not a comparison of two untouched models
+    assert_same_training(one, two, steps=6)
     if parallel == "fsdp":  # the weights are sharded: one file, from them
         assert main(["convert", "--consolidate", str(two)]) == 0
-    wa, wb = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+    assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))

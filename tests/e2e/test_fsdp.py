@@ -16,19 +16,17 @@ import json
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import preset, torchrun, write_text
+from helpers import assert_same_training, assert_same_weights, preset, run_or_fail, torchrun, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
 
-TIMING = {"tokens_per_s", "elapsed_s", "eval_s", "peak_mem_mb", "peak_mem_mb_per_rank"}
 COMMON = ["--no-sample", "--train.eval_interval", "3", "--train.warmup_steps", "2", "--train.schedule_by", "steps",
           "--train.max_minutes", "none", "--train.progress", "false", "--train.precision", "fp32",
           "--train.batch_size", "8", "--train.log_interval", "1", "--train.decay_steps", "6",
@@ -60,50 +58,19 @@ def _translate(folder: Path) -> list[str]:
 ARGS = {"lm": _lm, "translate": _translate}
 
 
-def _launch(args: list[str], folder: Path, nproc: int, extra: list[str] | None = None) -> str:
+def _launch(args: list[str], folder: Path, nproc: int) -> str:
     """``torchrun --standalone --nproc_per_node=N -m qkv ARGS``; its stderr."""
     env = {**os.environ, "QKV_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    cmd = [*torchrun(), *(extra or ["--standalone", f"--nproc_per_node={nproc}"]), "-m", "qkv", *args]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"torchrun timed out after {time.perf_counter() - t0:.0f} s:\n{(e.stderr or b'')[-3000:]}")
+    proc = run_or_fail([*torchrun(), "--standalone", f"--nproc_per_node={nproc}", "-m", "qkv", *args], timeout=600,
+                       cwd=folder, env=env)
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     return proc.stderr
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING}
-            for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _same_training(a_dir: Path, b_dir: Path) -> None:
-    """Both runs logged the same steps, losses, gradient norms and evaluations, within float tolerance."""
-    a, b = _metrics(a_dir), _metrics(b_dir)
-    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 8
-    for ra, rb in zip(a, b, strict=True):
-        assert ra.keys() == rb.keys()
-        for k, v in ra.items():
-            if isinstance(v, float):
-                assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), f"step {ra['step']}, {k}: {rb[k]} vs {v}"
-            else:
-                assert rb[k] == v, f"step {ra['step']}, {k}"
-    losses = [r["loss"] for r in a if "loss" in r]
-    assert len(losses) == 6 and losses[-1] != losses[0]  # it trained
-    assert all(r["grad_norm"] > 0 for r in a if "grad_norm" in r)
 
 
 def _weights(run: Path) -> dict:
     if not (run / "model.safetensors").exists():
         assert main(["convert", "--consolidate", str(run)]) == 0
     return load_file(run / "model.safetensors")
-
-
-def _same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
 
 
 @pytest.mark.parametrize("task", list(ARGS))
@@ -115,12 +82,12 @@ def test_two_fsdp_processes_train_what_one_trains(task, tmp_path, capsys):
     err = _launch([*args, "--train.max_steps", "6", "--train.parallel", "fsdp", "--out", str(fsdp)], tmp_path, 2)
     assert err.count("fsdp:") == 1 and "sharded 2 way(s)" in err  # said once, by the main process
     assert not (fsdp / "model.safetensors").exists() and list(fsdp.glob("checkpoint-*"))
-    _same_training(one, fsdp)
-    _same_weights(load_file(one / "model.safetensors"), _weights(fsdp))
+    assert_same_training(one, fsdp, steps=6)
+    assert_same_weights(load_file(one / "model.safetensors"), _weights(fsdp))
     if task == "lm":  # and DDP's two processes, against FSDP's two
         ddp = tmp_path / "ddp"
         _launch([*args, "--train.max_steps", "6", "--out", str(ddp)], tmp_path, 2)
-        _same_training(ddp, fsdp)
+        assert_same_training(ddp, fsdp, steps=6)
         card = (fsdp / "report.md").read_text()
         assert "peak memory per process" in card and "rank 1:" in card
 
@@ -150,14 +117,14 @@ def test_a_sharded_checkpoint_resumes_on_one_and_on_four_processes(tmp_path, cap
     err = _launch([*args, "--train.max_steps", "6", "--resume", str(four)], tmp_path, 4)
     assert "sharded 4 way(s)" in err
     for resumed in (half, four):
-        _same_training(straight, resumed)
+        assert_same_training(straight, resumed, steps=6)
         assert [p.name for p in resumed.glob("checkpoint-*")] == ["checkpoint-0000006"]  # the old one is gone
     # one process reads a sharded run for inference; consolidating writes the same weights
     run = qkv.load_run(four)
     expected = qkv.load_run(straight)
     for (name, a), (_, b) in zip(expected.model.state_dict().items(), run.model.state_dict().items(), strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
-    _same_weights(_weights(straight), _weights(four))
+    assert_same_weights(_weights(straight), _weights(four))
     assert main(["convert", "--consolidate", str(four)]) == 0  # again: rewrites the same file
     assert "from " + str(four / "checkpoint-0000006") in capsys.readouterr().out
 
@@ -194,4 +161,4 @@ def test_two_nodes_on_loopback_train_what_one_process_trains(tmp_path, capsys):
     for proc, (_, err) in zip(launches, outputs, strict=True):
         assert proc.returncode == 0, err[-4000:]
     assert sum("sharded 2 way(s)" in err for _, err in outputs) == 1  # the main process of node 0
-    _same_training(one, nodes)
+    assert_same_training(one, nodes, steps=6)
