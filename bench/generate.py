@@ -11,7 +11,8 @@ weights (`--quantize bf16`; only on a CPU with bf16 units), and fp32 without the
 same random weights: qkv's GPT is exported with `qkv convert --to-hf` logic and loaded by
 `transformers.GPT2LMHeadModel`, so the comparison is like for like. Decoding one token must stream every weight
 once, so the floor is fp32 weight bytes ÷ memory bandwidth; the bandwidth is measured here by summing a 1 GiB
-array (int8 and bf16 stream fewer bytes, so they can beat that floor). With --trained, each weight format's
+array (int8 and bf16 stream fewer bytes, so they can beat that floor; the last column measures each against its
+own floor: a quarter of fp32's bytes for int8, half for bf16). With --trained, each weight format's
 validation perplexity is compared with fp32 on that run's validation split (--val-tokens: its first N tokens).
 """
 
@@ -154,9 +155,12 @@ def main() -> None:
     print(f"memory read bandwidth: {bw / 1e9:.1f} GB/s; fp32 weights streamed per token: {weight_bytes / 1e6:.0f} MB "
           f"-> floor {floor_s * 1000:.1f} ms/token ({1 / floor_s:.1f} tokens/s)")
     hf_tps = rows[1][1]
-    print(f"{'':34} {'tokens/s':>9} {'ms/token':>9} {'vs transformers':>16} {'vs floor':>9}")
+    print(f"{'':34} {'tokens/s':>9} {'ms/token':>9} {'vs transformers':>16} {'vs floor':>9} {'vs own floor':>13}")
     for name, tps, ms, _, _ in rows:
-        print(f"{name:34} {tps:9.1f} {ms:9.1f} {tps / hf_tps:15.2f}x {ms / (floor_s * 1000):8.2f}x")
+        # a format's own floor: its weight bytes streamed once (int8 a quarter of fp32's, bf16 half)
+        own = floor_s * (0.25 if "int8" in name else 0.5 if "bf16" in name else 1.0)
+        print(f"{name:34} {tps:9.1f} {ms:9.1f} {tps / hf_tps:15.2f}x {ms / (floor_s * 1000):8.2f}x "
+              f"{ms / (own * 1000):12.2f}x")
 
     if args.trained:
         from qkv.data.text import read_tokens

@@ -336,7 +336,8 @@ class Trainer:
         if loop.step % cfg.log_interval == 0 or loop.step == cfg.max_steps or out_of_time:
             tps = loop.tokens_since / max(now - loop.t_log, 1e-9)
             loop.tokens_since, loop.t_log = 0, now
-            self._write_metrics({"step": loop.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            norm = grad_norm if math.isfinite(grad_norm) else None  # fp16's skipped steps: inf, not JSON
+            self._write_metrics({"step": loop.step, "loss": loss, "lr": lr, "grad_norm": norm,
                                  "tokens_per_s": round(tps, 1), "elapsed_s": round(elapsed, 3)})
             running_means = {k: f"{t / c:.4f}" for k, (t, c) in loop.running.items() if c}  # since the last eval
             bar.set_postfix({**({"step": loop.step} if cfg.schedule_by == "time" else {}), "loss": f"{loss:.4f}",
