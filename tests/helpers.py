@@ -101,6 +101,17 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def made_up_pairs(folder: Path) -> list[str]:
+    """Write 80 toy German-English sentence pairs (counting words) into `folder`: the ``--data.src``/``--data.tgt``
+    arguments of a tiny translation run that needs any pairs, not a corpus."""
+    words, english = "null eins zwei drei vier".split(), "zero one two three four".split()
+    src = [" ".join(words[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
+    tgt = [" ".join(english[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
+    (folder / "s.de").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (folder / "t.en").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    return ["--data.src", str(folder / "s.de"), "--data.tgt", str(folder / "t.en")]
+
+
 # what differs between two runs that train the same thing: the clock and each process's memory
 PER_PROCESS = {"tokens_per_s", "elapsed_s", "eval_s", "peak_mem_mb", "peak_mem_mb_per_rank"}
 

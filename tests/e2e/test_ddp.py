@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import assert_same_training, assert_same_weights, preset, run_or_fail, torchrun, write_text
+from helpers import assert_same_training, assert_same_weights, made_up_pairs, preset, run_or_fail, torchrun, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -28,15 +28,6 @@ STEPS = ["--train.max_steps", "6", "--train.eval_interval", "3", "--train.warmup
          "--train.schedule_by", "steps", "--train.max_minutes", "none", "--train.progress", "false",
          "--train.precision", "fp32", "--train.batch_size", "8", "--train.log_interval", "1"]
 GPT = ["--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2", "--model.dropout", "0"]
-
-
-def _pairs(folder: Path) -> list[str]:
-    words, english = "null eins zwei drei vier".split(), "zero one two three four".split()
-    src = [" ".join(words[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
-    tgt = [" ".join(english[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
-    (folder / "s.de").write_text("\n".join(src) + "\n", encoding="utf-8")
-    (folder / "t.en").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-    return ["--data.src", str(folder / "s.de"), "--data.tgt", str(folder / "t.en")]
 
 
 # task -> (preset, overrides): tiny runs whose every batch splits into two non-empty halves
@@ -76,7 +67,7 @@ def _speech(folder: Path) -> list[str]:
 
 def _args(task: str, folder: Path) -> list[str]:
     preset, extra = RUNS[task]
-    made = {"PAIRS": _pairs, "TEXT": _text, "SPEECH": _speech}  # made-up data: any text or pairs will do
+    made = {"PAIRS": made_up_pairs, "TEXT": _text, "SPEECH": _speech}  # made-up data: any text or pairs will do
     extra = [a for x in extra for a in (made[x](folder) if x in made else [x])]
     return ["train", "--config", str(preset), "--no-sample", *STEPS, *extra]
 

@@ -14,6 +14,7 @@ Dropout is off (each process draws its own masks); everything else random is dra
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import assert_same_training, assert_same_weights, preset, run_or_fail, torchrun, write_text
+from helpers import assert_same_training, assert_same_weights, made_up_pairs, preset, run_or_fail, torchrun, write_text
 from qkv.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -43,13 +44,8 @@ def _lm(folder: Path) -> list[str]:
 
 
 def _translate(folder: Path) -> list[str]:
-    words, english = "null eins zwei drei vier".split(), "zero one two three four".split()
-    src = [" ".join(words[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
-    tgt = [" ".join(english[(i * 7 + j) % 5] for j in range(2 + i % 3)) + "." for i in range(80)]
-    (folder / "s.de").write_text("\n".join(src) + "\n", encoding="utf-8")
-    (folder / "t.en").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-    return ["train", "--config", str(preset("multi30k-de-en")), *COMMON, "--data.src", str(folder / "s.de"),
-            "--data.tgt", str(folder / "t.en"), "--data.batch_tokens", "none", "--data.vocab_size", "300",
+    return ["train", "--config", str(preset("multi30k-de-en")), *COMMON, *made_up_pairs(folder),
+            "--data.batch_tokens", "none", "--data.vocab_size", "300",
             "--data.bleu_val_pairs", "2", "--model.d_model", "32", "--model.d_ff", "64", "--model.n_encoder_layers",
             "1", "--model.n_decoder_layers", "1", "--model.n_heads", "2", "--model.max_seq_len", "48",
             "--model.dropout", "0"]
@@ -103,14 +99,7 @@ def test_a_sharded_checkpoint_resumes_on_one_and_on_four_processes(tmp_path, cap
     assert json.loads((half / "trainer_state.json").read_text())["sharded"] == "checkpoint-0000003"
     assert len(list((half / "checkpoint-0000003").glob("*.safetensors"))) == 2  # one file per process
     four = tmp_path / "four"
-    four.mkdir()
-    for f in half.iterdir():  # a copy of the step-3 run, for the 4-process resume
-        if f.is_file():
-            (four / f.name).write_bytes(f.read_bytes())
-    for sub in ("checkpoint-0000003", "data"):
-        (four / sub).mkdir()
-        for f in (half / sub).iterdir():
-            (four / sub / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(half, four)  # a copy of the step-3 run, for the 4-process resume
 
     assert main([*args, "--train.max_steps", "6", "--resume", str(half)]) == 0
     assert "resumed from" in capsys.readouterr().err
